@@ -202,6 +202,26 @@ def test_size_mismatch_counted_and_skipped():
     assert cm.size_mismatch == 3
 
 
+def test_integer_maps_with_extra_dim_are_a_mismatch_not_logits():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(4, 4, dtype=torch.long))
+    cm.update(np.zeros((1, 4, 4), dtype=np.int64), np.zeros((4, 4), dtype=np.int64))
+    assert cm.size_mismatch == 2 and cm.pixels == 0
+    # float logits [C, H, W] with labels [H, W] are fine
+    cm.update(torch.randn(3, 4, 4), torch.zeros(4, 4, dtype=torch.long))
+    assert cm.pixels == 16
+
+
+def test_half_precision_logits():
+    C = 19
+    preds, lbl = random_batch(21, (2, 12, 12), C, ignore_index=255)
+    preds = preds.half()
+    cm = ConfusionMatrix(C, 255)
+    cm.update(preds, lbl)
+    np.testing.assert_array_equal(
+        cm.matrix, ref_matrix(preds.float().argmax(1).numpy(), lbl.numpy(), C, 255))
+
+
 @pytest.mark.parametrize("C", [2, 19, 37])
 def test_single_class_collapse_signature(C):
     preds, lbl = random_batch(11, (2, 24, 24), C, ignore_index=-1)

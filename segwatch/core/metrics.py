@@ -223,11 +223,16 @@ class ConfusionMatrix:
 
     # shapes -------------------------------------------------------------
     @staticmethod
-    def _layout(pshape: tuple, lshape: tuple) -> tuple[bool, int | None, tuple]:
-        """Return (ok, channel_dim or None, label_shape_after_squeeze)."""
+    def _layout(pshape: tuple, lshape: tuple, scores: bool = True
+                ) -> tuple[bool, int | None, tuple]:
+        """Return (ok, channel_dim or None, label_shape_after_squeeze).
+
+        ``scores``: the predictions are floating point, so one extra dimension is a
+        channel dimension (logits); integer predictions must match the labels' shape.
+        """
         if len(lshape) == 4 and lshape[1] == 1:
             lshape = (lshape[0],) + tuple(lshape[2:])
-        if len(pshape) == len(lshape) + 1 and len(pshape) in (3, 4):
+        if scores and len(pshape) == len(lshape) + 1 and len(pshape) in (3, 4):
             cdim = 1 if len(pshape) == 4 else 0
             spatial = tuple(pshape[:cdim]) + tuple(pshape[cdim + 1:])
             return spatial == tuple(lshape), cdim, lshape
@@ -237,7 +242,7 @@ class ConfusionMatrix:
 
     # numpy --------------------------------------------------------------
     def _update_numpy(self, preds: np.ndarray, labels: np.ndarray) -> None:
-        ok, cdim, lshape = self._layout(preds.shape, labels.shape)
+        ok, cdim, lshape = self._layout(preds.shape, labels.shape, preds.dtype.kind == "f")
         if not ok:
             self.size_mismatch += 1
             return
@@ -297,7 +302,8 @@ class ConfusionMatrix:
             preds = torch.as_tensor(np.asarray(preds))
         if not torch.is_tensor(labels):
             labels = torch.as_tensor(np.asarray(labels), device=preds.device)
-        ok, cdim, lshape = self._layout(tuple(preds.shape), tuple(labels.shape))
+        ok, cdim, lshape = self._layout(tuple(preds.shape), tuple(labels.shape),
+                                        preds.dtype.is_floating_point)
         if not ok:
             self.size_mismatch += 1
             return
@@ -315,8 +321,6 @@ class ConfusionMatrix:
         if cdim is not None:
             # max(dim).indices is much faster than argmax(dim) for a non-last dim on
             # CPU; both return the first maximal index.
-            if preds.dtype == torch.bool:
-                preds = preds.to(torch.uint8)
             pred = preds.max(dim=cdim).indices.reshape(-1)
             return pred, preds.shape[cdim] <= C
         pred = preds.reshape(-1)
