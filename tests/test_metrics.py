@@ -171,6 +171,18 @@ def test_uint8_labels_with_255_ignore():
     assert cm.ignored == 2 * 2 * 12 and cm.oor == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.uint8, torch.int8])
+def test_narrow_integer_class_maps(dtype):
+    C = 200 if dtype in (torch.int16, torch.int32) else 100  # C*C overflows int16
+    g = torch.Generator().manual_seed(8)
+    lbl = torch.randint(0, C, (2, 9, 9), generator=g).to(dtype)
+    preds = torch.randint(0, C, (2, 9, 9), generator=g).to(dtype)
+    cm = ConfusionMatrix(C)
+    cm.update(preds, lbl)
+    np.testing.assert_array_equal(cm.matrix, ref_matrix(preds.numpy(), lbl.numpy(), C))
+    assert cm.pixels == 162
+
+
 def test_predictions_out_of_range_never_corrupt():
     C = 5
     lbl = torch.tensor([[0, 1, 2, 3, 4, 4]])

@@ -326,8 +326,8 @@ class ConfusionMatrix:
         pred = preds.reshape(-1)
         if pred.dtype.is_floating_point:
             pred = torch.where(torch.isfinite(pred), pred, torch.full_like(pred, -1)).long()
-        elif pred.dtype == torch.bool or pred.dtype == torch.uint8:
-            pred = pred.long()
+        elif pred.dtype not in (torch.int32, torch.int64):
+            pred = pred.to(torch.int32)
         return pred, False
 
     def _labels_flat(self, torch: Any, labels: Any):
@@ -339,11 +339,12 @@ class ConfusionMatrix:
             safe = torch.where(finite, lbl, torch.zeros_like(lbl))
             frac = ~finite | (safe != torch.floor(safe))
             lbl = safe.long()
-        elif lbl.dtype == torch.bool or lbl.dtype == torch.uint8 or lbl.dtype == torch.int8:
-            # small types overflow in label * C; int32 suffices while C*C fits
-            lbl = lbl.to(torch.int32)
         elif lbl.dtype.is_complex:
             raise TypeError(f"labels must be real, got dtype {labels.dtype}")
+        elif lbl.dtype not in (torch.int32, torch.int64):
+            # narrow types (bool, uint8, int8, int16, uint16) overflow in label * C;
+            # int32 suffices while C*C fits, which it does for any realistic C
+            lbl = lbl.to(torch.int32 if self.num_classes ** 2 < 2**31 else torch.int64)
         return lbl, frac
 
     def _update_torch_cpu(self, torch: Any, preds: Any, labels: Any, cdim: int | None) -> None:
