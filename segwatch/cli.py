@@ -1,0 +1,592 @@
+"""The ``segwatch`` command line.
+
+    segwatch run SCRIPT [options] [-- SCRIPT ARGS...]   launch and watch a training
+    segwatch demo [--fault NAME] [options]              the bundled tiny training
+    segwatch attach TARGET                              the app on a live or finished run
+    segwatch replay RUN_DIR                             the app on a recorded run
+    segwatch report RUN_DIR [--json|--markdown]         the run report
+    segwatch ls [DIR]                                   runs in ./segwatch_runs
+    segwatch check --config CFG                         validate and print a config
+    segwatch ctl RUN_DIR pause|resume|kill|ping         control a live run (also: pause/resume/kill RUN_DIR)
+    segwatch relay RUN_DIR                              JSON-lines bridge used by attach over SSH
+
+Exit status of ``run``/``demo``: the script's (128+N when it died of signal N); 2 for
+segwatch's own usage and config errors, always reported before anything is launched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from segwatch import __version__
+
+EXIT_USAGE = 2
+DEFAULT_RUNS = "segwatch_runs"
+LANGS = ("en", "zh")
+POLICIES = ("warn", "pause", "kill")
+
+
+class UsageError(Exception):
+    """A problem with the command line or the config: exit 2, nothing launched."""
+
+
+def _err(msg: str) -> None:
+    print(f"segwatch: error: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- run options
+# segwatch's own options of `run` (and `demo`): name -> takes a value
+RUN_OPTIONS: dict[str, bool] = {
+    "--config": True, "--headless": False, "--report": True, "--run-dir": True,
+    "--on-collapse": True, "--on-nonfinite": True, "--debug": False, "--lang": True,
+    "--interval": True, "--no-shim": False, "--listen": True, "-h": False, "--help": False,
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="CFG", help="segwatch config YAML (or a training YAML with a `segwatch:` section)")
+    p.add_argument("--headless", action="store_true",
+                   help="no app: a status line per interval and every finding on stderr (default when stdout is not a terminal)")
+    p.add_argument("--report", metavar="PATH.json", help="also write the run report here (always in RUN_DIR/report.json)")
+    p.add_argument("--run-dir", metavar="DIR", help=f"run directory (default ./{DEFAULT_RUNS}/<time>-<script>)")
+    p.add_argument("--on-collapse", choices=POLICIES, help="what to do on pred.collapse (overrides policy.on_collapse)")
+    p.add_argument("--on-nonfinite", choices=POLICIES, help="what to do on NaN/Inf loss or gradients (overrides policy.on_nonfinite)")
+    p.add_argument("--debug", action="store_true", help="every probe on every step (SEGWATCH_DEBUG=1)")
+    p.add_argument("--lang", choices=LANGS, default="en", help="language of findings and advice")
+    p.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between headless status lines (default 5)")
+    p.add_argument("--no-shim", action="store_true",
+                   help="run the script without instrumentation (output parsing and process control only)")
+    p.add_argument("--listen", metavar="[127.0.0.1:]PORT",
+                   help="also listen on a loopback TCP port (token in meta.json); for `attach tcp://...`")
+
+
+def split_run_argv(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
+    """Split ``run``'s arguments into (segwatch options, SCRIPT, script arguments).
+
+    Everything after the first ``--`` belongs to the script. Before it, segwatch's own
+    options are recognised wherever they stand (before or after SCRIPT); other words after
+    SCRIPT go to the script in order; an unknown option before SCRIPT is a usage error.
+    """
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1:]
+    ours: list[str] = []
+    script: str | None = None
+    extra: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok
+        if name in RUN_OPTIONS:
+            ours.append(tok)
+            if RUN_OPTIONS[name] and "=" not in tok:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"option {name} needs a value")
+                ours.append(argv[i + 1])
+                i += 1
+        elif script is None:
+            if tok.startswith("-") and tok != "-":
+                raise UsageError(f"unknown option {tok!r} before the script "
+                                 "(script options go after the script, or after `--`)")
+            script = tok
+        else:
+            extra.append(tok)
+        i += 1
+    return ours, script, extra + tail
+
+
+def _run_parser(prog: str = "segwatch run", demo: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        usage=f"{prog} {'' if demo else 'SCRIPT '}[options] [-- SCRIPT ARGS...]",
+        description="Launch a training script under segwatch's shim and watch it live.",
+        epilog="Everything after `--` goes to the script unchanged. Exit status: the script's "
+               "(128+N if it died of signal N); 2 for segwatch's own usage or config errors.",
+    )
+    _add_run_options(p)
+    return p
+
+
+def _parse_run(argv: Sequence[str]) -> tuple[argparse.Namespace, str, list[str]]:
+    ours, script, script_args = split_run_argv(argv)
+    ns = _run_parser().parse_args(ours)
+    if script is None:
+        raise UsageError("no script given: segwatch run SCRIPT [options] [-- SCRIPT ARGS...]")
+    return ns, script, script_args
+
+
+def _default_run_dir(script: str, base: str | None = None) -> Path:
+    base_dir = Path(base or DEFAULT_RUNS)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = Path(script).stem or "run"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        name = f"{stamp}-{stem}" + (f"-{n}" if n > 1 else "")
+        path = base_dir / name
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"cannot create a run directory under {base_dir}")
+
+
+def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
+    """Every check that can fail before launching: script, config, options, run dir."""
+    from segwatch.supervisor import corelink
+
+    if not os.path.isfile(script):
+        raise UsageError(f"script not found: {script}")
+    if ns.interval is not None and not ns.interval > 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    if ns.config and not os.path.isfile(ns.config):
+        raise UsageError(f"config file not found: {ns.config}")
+    if ns.listen:
+        host, _, port = ns.listen.rpartition(":")
+        if host not in ("", "127.0.0.1", "localhost", "::1") or not port.isdigit():
+            raise UsageError("--listen takes a loopback address: PORT or 127.0.0.1:PORT")
+    ConfigError = corelink.config_error_type()
+    try:
+        config = corelink.load_config(ns.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:  # the config module is missing: run without one
+        if ns.config:
+            raise UsageError(f"cannot load configs: {exc}") from None
+        config = None
+    if ns.run_dir:
+        run_dir = Path(ns.run_dir)
+        if (run_dir / "events.jsonl").exists() or (run_dir / "meta.json").exists():
+            raise UsageError(f"run directory {run_dir} already holds a run; choose another --run-dir")
+        try:
+            run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create run directory {run_dir}: {exc}") from None
+    else:
+        run_dir = _default_run_dir(script)
+    return config, run_dir
+
+
+def _tui_available() -> tuple[bool, str]:
+    try:
+        import segwatch.tui.app as app  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken module
+        return False, f"{type(exc).__name__}: {exc}"
+    if not (hasattr(app, "run_app") or hasattr(app, "SegwatchApp")):
+        return False, "segwatch.tui.app has no SegwatchApp"
+    return True, ""
+
+
+def _open_app(client: Any = None, events: list | None = None, lang: str = "en", live: bool = True) -> Any:
+    import segwatch.tui.app as app
+
+    if hasattr(app, "run_app"):
+        return app.run_app(client=client, events=events, lang=lang, live=live) if events is not None \
+            else app.run_app(client=client, lang=lang, live=live)
+    kwargs: dict[str, Any] = {"client": client, "lang": lang, "live": live}
+    if events is not None:
+        kwargs["events"] = events
+    return app.SegwatchApp(**kwargs).run()
+
+
+def cmd_run(argv: Sequence[str], demo_defaults: dict | None = None) -> int:
+    try:
+        if demo_defaults is not None:
+            ns, script, script_args = demo_defaults["ns"], demo_defaults["script"], demo_defaults["args"]
+        else:
+            ns, script, script_args = _parse_run(argv)
+        config, run_dir = _prepare_run(ns, script)
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+    headless = ns.headless or not sys.stdout.isatty()
+    if not headless:
+        ok, why = _tui_available()
+        if not ok:
+            print(f"[segwatch] the app is not available ({why}); running headless", file=sys.stderr)
+            headless = True
+    if headless:
+        return _run_headless(ns, script, script_args, config, run_dir)
+    return _run_with_app(ns, script, script_args, run_dir)
+
+
+def _run_headless(ns: argparse.Namespace, script: str, script_args: list[str], config: Any, run_dir: Path) -> int:
+    from segwatch.supervisor.process import set_child_subreaper
+    from segwatch.supervisor.supervisor import Supervisor
+
+    set_child_subreaper()
+    print(f"[segwatch] run dir {run_dir}", file=sys.stderr)
+    sup = Supervisor(
+        script, script_args, run_dir=run_dir, config=config, config_path=ns.config, headless=True,
+        on_collapse=ns.on_collapse, on_nonfinite=ns.on_nonfinite, report_path=ns.report, debug=ns.debug,
+        lang=ns.lang, interval=ns.interval, use_shim=not ns.no_shim, listen=ns.listen,
+    )
+    return sup.run()
+
+
+def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], run_dir: Path) -> int:
+    from segwatch.supervisor import RunClient
+    from segwatch.supervisor.store import FINAL_STATUSES, RunStore, effective_status
+
+    spec = {
+        "script": script, "script_args": script_args, "run_dir": str(run_dir.absolute()),
+        "config_path": ns.config, "on_collapse": ns.on_collapse, "on_nonfinite": ns.on_nonfinite,
+        "report_path": os.path.abspath(ns.report) if ns.report else None, "debug": ns.debug,
+        "lang": ns.lang, "interval": ns.interval, "use_shim": not ns.no_shim, "listen": ns.listen,
+    }
+    store = RunStore(run_dir)
+    log_fd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "segwatch.supervisor", json.dumps(spec)],
+            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True, close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if store.read_meta().get("supervisor_pid"):
+            break
+        if daemon.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not store.read_meta().get("supervisor_pid"):
+        _err(f"the supervisor did not start; see {run_dir / 'supervisor.log'}")
+        try:
+            print((run_dir / "supervisor.log").read_text()[-2000:], file=sys.stderr)
+        except OSError:
+            pass
+        return daemon.poll() or 1
+    client = RunClient(run_dir)
+    try:
+        _open_app(client=client, lang=ns.lang, live=True)
+    finally:
+        client.close()
+    meta = store.read_meta()
+    status = effective_status(meta)
+    if status in FINAL_STATUSES:
+        daemon.poll()
+        code = meta.get("exit_code")
+        return int(code) if isinstance(code, int) else 1
+    print(f"[segwatch] the training goes on in the background ({status}).\n"
+          f"  re-open:  segwatch attach {run_dir}\n"
+          f"  control:  segwatch ctl {run_dir} pause|resume|kill", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(argv: Sequence[str]) -> int:
+    import segwatch.demo as demo_pkg
+
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1:]
+    p = _run_parser("segwatch demo", demo=True)
+    p.description = ("Run the bundled tiny RGB-D segmentation training (CPU, seconds) under segwatch. "
+                     "Default policy: pause on collapse.")
+    p.add_argument("--fault", metavar="NAME", help="inject a fault into the demo training (see the demo's --help)")
+    ns = p.parse_args(argv)
+    demo_dir = Path(demo_pkg.__file__).parent
+    train = demo_dir / "train.py"
+    cfg = demo_dir / "demo.yaml"
+    if not train.is_file():
+        _err(f"the demo training is missing: {train}")
+        return EXIT_USAGE
+    if ns.config is None and cfg.is_file():
+        ns.config = str(cfg)
+    if ns.on_collapse is None:
+        ns.on_collapse = "pause"
+    script_args = (["--fault", ns.fault] if ns.fault else []) + tail
+    return cmd_run([], demo_defaults={"ns": ns, "script": str(train), "args": script_args})
+
+
+# ---------------------------------------------------------------------- viewers
+def _follow_headless(client: Any, lang: str, interval: float, state: Any = None) -> int:
+    """Print what a headless run would print, from a client's events (attach --headless)."""
+    from segwatch.supervisor import corelink
+    from segwatch.supervisor.headless import finding_line, status_line
+
+    meta = client.meta()
+    config = corelink.config_from_dict(meta.get("config_resolved"))
+    state = state or corelink.SafeState(config, lang)
+    next_line = time.monotonic() + interval
+    try:
+        while True:
+            batch = client.poll()
+            for ev in batch:
+                for f in state.ingest(ev):
+                    print(finding_line(f, lang), file=sys.stderr, flush=True)
+            if time.monotonic() >= next_line:
+                next_line = time.monotonic() + interval
+                print(status_line(state, getattr(state, "status", None)), file=sys.stderr, flush=True)
+            if client.final:
+                break
+            if not batch:
+                time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("[segwatch] detached (the training goes on)", file=sys.stderr)
+        return 0
+    print(status_line(state, getattr(state, "status", None)), file=sys.stderr, flush=True)
+    code = getattr(state, "exit_code", None)
+    return int(code) if isinstance(code, int) else 0
+
+
+def cmd_attach(argv: Sequence[str]) -> int:
+    from segwatch.supervisor import RunClient
+
+    p = argparse.ArgumentParser(prog="segwatch attach", allow_abbrev=False,
+                                description="Open the app on a run: a run directory, ssh://host/path/to/run, "
+                                            "or tcp://127.0.0.1:PORT (a run started with --listen).")
+    p.add_argument("target")
+    p.add_argument("--headless", action="store_true", help="no app: status lines and findings on stderr")
+    p.add_argument("--lang", choices=LANGS, default="en")
+    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--token", help="token for tcp:// targets (or SEGWATCH_TOKEN)")
+    ns = p.parse_args(argv)
+    try:
+        client = RunClient(ns.target, token=ns.token)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        headless = ns.headless or not sys.stdout.isatty()
+        if not headless:
+            ok, why = _tui_available()
+            if not ok:
+                print(f"[segwatch] the app is not available ({why}); following headless", file=sys.stderr)
+                headless = True
+        if headless:
+            return _follow_headless(client, ns.lang, ns.interval)
+        _open_app(client=client, lang=ns.lang, live=True)
+        return 0
+    finally:
+        client.close()
+
+
+def cmd_replay(argv: Sequence[str]) -> int:
+    from segwatch.supervisor.headless import finding_line, status_line
+    from segwatch.supervisor.replay import Replayed
+
+    p = argparse.ArgumentParser(prog="segwatch replay", allow_abbrev=False,
+                                description="Rebuild a recorded run from its events and show it.")
+    p.add_argument("run_dir")
+    p.add_argument("--headless", action="store_true", help="print the final status and the findings instead of the app")
+    p.add_argument("--lang", choices=LANGS, default=None)
+    ns = p.parse_args(argv)
+    try:
+        rep = Replayed(ns.run_dir, ns.lang, keep_events=True)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    headless = ns.headless or not sys.stdout.isatty()
+    if not headless:
+        ok, why = _tui_available()
+        if not ok:
+            print(f"[segwatch] the app is not available ({why}); printing instead", file=sys.stderr)
+            headless = True
+    if not headless:
+        _open_app(client=None, events=rep.event_list, lang=rep.lang, live=False)
+        return 0
+    print(f"[segwatch] replayed {rep.events} events from {rep.run_dir}"
+          + (f" ({rep.invalid} invalid lines skipped)" if rep.invalid else ""))
+    print(status_line(rep.state, rep.status))
+    for f in list(getattr(rep.state, "findings", {}).values()):
+        print(finding_line(f, rep.lang))
+    return 0
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    from segwatch.supervisor.replay import format_markdown, format_text, load_report
+
+    p = argparse.ArgumentParser(prog="segwatch report", allow_abbrev=False,
+                                description="Print a run's report (rebuilt from its events if it has none yet).")
+    p.add_argument("run_dir")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="the report JSON (schema segwatch.report/1)")
+    g.add_argument("--markdown", action="store_true", help="a Markdown summary")
+    p.add_argument("--lang", choices=LANGS, default=None, help="language of the advice (rebuilds the report)")
+    ns = p.parse_args(argv)
+    try:
+        rep = load_report(ns.run_dir, ns.lang)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if ns.json:
+        print(json.dumps(rep, indent=2, ensure_ascii=False))
+    elif ns.markdown:
+        print(format_markdown(rep))
+    else:
+        print(format_text(rep))
+    return 0
+
+
+def cmd_ls(argv: Sequence[str]) -> int:
+    from segwatch.supervisor.replay import load_report, worst_finding
+    from segwatch.supervisor.store import RunStore, effective_status
+
+    p = argparse.ArgumentParser(prog="segwatch ls", allow_abbrev=False, description="List the runs in a directory.")
+    p.add_argument("dir", nargs="?", default=DEFAULT_RUNS)
+    ns = p.parse_args(argv)
+    base = Path(ns.dir)
+    if not base.is_dir():
+        print(f"no runs: {base} does not exist")
+        return 0
+    rows = []
+    for d in sorted(base.iterdir()):
+        if not (d / "meta.json").is_file():
+            continue
+        meta = RunStore(d, create=False).read_meta()
+        status = effective_status(meta)
+        try:
+            rep = load_report(d)
+        except Exception:
+            rep = {}
+        miou = rep.get("miou") or []
+        last = None
+        if miou:
+            try:
+                last = float(miou[-1][1])
+            except (TypeError, ValueError, IndexError):
+                last = None
+        w = worst_finding(rep.get("findings") or [])
+        rows.append((d.name, status, str(rep.get("steps", "-")), f"{last:.1f}" if last is not None else "-",
+                     f"{w.get('severity')} {w.get('id')}" if w else "-"))
+    if not rows:
+        print(f"no runs in {base}")
+        return 0
+    head = ("RUN", "STATUS", "STEPS", "mIoU", "WORST FINDING")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return 0
+
+
+def cmd_check(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="segwatch check", allow_abbrev=False,
+                                description="Validate a config and print it resolved (exit 0 if valid, 2 if not).")
+    p.add_argument("--config", required=True, metavar="CFG")
+    ns = p.parse_args(argv)
+    try:
+        from segwatch import config as cfgmod
+    except ImportError as exc:
+        _err(f"cannot load configs: {exc}")
+        return EXIT_USAGE
+    if not os.path.isfile(ns.config):
+        _err(f"config file not found: {ns.config}")
+        return EXIT_USAGE
+    try:
+        cfg = cfgmod.load_config(ns.config)
+    except cfgmod.ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    fmt = getattr(cfgmod, "format_config", None)
+    print(fmt(cfg) if fmt else json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def cmd_ctl(argv: Sequence[str], cmd: str | None = None) -> int:
+    from segwatch.supervisor import ControlError, RunClient
+
+    p = argparse.ArgumentParser(prog=f"segwatch {cmd or 'ctl'}", allow_abbrev=False,
+                                description="Send a command to a live run's supervisor.")
+    p.add_argument("run_dir", help="run directory (or ssh://host/path, tcp://127.0.0.1:PORT)")
+    if cmd is None:
+        p.add_argument("cmd", choices=("pause", "resume", "kill", "ping"))
+    p.add_argument("--token", help="token for tcp:// targets")
+    p.add_argument("--json", action="store_true", help="print the ack as JSON")
+    ns = p.parse_args(argv)
+    command = cmd or ns.cmd
+    try:
+        client = RunClient(ns.run_dir, token=ns.token)
+        ack = client.control(command)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ControlError as exc:
+        _err(str(exc))
+        return 1
+    if ns.json:
+        print(json.dumps(ack))
+    elif ack.get("ok"):
+        extra = f" (status {ack['status']})" if ack.get("status") else ""
+        print(f"{command}: ok{extra}")
+    else:
+        print(f"{command}: refused: {ack.get('error')}")
+    return 0 if ack.get("ok") else 1
+
+
+def cmd_relay(argv: Sequence[str]) -> int:
+    from segwatch.supervisor.client import relay
+
+    p = argparse.ArgumentParser(prog="segwatch relay", allow_abbrev=False,
+                                description="Stream a run's events (stored, then live) to stdout as JSON lines and "
+                                            "forward control lines from stdin (used by `attach ssh://...`).")
+    p.add_argument("run_dir")
+    ns = p.parse_args(argv)
+    try:
+        return relay(ns.run_dir)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+COMMANDS = {
+    "run": ("launch a training script under segwatch", cmd_run),
+    "demo": ("run the bundled tiny training (--fault NAME)", cmd_demo),
+    "attach": ("open the app on a run dir, ssh://host/path or tcp://127.0.0.1:PORT", cmd_attach),
+    "replay": ("open the app on a recorded run (--headless prints it)", cmd_replay),
+    "report": ("print a run's report (--json, --markdown)", cmd_report),
+    "ls": ("list runs", cmd_ls),
+    "check": ("validate a config (--config CFG)", cmd_check),
+    "ctl": ("pause|resume|kill|ping a live run", cmd_ctl),
+    "pause": ("pause a live run (= ctl RUN_DIR pause)", lambda a: cmd_ctl(a, "pause")),
+    "resume": ("resume a paused run (= ctl RUN_DIR resume)", lambda a: cmd_ctl(a, "resume")),
+    "kill": ("stop a live run (= ctl RUN_DIR kill)", lambda a: cmd_ctl(a, "kill")),
+    "relay": ("JSON-lines bridge of a run over stdin/stdout (for SSH)", cmd_relay),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: segwatch COMMAND [ARGS...]", "", "commands:"]
+    for name, (desc, _) in COMMANDS.items():
+        lines.append(f"  {name:8s} {desc}")
+    lines += ["", "`segwatch COMMAND --help` for a command's options.",
+              "Example: segwatch run train.py --config cfg.yaml -- --lr 8e-5"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else EXIT_USAGE
+    if argv[0] in ("-V", "--version"):
+        print(f"segwatch {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        _err(f"unknown command {name!r}")
+        print(_usage(), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[name][1](rest)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

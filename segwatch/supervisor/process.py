@@ -1,0 +1,159 @@
+"""The child's process tree: pause, resume, terminate, measure (psutil).
+
+The child runs in its own session, so its process group id is its pid. DataLoader workers
+and other helpers are found two ways: psutil's recursive children (which sees processes
+that changed their group) and the process group (which still sees workers whose parent
+already died). Every signal goes to the union of both.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import Iterable
+
+import psutil
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants re-parent to us (Linux), so none escapes the cleanup."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+class ProcessTree:
+    """The child process and all of its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pgid = pid  # start_new_session=True: the child leads its own group
+        self._known: dict[int, psutil.Process] = {}
+        try:
+            self._known[pid] = psutil.Process(pid)
+        except psutil.Error:
+            pass
+
+    def members(self) -> list[psutil.Process]:
+        """Live processes of the tree (root first), refreshing the remembered set."""
+        found: dict[int, psutil.Process] = {}
+        root = self._known.get(self.pid)
+        if root is not None:
+            try:
+                if root.is_running():
+                    found[root.pid] = root
+                    for c in root.children(recursive=True):
+                        found.setdefault(c.pid, self._known.get(c.pid, c))
+            except psutil.Error:
+                pass
+        # Workers whose parent died (re-parented) still carry our process group.
+        for p in list(self._known.values()):
+            if p.pid not in found:
+                try:
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                        found[p.pid] = p
+                except psutil.Error:
+                    pass
+        for p in psutil.process_iter():
+            if p.pid in found or p.pid == os.getpid():
+                continue
+            try:
+                if os.getpgid(p.pid) == self.pgid:
+                    found[p.pid] = p
+            except (OSError, psutil.Error):
+                continue
+        self._known = found
+        return list(found.values())
+
+    def _signal_all(self, procs: Iterable[psutil.Process], sig: int) -> None:
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def send(self, sig: int) -> int:
+        procs = self.members()
+        self._signal_all(procs, sig)
+        return len(procs)
+
+    def pause(self) -> int:
+        """SIGSTOP the whole tree. The root first, so it starts no new workers, then again
+        for anything that appeared in between."""
+        n = self.send(signal.SIGSTOP)
+        n2 = self.send(signal.SIGSTOP)
+        return max(n, n2)
+
+    def resume(self) -> int:
+        return self.send(signal.SIGCONT)
+
+    def terminate(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` to the tree and SIGCONT (a stopped process acts on SIGTERM only once
+        it runs again)."""
+        procs = self.members()
+        self._signal_all(procs, sig)
+        self._signal_all(procs, signal.SIGCONT)
+        return len(procs)
+
+    def kill(self) -> int:
+        procs = self.members()
+        self._signal_all(procs, signal.SIGKILL)
+        return len(procs)
+
+    def alive(self) -> list[psutil.Process]:
+        return [p for p in self.members() if _running(p)]
+
+    def cleanup(self, timeout: float = 3.0, root_exited: bool = True) -> int:
+        """Make sure nothing of the tree survives: SIGTERM, wait, SIGKILL. Returns how many
+        processes were still there. Reaps children of ours (zombies) with psutil."""
+        procs = [p for p in self.members() if _running(p)]
+        if not procs:
+            return 0
+        self._signal_all(procs, signal.SIGTERM)
+        self._signal_all(procs, signal.SIGCONT)
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        if alive:
+            self._signal_all(alive, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=2.0)
+        return len(procs)
+
+    def sample(self) -> dict:
+        """CPU percent (summed over the tree, since the previous sample) and RSS (bytes)."""
+        cpu = 0.0
+        rss = 0
+        n = 0
+        stopped = 0
+        for p in self.members():
+            try:
+                with p.oneshot():
+                    cpu += p.cpu_percent(None)
+                    rss += p.memory_info().rss
+                    if p.status() == psutil.STATUS_STOPPED:
+                        stopped += 1
+                n += 1
+            except psutil.Error:
+                continue
+        return {"cpu": round(cpu, 1), "rss": rss, "procs": n, "stopped": stopped, "gpu_mem": None}
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def exit_status(returncode: int | None) -> int | None:
+    """Popen's returncode as a shell would report it: 128+N for death by signal N."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return 128 + (-returncode)
+    return returncode

@@ -1,0 +1,234 @@
+"""The run directory: meta.json, the append-only event log, child output, the report.
+
+Layout of ``RUN_DIR`` (directory mode 0700, every file 0600):
+
+    meta.json           who/what/where: supervisor_pid, child_pid, socket, status, started, ended, ...
+    events.jsonl        every event, in the order the supervisor handled it (append-only)
+    events.shim.jsonl   the shim's fallback log, written only when the socket was gone
+    stdout.log          the child's stdout, byte for byte
+    stderr.log          the child's stderr, byte for byte
+    supervisor.log      the supervisor's own stdio when it runs as a daemon
+    report.json         the run report, once the run has ended
+    sock                the Unix socket (when the path is short enough; see ``socket_path_for``)
+
+``events.jsonl`` is the stream: live viewers tail it, ``replay`` reads it, ``relay``
+forwards it. The supervisor writes an event there (and flushes) before it acts on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from segwatch.protocol import LineDecoder, encode, read_events
+
+#: Statuses after which nothing more happens in a run.
+FINAL_STATUSES = ("finished", "killed", "failed", "lost")
+
+#: Longest Unix socket path we use (sun_path is 108 bytes on Linux, including the NUL).
+MAX_SOCKET_PATH = 100
+
+EVENTS = "events.jsonl"
+SHIM_EVENTS = "events.shim.jsonl"
+META = "meta.json"
+REPORT = "report.json"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file atomically with mode 0600 (temp file in the same dir + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_private(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically, mode 0600."""
+    _write_private(Path(path), (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+
+
+def _private_dir(path: Path) -> Path:
+    """Create (or check) a directory that only we can enter; refuse one owned by someone else."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise OSError(f"{path} is not a directory owned by this user")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def socket_path_for(run_dir: str | os.PathLike) -> str:
+    """Where the run's Unix socket lives.
+
+    ``RUN_DIR/sock`` when that absolute path fits in ``MAX_SOCKET_PATH`` bytes; otherwise a
+    name hashed from the run dir in a private (0700) directory: ``$XDG_RUNTIME_DIR/segwatch/``
+    when that variable is set and usable, else ``/tmp/segwatch-<uid>/``.
+    """
+    run_dir = Path(run_dir).resolve()
+    direct = run_dir / "sock"
+    if len(os.fsencode(str(direct))) <= MAX_SOCKET_PATH:
+        return str(direct)
+    digest = hashlib.sha256(os.fsencode(str(run_dir))).hexdigest()[:16]
+    candidates = []
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        candidates.append(Path(xdg) / "segwatch")
+    candidates.append(Path("/tmp") / f"segwatch-{os.getuid()}")
+    for base in candidates:
+        path = base / f"{digest}.sock"
+        if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
+            continue
+        try:
+            _private_dir(base)
+        except OSError:
+            continue
+        return str(path)
+    raise OSError(f"no usable directory for the socket of {run_dir}")
+
+
+class RunStore:
+    """One run directory. ``create=True`` makes it (0700); ``create=False`` opens an existing one."""
+
+    def __init__(self, run_dir: str | os.PathLike, create: bool = True) -> None:
+        self.path = Path(run_dir).absolute()
+        if create:
+            _private_dir(self.path)
+        elif not self.path.is_dir():
+            raise FileNotFoundError(f"no run directory at {self.path}")
+        self.events_path = self.path / EVENTS
+        self.shim_events_path = self.path / SHIM_EVENTS
+        self.meta_path = self.path / META
+        self.report_path = self.path / REPORT
+        self._events_fh = None
+        self._logs: dict[str, Any] = {}
+        self._meta: dict[str, Any] = {}
+        self.appended = 0
+
+    # ---- writing -------------------------------------------------------------------
+    def _open_append(self, name: str):
+        fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "ab", buffering=0)
+
+    def append(self, event: dict) -> bytes:
+        """Append one event to events.jsonl (unbuffered: it is on disk when this returns)."""
+        line = encode(event)
+        if self._events_fh is None:
+            self._events_fh = self._open_append(EVENTS)
+        self._events_fh.write(line)
+        self.appended += 1
+        return line
+
+    def log_output(self, stream: str, data: bytes) -> None:
+        """Append raw child output to stdout.log / stderr.log."""
+        fh = self._logs.get(stream)
+        if fh is None:
+            fh = self._logs[stream] = self._open_append(f"{stream}.log")
+        fh.write(data)
+
+    def write_meta(self, **fields: Any) -> dict:
+        """Merge ``fields`` into meta.json (atomic rewrite, mode 0600); returns the whole meta."""
+        if not self._meta and self.meta_path.exists():
+            self._meta = self.read_meta()
+        self._meta.update(fields)
+        write_json_private(self.meta_path, self._meta)
+        return dict(self._meta)
+
+    def write_report(self, report: dict, extra_path: str | os.PathLike | None = None) -> list[str]:
+        """Write RUN_DIR/report.json and, if given, a copy at ``extra_path``. Returns the paths written."""
+        written = []
+        write_json_private(self.report_path, report)
+        written.append(str(self.report_path))
+        if extra_path:
+            extra = Path(extra_path)
+            if extra.parent and not extra.parent.exists():
+                extra.parent.mkdir(parents=True, exist_ok=True)
+            write_json_private(extra, report)
+            written.append(str(extra.absolute()))
+        return written
+
+    def take_shim_fallback(self) -> list[dict]:
+        """The shim's fallback events (written while the socket was unreachable), to be
+        appended to events.jsonl by the supervisor at the end of a run. The file is renamed
+        to ``events.shim.jsonl.merged`` so that a replay does not count them twice."""
+        if not self.shim_events_path.exists():
+            return []
+        with open(self.shim_events_path, "rb") as fh:
+            events = list(read_events(fh))
+        os.replace(self.shim_events_path, self.path / (SHIM_EVENTS + ".merged"))
+        return events
+
+    def close(self) -> None:
+        for fh in [self._events_fh, *self._logs.values()]:
+            if fh is not None:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+        self._events_fh = None
+        self._logs = {}
+
+    # ---- reading -------------------------------------------------------------------
+    def read_meta(self) -> dict:
+        try:
+            with open(self.meta_path, "rb") as fh:
+                return json.loads(fh.read() or b"{}")
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}
+
+    def read_report(self) -> dict | None:
+        try:
+            with open(self.report_path, "rb") as fh:
+                return json.loads(fh.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def events(self, counter: LineDecoder | None = None) -> Iterator[dict]:
+        """Every stored event: events.jsonl in order, then the shim's fallback file (if any)."""
+        for path in (self.events_path, self.shim_events_path):
+            if path.exists():
+                with open(path, "rb") as fh:
+                    yield from read_events(fh, counter)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"RunStore({str(self.path)!r})"
+
+
+def pid_alive(pid: Any) -> bool:
+    """True when ``pid`` names a running (not zombie) process."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE
+    except Exception:
+        return False
+
+
+def effective_status(meta: dict) -> str:
+    """The run's status, or ``lost`` when meta says it is live but its supervisor is gone."""
+    status = meta.get("status") or "unknown"
+    if status not in FINAL_STATUSES and meta.get("supervisor_pid") and not pid_alive(meta.get("supervisor_pid")):
+        return "lost"
+    return status
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,833 @@
+"""The supervisor: runs the training script under the shim and watches it.
+
+One thread, one ``selectors`` loop over: the listening socket(s), every client connection
+(the shim, viewers' control connections), the child's stdout and stderr pipes and a
+self-pipe for signals. Every event, whatever its source, goes through ``_emit``:
+
+    append to events.jsonl (flushed)  ->  RunState.ingest  ->  new findings
+        -> a ``finding`` event (appended too), headless print, policy action
+
+so the run directory always holds everything a viewer saw, in the same order, and
+replaying it gives the same state.
+
+Ending, however it happens (normal exit, crash, policy kill, a control ``kill``, SIGINT or
+SIGTERM to segwatch, an internal error), goes through ``_finish``: the child's whole tree
+is stopped, the final ``status`` event is written, meta.json gets ``ended``, and the report
+is written to RUN_DIR/report.json (and ``--report``).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence, TextIO
+
+from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, make_event
+
+from . import corelink
+from .headless import PREFIX, finding_line, status_line
+from .miou_parse import parse_miou
+from .process import ProcessTree, exit_status
+from .replay import finalize_report
+from .store import RunStore, socket_path_for
+
+#: Findings that ``policy.on_collapse`` acts on.
+COLLAPSE_FINDINGS = ("pred.collapse", "metric.single_class_signature")
+#: Findings that ``policy.on_nonfinite`` acts on.
+NONFINITE_FINDINGS = ("loss.nonfinite", "grad.nonfinite")
+POLICIES = ("warn", "pause", "kill")
+
+_EOL = re.compile(rb"[\r\n]")
+MAX_OUTPUT_LINE = 8192      # longer child output lines are cut in the event (the .log keeps all)
+MAX_CLIENT_BUFFER = 64 << 20  # a subscriber this far behind is dropped
+DRAIN_AFTER_EXIT = 3.0      # seconds to collect the shim's last events after the child exited
+
+
+class _Conn:
+    __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "shim", "peer")
+
+    def __init__(self, sock: socket.socket, tcp: bool) -> None:
+        self.sock = sock
+        self.decoder = LineDecoder()
+        self.out = bytearray()
+        self.tcp = tcp
+        self.subscribed = False
+        self.shim = False
+        self.peer = ""
+
+
+class Supervisor:
+    """Launch ``script`` under the shim, supervise it, return its exit status from ``run()``."""
+
+    def __init__(
+        self,
+        script: str,
+        script_args: Sequence[str] = (),
+        *,
+        run_dir: str | os.PathLike,
+        config: Any = None,
+        config_path: str | None = None,
+        headless: bool = True,
+        on_collapse: str | None = None,
+        on_nonfinite: str | None = None,
+        report_path: str | None = None,
+        debug: bool = False,
+        lang: str = "en",
+        interval: float = 5.0,
+        echo: bool | None = None,
+        out: BinaryIO | None = None,
+        err: BinaryIO | None = None,
+        kill_timeout: float = 5.0,
+        interrupt_timeout: float = 3.0,
+        use_shim: bool = True,
+        command: Sequence[str] | None = None,
+        listen: str | None = None,
+        install_signals: bool | None = None,
+        proc_interval: float = 2.0,
+        extra_env: dict | None = None,
+    ) -> None:
+        self.script = str(script)
+        self.script_args = list(script_args)
+        self.config = config
+        self.config_path = config_path
+        self.headless = headless
+        self.lang = lang
+        self.interval = max(0.2, float(interval))
+        self.echo = headless if echo is None else echo
+        self._out = out if out is not None else getattr(sys.stdout, "buffer", None)
+        self._err = err if err is not None else getattr(sys.stderr, "buffer", None)
+        self.kill_timeout = kill_timeout
+        self.interrupt_timeout = interrupt_timeout
+        self.use_shim = use_shim
+        self.command = list(command) if command else None
+        self.listen = listen
+        self.install_signals = install_signals
+        self.proc_interval = proc_interval
+        self.extra_env = dict(extra_env or {})
+        self.debug = debug
+        self.report_path = report_path
+
+        pol = corelink.policy_of(config)
+        self.on_collapse = on_collapse or pol["on_collapse"]
+        self.on_nonfinite = on_nonfinite or pol["on_nonfinite"]
+        for name, val in (("on_collapse", self.on_collapse), ("on_nonfinite", self.on_nonfinite)):
+            if val not in POLICIES:
+                raise ValueError(f"policy.{name} must be one of {'|'.join(POLICIES)}, not {val!r}")
+        if config is not None and getattr(config, "policy", None) is not None:
+            # The resolved config handed to the shim and stored says what is in force.
+            try:
+                config.policy.on_collapse = self.on_collapse
+                config.policy.on_nonfinite = self.on_nonfinite
+            except Exception:
+                pass
+
+        self.store = RunStore(run_dir)
+        self.run_dir = str(self.store.path)
+        self.state = corelink.SafeState(config, lang)
+        self.exit_code: int | None = None
+        self.status = "starting"
+        self.token: str | None = None
+        self.socket_path: str | None = None
+        self.child: subprocess.Popen | None = None
+        self.tree: ProcessTree | None = None
+        self.actions: list[dict] = []
+        self.written: list[str] = []
+
+        self._sel: selectors.BaseSelector | None = None
+        self._listeners: list[tuple[socket.socket, bool]] = []
+        self._conns: dict[int, _Conn] = {}
+        self._pipes: dict[int, tuple[str, Any]] = {}
+        self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self._signals: list[int] = []
+        self._wake_r = self._wake_w = -1
+        self._old_handlers: dict[int, Any] = {}
+        self._old_wakeup: int | None = None
+        self._killing: str | None = None  # None | "interrupt" | "term" | "kill"
+        self._kill_deadline = 0.0
+        self._killed_by: str | None = None  # "policy" | "user" | "signal"
+        self._paused = False
+        self._exited_at: float | None = None
+        self._closed_conn_invalid = 0
+        self._closed_conn_oversized = 0
+        self._proto_errors: list[str] = []
+        self._rejected_types = 0
+        self._crash: str | None = None
+        self._finished = False
+
+    # ------------------------------------------------------------------ public
+    def run(self) -> int:
+        try:
+            self._setup()
+            self._launch()
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the run must end cleanly whatever happens
+            if isinstance(exc, KeyboardInterrupt):
+                self._killed_by = self._killed_by or "user"
+            else:
+                self._crash = "".join(traceback.format_exception(exc)).rstrip()
+                self._say(f"{PREFIX} internal error, stopping the training:\n{self._crash}")
+        finally:
+            self._finish()
+        return self.exit_code if self.exit_code is not None else 1
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+
+        install = self.install_signals
+        if install is None:
+            install = threading.current_thread() is threading.main_thread()
+        if install:
+            self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+        self.socket_path = socket_path_for(self.run_dir)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        srv.listen(64)
+        srv.setblocking(False)
+        self._listeners.append((srv, False))
+        self._sel.register(srv, selectors.EVENT_READ, ("listen", False))
+
+        tcp_addr = None
+        if self.listen:
+            host, _, port = self.listen.rpartition(":")
+            host = host or "127.0.0.1"
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(f"--listen accepts loopback addresses only, not {host!r}")
+            fam = socket.AF_INET6 if host == "::1" else socket.AF_INET
+            tsrv = socket.socket(fam, socket.SOCK_STREAM)
+            tsrv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tsrv.bind(("127.0.0.1" if host == "localhost" else host, int(port or 0)))
+            tsrv.listen(16)
+            tsrv.setblocking(False)
+            self._listeners.append((tsrv, True))
+            self._sel.register(tsrv, selectors.EVENT_READ, ("listen", True))
+            self.token = secrets.token_urlsafe(24)
+            h, p = tsrv.getsockname()[:2]
+            tcp_addr = f"{h}:{p}"
+
+        from segwatch import __version__
+
+        meta = dict(
+            segwatch=__version__,
+            run_dir=self.run_dir,
+            supervisor_pid=os.getpid(),
+            child_pid=None,
+            socket=self.socket_path,
+            status="starting",
+            started=time.time(),
+            ended=None,
+            exit_code=None,
+            script=os.path.abspath(self.script),
+            argv=self.script_args,
+            cwd=os.getcwd(),
+            config=os.path.abspath(self.config_path) if self.config_path else None,
+            config_resolved=corelink.config_to_dict(self.config),
+            policy={"on_collapse": self.on_collapse, "on_nonfinite": self.on_nonfinite},
+            headless=self.headless,
+            lang=self.lang,
+            shim=self.use_shim,
+        )
+        if tcp_addr:
+            meta.update(tcp=tcp_addr, token=self.token)
+        self.store.write_meta(**meta)
+
+    def _child_command(self) -> list[str]:
+        if self.command:
+            return self.command
+        if self.use_shim:
+            return [sys.executable, "-m", "segwatch.shim", self.script, *self.script_args]
+        return [sys.executable, self.script, *self.script_args]
+
+    def _child_env(self) -> dict:
+        env = os.environ.copy()
+        env.update(self.extra_env)
+        env["SEGWATCH_SOCKET"] = self.socket_path or ""
+        env["SEGWATCH_RUN_DIR"] = self.run_dir
+        cfg = corelink.config_to_dict(self.config)
+        if cfg is not None:
+            env["SEGWATCH_CONFIG"] = json.dumps(cfg)
+        if self.debug:
+            env["SEGWATCH_DEBUG"] = "1"
+        env.setdefault("PYTHONUNBUFFERED", "1")  # so printed lines (mIoU) arrive as they are printed
+        # Make `python -m segwatch.shim` importable even from an uninstalled checkout.
+        pkg_parent = str(Path(__file__).resolve().parents[2])
+        pp = env.get("PYTHONPATH", "")
+        if pkg_parent not in pp.split(os.pathsep):
+            env["PYTHONPATH"] = pp + (os.pathsep if pp else "") + pkg_parent
+        return env
+
+    def _launch(self) -> None:
+        self._emit(make_event("status", status="starting", pid=None, exit_code=None))
+        cmd = self._child_command()
+        self.child = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=self._child_env(),
+        )
+        self.tree = ProcessTree(self.child.pid)
+        for name, pipe in (("stdout", self.child.stdout), ("stderr", self.child.stderr)):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self._pipes[fd] = (name, pipe)
+            self._sel.register(fd, selectors.EVENT_READ, ("pipe", name))
+        self.store.write_meta(child_pid=self.child.pid, status="running", command=cmd)
+        self._set_status("running", pid=self.child.pid)
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        next_proc = time.monotonic() + min(0.5, self.proc_interval)
+        next_status = time.monotonic() + self.interval
+        while True:
+            now = time.monotonic()
+            timeout = min(next_proc, next_status if self.headless else next_proc) - now
+            if self._killing:
+                timeout = min(timeout, self._kill_deadline - now)
+            timeout = max(0.0, min(timeout, 0.1))
+            for key, _ in self._sel.select(timeout):
+                kind, data = key.data
+                if kind == "pipe":
+                    self._read_pipe(key.fd)
+                elif kind == "listen":
+                    self._accept(key.fileobj, data)
+                elif kind == "conn":
+                    self._read_conn(key.fd)
+                elif kind == "wake":
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except (BlockingIOError, InterruptedError):
+                        pass
+            while self._signals:
+                self._handle_signal(self._signals.pop(0))
+
+            now = time.monotonic()
+            if self._killing and now >= self._kill_deadline:
+                self._escalate()
+            if self._exited_at is None and self.child.poll() is not None:
+                self._exited_at = now
+                self.exit_code = exit_status(self.child.returncode)
+            if now >= next_proc and self._exited_at is None:
+                next_proc = now + self.proc_interval
+                self._sample_proc()
+            if self.headless and now >= next_status:
+                next_status = now + self.interval
+                if self._exited_at is None:
+                    self._say(status_line(self.state, self.status))
+            if self._exited_at is not None:
+                pipes_open = bool(self._pipes)
+                shim_open = any(c.shim for c in self._conns.values())
+                if (not pipes_open and not shim_open) or now - self._exited_at > DRAIN_AFTER_EXIT:
+                    return
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    def _handle_signal(self, signum: int) -> None:
+        if self._exited_at is not None:
+            return
+        name = signal.Signals(signum).name
+        self._killed_by = self._killed_by or "user"
+        if signum == signal.SIGINT and self._killing is None:
+            self._say(f"{PREFIX} {name}: stopping the training (press Ctrl-C again to force)")
+            self._record_action("kill", None, by="user", reason=name)
+            self._killing = "interrupt"
+            self._kill_deadline = time.monotonic() + self.interrupt_timeout
+            if self._paused:
+                self.tree.resume()
+                self._paused = False
+            self.tree.send(signal.SIGINT)
+        elif self._killing in (None, "interrupt"):
+            if self._killing is None:
+                self._say(f"{PREFIX} {name}: stopping the training")
+                self._record_action("kill", None, by="user", reason=name)
+            self._start_term()
+        else:
+            self._escalate()
+
+    def _start_term(self) -> None:
+        self._killing = "term"
+        self._kill_deadline = time.monotonic() + self.kill_timeout
+        self._paused = False
+        if self.tree is not None:
+            self.tree.terminate(signal.SIGTERM)
+
+    def _escalate(self) -> None:
+        if self._killing == "interrupt":
+            self._start_term()
+        elif self._killing == "term":
+            self._killing = "kill"
+            self._kill_deadline = time.monotonic() + 3600
+            if self.tree is not None:
+                self.tree.kill()
+        else:
+            if self.tree is not None:
+                self.tree.kill()
+            self._kill_deadline = time.monotonic() + 3600
+
+    # ------------------------------------------------------------------ child output
+    def _read_pipe(self, fd: int) -> None:
+        name, pipe = self._pipes[fd]
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._sel.unregister(fd)
+            del self._pipes[fd]
+            rest = bytes(self._partial[name])
+            self._partial[name].clear()
+            if rest:
+                self._output_line(name, rest)
+            try:
+                pipe.close()
+            except OSError:
+                pass
+            return
+        self.store.log_output(name, data)
+        if self.echo:
+            dst = self._out if name == "stdout" else self._err
+            if dst is not None:
+                try:
+                    dst.write(data)
+                    dst.flush()
+                except (OSError, ValueError):
+                    pass
+        buf = self._partial[name]
+        buf.extend(data)
+        while True:
+            # tqdm-style progress bars end their updates with \r: treat it as a line end too
+            m = _EOL.search(buf)
+            if m is None:
+                while len(buf) > MAX_OUTPUT_LINE:
+                    line = bytes(buf[:MAX_OUTPUT_LINE])
+                    del buf[:MAX_OUTPUT_LINE]
+                    self._output_line(name, line)
+                break
+            line = bytes(buf[: m.start()])
+            del buf[: m.start() + 1]
+            if line.strip():
+                self._output_line(name, line)
+
+    def _output_line(self, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if len(text) > MAX_OUTPUT_LINE:
+            text = text[:MAX_OUTPUT_LINE] + "…"
+        self._emit(make_event("output", stream=stream, line=text))
+        value = parse_miou(text)
+        if value is not None:
+            self._emit(make_event(
+                "script_metric", name="miou", value=value, step=corelink.safe_int(getattr(self.state, "step", 0)),
+                line=text[:500], source="output", rank=0, world_size=1,
+            ))
+
+    # ------------------------------------------------------------------ sockets
+    def _accept(self, srv: socket.socket, tcp: bool) -> None:
+        while True:
+            try:
+                sock, addr = srv.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            conn = _Conn(sock, tcp)
+            conn.peer = str(addr)
+            self._conns[sock.fileno()] = conn
+            self._sel.register(sock, selectors.EVENT_READ, ("conn", None))
+
+    def _close_conn(self, fd: int) -> None:
+        conn = self._conns.pop(fd, None)
+        if conn is None:
+            return
+        self._closed_conn_invalid += conn.decoder.invalid
+        self._closed_conn_oversized += conn.decoder.oversized
+        for e in conn.decoder.errors:
+            if len(self._proto_errors) < 10:
+                self._proto_errors.append(e)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _read_conn(self, fd: int) -> None:
+        conn = self._conns.get(fd)
+        if conn is None:
+            return
+        try:
+            data = conn.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_conn(fd)
+            return
+        for ev in conn.decoder.feed(data):
+            t = ev.get("type")
+            if t == "control":
+                self._control(conn, ev)
+            elif t in SHIM_TYPES:
+                conn.shim = True
+                self._emit(ev)
+            else:
+                self._rejected_types += 1
+            if fd not in self._conns:
+                return
+
+    def _send(self, conn: _Conn, data: bytes) -> None:
+        conn.out.extend(data)
+        if len(conn.out) > MAX_CLIENT_BUFFER:
+            self._close_conn(conn.sock.fileno())
+            return
+        self._flush_conn(conn)
+
+    def _flush_conn(self, conn: _Conn) -> None:
+        while conn.out:
+            try:
+                n = conn.sock.send(conn.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                conn.out.clear()
+                return
+            del conn.out[:n]
+        try:
+            self._sel.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0),
+                             ("conn", None))
+        except (KeyError, ValueError):
+            pass
+
+    def _ack(self, conn: _Conn, cmd: str, ok: bool, error: str | None = None, **extra: Any) -> None:
+        ack = make_event("ack", ok=ok, cmd=cmd, error=error, **extra)
+        self._send(conn, encode(ack))
+
+    def _control(self, conn: _Conn, ev: dict) -> None:
+        cmd = ev.get("cmd")
+        if conn.tcp and (not self.token or not secrets.compare_digest(str(ev.get("token") or ""), self.token)):
+            self._ack(conn, str(cmd), False, "bad or missing token")
+            return
+        live = self._exited_at is None and self._killing is None
+        if cmd == "ping":
+            self._ack(conn, cmd, True, status=self.status, step=corelink.safe_int(getattr(self.state, "step", 0)),
+                      pid=self.child.pid if self.child else None, run_dir=self.run_dir)
+        elif cmd == "pause":
+            if not live:
+                self._ack(conn, cmd, False, "the run is ending")
+            else:
+                if not self._paused:
+                    self._pause(None, by="user")
+                self._ack(conn, cmd, True, status=self.status)
+        elif cmd == "resume":
+            if not live:
+                self._ack(conn, cmd, False, "the run is ending")
+            else:
+                if self._paused:
+                    self._resume(by="user")
+                self._ack(conn, cmd, True, status=self.status)
+        elif cmd == "kill":
+            if self._exited_at is not None:
+                self._ack(conn, cmd, False, "the run has already ended")
+            else:
+                if self._killing is None:
+                    self._kill(None, by="user")
+                self._ack(conn, cmd, True, status=self.status)
+        elif cmd == "subscribe":
+            conn.subscribed = True
+            self._ack(conn, cmd, True)
+            try:
+                with open(self.store.events_path, "rb") as fh:
+                    self._send(conn, fh.read())
+            except OSError:
+                pass
+        else:
+            self._ack(conn, str(cmd), False, f"unknown command {cmd!r}")
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, ev: dict) -> None:
+        """Store first, then diagnose, then act. Never raises for a bad event."""
+        try:
+            line = self.store.append(ev)
+        except ProtocolError as exc:
+            self._rejected_types += 1
+            if len(self._proto_errors) < 10:
+                self._proto_errors.append(str(exc))
+            return
+        for conn in list(self._conns.values()):
+            if conn.subscribed:
+                self._send(conn, line)
+        new = self.state.ingest(ev)
+        for finding in new:
+            self._on_finding(finding)
+
+    def _on_finding(self, finding: Any) -> None:
+        try:
+            d = finding.to_dict(self.lang)
+        except Exception:
+            d = {"id": getattr(finding, "id", "?"), "severity": getattr(finding, "severity", "info")}
+        fid = d.get("id") or "?"
+        fields = {k: v for k, v in d.items() if k not in ("v", "type", "t")}
+        fields.setdefault("severity", "info")
+        self._emit(make_event("finding", **fields))
+        if self.headless:
+            self._say(finding_line(finding, self.lang))
+        if fid in COLLAPSE_FINDINGS:
+            self._apply_policy(self.on_collapse, fid)
+        elif fid in NONFINITE_FINDINGS:
+            self._apply_policy(self.on_nonfinite, fid)
+
+    def _apply_policy(self, policy: str, fid: str) -> None:
+        if policy == "warn" or self._exited_at is not None or self._killing is not None:
+            return
+        if policy == "pause" and not self._paused:
+            self._pause(fid, by="policy")
+        elif policy == "kill":
+            self._kill(fid, by="policy")
+
+    def _record_action(self, kind: str, finding: str | None, by: str, **extra: Any) -> dict:
+        step = corelink.safe_int(getattr(self.state, "step", 0))
+        ev = make_event("action", kind=kind, finding=finding, step=step, by=by, **extra)
+        self.actions.append({"kind": kind, "finding": finding, "step": step, "by": by, "t": ev["t"]})
+        self._emit(ev)
+        return ev
+
+    def _pause(self, finding: str | None, by: str) -> None:
+        self._record_action("pause", finding, by)
+        self.tree.pause()
+        self._paused = True
+        self._set_status("paused", pid=self.child.pid)
+        if self.headless:
+            why = f" ({finding} at step {self.state.step})" if finding else ""
+            self._say(f"{PREFIX} PAUSED by {by}{why}. The training is stopped (SIGSTOP), not ended. "
+                      f"Resume: segwatch ctl {self.run_dir} resume   Stop: segwatch ctl {self.run_dir} kill")
+
+    def _resume(self, by: str) -> None:
+        self._record_action("resume", None, by)
+        self.tree.resume()
+        self._paused = False
+        self._set_status("running", pid=self.child.pid)
+        if self.headless:
+            self._say(f"{PREFIX} resumed by {by}")
+
+    def _kill(self, finding: str | None, by: str) -> None:
+        self._record_action("kill", finding, by)
+        self._killed_by = by
+        if self.headless:
+            why = f" ({finding} at step {self.state.step})" if finding else ""
+            self._say(f"{PREFIX} KILLING the training, by {by}{why}")
+        self._start_term()
+
+    def _set_status(self, status: str, **fields: Any) -> None:
+        self.status = status
+        fields.setdefault("exit_code", self.exit_code)
+        self._emit(make_event("status", status=status, **fields))
+        try:
+            self.store.write_meta(status=status)
+        except OSError:
+            pass
+
+    def _sample_proc(self) -> None:
+        if self.tree is None:
+            return
+        try:
+            sample = self.tree.sample()
+        except Exception:
+            return
+        self._emit(make_event("proc", **sample))
+
+    # ------------------------------------------------------------------ ending
+    def _protocol_counts(self) -> dict:
+        invalid = self._closed_conn_invalid + sum(c.decoder.invalid for c in self._conns.values())
+        oversized = self._closed_conn_oversized + sum(c.decoder.oversized for c in self._conns.values())
+        errors = list(self._proto_errors)
+        for c in self._conns.values():
+            errors.extend(c.decoder.errors)
+        return {"invalid": invalid, "oversized": oversized, "rejected_types": self._rejected_types,
+                "errors": errors[:10]}
+
+    def _final_status(self) -> str:
+        if self._killed_by is not None:
+            return "killed"
+        if self._crash is not None and self.exit_code != 0:
+            return "failed"
+        return "finished" if self.exit_code == 0 else "failed"
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        # 1. the child's tree must be gone, whatever happened
+        if self.child is not None:
+            if self.child.poll() is None:
+                self._killed_by = self._killed_by or ("user" if self._crash is None else "supervisor")
+                try:
+                    self.tree.terminate(signal.SIGTERM)
+                    self.child.wait(timeout=self.kill_timeout)
+                except subprocess.TimeoutExpired:
+                    self.tree.kill()
+                    try:
+                        self.child.wait(timeout=5.0)
+                    except subprocess.TimeoutExpired:
+                        pass
+                except Exception:
+                    pass
+            if self.exit_code is None:
+                self.exit_code = exit_status(self.child.returncode)
+            try:
+                self.tree.cleanup(timeout=2.0)
+            except Exception:
+                pass
+            self._drain(deadline=time.monotonic() + 1.5)
+        else:
+            if self.exit_code is None:
+                self.exit_code = 1 if self._crash else 0
+        # events the shim wrote to its fallback file while the socket was unreachable
+        try:
+            for ev in self.store.take_shim_fallback():
+                self._emit(ev)
+        except Exception:
+            pass
+        # 2. final status and the report
+        status = self._final_status()
+        signum = None
+        if self.child is not None and self.child.returncode is not None and self.child.returncode < 0:
+            signum = -self.child.returncode
+        proto = self._protocol_counts()
+        try:
+            self._set_status(status, pid=self.child.pid if self.child else None, exit_code=self.exit_code,
+                             signal=signum, invalid_lines=proto["invalid"])
+        except Exception:
+            pass
+        report = self.build_report(proto)
+        try:
+            self.written = self.store.write_report(report, self.report_path)
+        except Exception as exc:
+            self._say(f"{PREFIX} could not write the report: {exc}")
+        try:
+            self.store.write_meta(status=status, ended=time.time(), exit_code=self.exit_code,
+                                  protocol=proto, report=str(self.store.report_path))
+        except Exception:
+            pass
+        if self.headless:
+            self._say(status_line(self.state, status))
+            where = self.report_path or str(self.store.report_path)
+            self._say(f"{PREFIX} {status}: exit {self.exit_code} | run dir {self.run_dir} | report {where}")
+        # 3. close everything
+        for fd in list(self._conns):
+            conn = self._conns.get(fd)
+            if conn is not None and conn.out:
+                try:
+                    conn.sock.setblocking(True)
+                    conn.sock.settimeout(1.0)
+                    conn.sock.sendall(conn.out)
+                except OSError:
+                    pass
+            self._close_conn(fd)
+        for srv, _ in self._listeners:
+            try:
+                srv.close()
+            except OSError:
+                pass
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        if self._old_handlers:
+            for sig, h in self._old_handlers.items():
+                try:
+                    signal.signal(sig, h)
+                except Exception:
+                    pass
+            try:
+                signal.set_wakeup_fd(self._old_wakeup if self._old_wakeup is not None else -1)
+            except Exception:
+                pass
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if self._sel is not None:
+            try:
+                self._sel.close()
+            except Exception:
+                pass
+        self.store.close()
+
+    def _drain(self, deadline: float) -> None:
+        """Read what is left in the child's pipes and the shim's connections (non-blocking,
+        bounded: a stray process holding a pipe open cannot hang the ending)."""
+        if self._sel is None:
+            return
+        while (self._pipes or any(c.shim for c in self._conns.values())) and time.monotonic() < deadline:
+            events = self._sel.select(max(0.0, min(0.1, deadline - time.monotonic())))
+            if not events:
+                continue
+            for key, _ in events:
+                kind, data = key.data
+                if kind == "pipe":
+                    self._read_pipe(key.fd)
+                elif kind == "conn":
+                    self._read_conn(key.fd)
+        for name, buf in self._partial.items():
+            if buf:
+                rest = bytes(buf)
+                buf.clear()
+                self._output_line(name, rest)
+
+    def build_report(self, proto: dict | None = None) -> dict:
+        report = self.state.report(self.exit_code)
+        finalize_report(report, exit_code=self.exit_code, status=self._final_status(),
+                        script=os.path.abspath(self.script), run_dir=self.run_dir, actions=self.actions)
+        sup = {"protocol": proto or self._protocol_counts(), "state_errors": self.state.errors}
+        if self.state.error_messages:
+            sup["state_error_messages"] = self.state.error_messages
+        if self._crash:
+            sup["internal_error"] = self._crash.splitlines()[-1]
+        report["supervisor"] = sup
+        return report
+
+    # ------------------------------------------------------------------ output
+    def _say(self, text: str) -> None:
+        """A line of segwatch's own on stderr (headless), or the daemon's log."""
+        dst = self._err
+        if dst is None:
+            return
+        try:
+            dst.write((text + "\n").encode("utf-8", "replace"))
+            dst.flush()
+        except (OSError, ValueError):
+            pass
