@@ -1,0 +1,259 @@
+"""Short titles and concrete advice for every finding id, in English and Chinese.
+
+``finding_title(id, lang)`` and ``advice_text(id, lang)``; unknown ids and languages fall
+back to English / a generic text, never raise.
+"""
+from __future__ import annotations
+
+LANGS = ("en", "zh")
+
+TITLES: dict[str, dict[str, str]] = {
+    "pred.collapse": {"en": "Predictions collapsed to one class", "zh": "预测塌缩为单一类别"},
+    "pred.low_diversity": {"en": "Too few predicted classes", "zh": "预测类别过少"},
+    "metric.cm_empty": {"en": "Confusion matrix is empty", "zh": "混淆矩阵为空"},
+    "metric.miou_stuck": {"en": "mIoU does not change", "zh": "mIoU 停滞不变"},
+    "metric.single_class_signature": {"en": "mIoU is the one-class signature p_c/C", "zh": "mIoU 等于单类特征值 p_c/C"},
+    "metric.script_disagrees": {"en": "Script's mIoU differs from segwatch's", "zh": "脚本打印的 mIoU 与 segwatch 计算的不一致"},
+    "metric.eval_aborted": {"en": "Evaluation raised and was swallowed", "zh": "评估过程抛出异常且被吞掉"},
+    "label.out_of_range": {"en": "Label values out of range", "zh": "标签值越界"},
+    "label.ignore_mismatch": {"en": "Ignore value differs from the config", "zh": "ignore 值与配置不一致"},
+    "label.all_ignored": {"en": "A batch is entirely ignore", "zh": "整个批次都是 ignore 像素"},
+    "label.shape_mismatch": {"en": "Label size differs from image/prediction", "zh": "标签尺寸与图像/预测不一致"},
+    "label.interpolated": {"en": "Labels were interpolated", "zh": "标签被插值缩放过"},
+    "label.misaligned": {"en": "Labels misaligned with images", "zh": "标签与图像未对齐"},
+    "label.class_imbalance": {"en": "One class dominates the labels", "zh": "单一类别占据绝大多数像素"},
+    "config.num_classes_mismatch": {"en": "Output channels != num_classes", "zh": "输出通道数与 num_classes 不符"},
+    "loss.nonfinite": {"en": "Loss is NaN/Inf", "zh": "Loss 出现 NaN/Inf"},
+    "loss.plateau": {"en": "Loss is not falling", "zh": "Loss 不下降"},
+    "loss.diverging": {"en": "Loss is rising", "zh": "Loss 持续上升"},
+    "grad.vanishing": {"en": "Gradients vanish", "zh": "梯度消失"},
+    "grad.exploding": {"en": "Gradients explode", "zh": "梯度爆炸"},
+    "grad.nonfinite": {"en": "Gradients hold NaN/Inf", "zh": "梯度含 NaN/Inf"},
+    "optim.lr_suspicious": {"en": "Suspicious learning rate", "zh": "学习率可疑"},
+    "optim.params_not_stepped": {"en": "Parameters never updated by the optimizer", "zh": "参数未被优化器更新"},
+    "optim.steps_skipped": {"en": "Optimizer steps are skipped", "zh": "优化器步骤被跳过"},
+    "model.eval_mode_in_training": {"en": "Modules in eval mode during training", "zh": "训练时模块处于 eval 模式"},
+    "model.pretrained_not_loaded": {"en": "Pretrained weights not loaded", "zh": "预训练权重未加载"},
+    "model.frozen": {"en": "Model is frozen", "zh": "模型参数被冻结"},
+    "data.nonfinite": {"en": "Input holds NaN/Inf", "zh": "输入数据含 NaN/Inf"},
+    "data.not_normalized": {"en": "Inputs not normalized", "zh": "输入未归一化"},
+    "dist.rank_divergence": {"en": "Ranks disagree", "zh": "各进程(rank)结果不一致"},
+    "dist.same_batches": {"en": "Ranks see identical batches", "zh": "各进程读取了相同的批次"},
+    "dist.rank_silent": {"en": "A rank stopped reporting", "zh": "某个进程停止上报"},
+}
+
+ADVICE: dict[str, dict[str, str]] = {
+    "pred.collapse": {
+        "en": "The network outputs the same class everywhere. Lower the learning rate (e.g. 4x), "
+              "add or lengthen warmup, check that the loss gets logits (not probabilities) and the "
+              "right ignore_index, and consider class weights or OHEM for dominant classes.",
+        "zh": "网络在所有位置都输出同一个类别。请把学习率降低（例如降到四分之一），增加或延长 warmup，"
+              "确认损失函数接收的是 logits 而非概率、ignore_index 设置正确，并考虑为占比大的类别设置类别权重或使用 OHEM。",
+    },
+    "pred.low_diversity": {
+        "en": "Only a handful of classes are ever predicted although the labels contain more. "
+              "Check class weights and sampling of rare classes, try a smaller learning rate, and "
+              "verify the decoder head is trained (not frozen, right num_classes).",
+        "zh": "标签中类别很多，但模型只预测出少数几类。检查类别权重和稀有类的采样，尝试更小的学习率，"
+              "并确认解码头在参与训练（未被冻结、num_classes 正确）。",
+    },
+    "metric.cm_empty": {
+        "en": "No pixel was counted at evaluation, so every IoU is 0. Make sure metrics.update() is "
+              "called for every batch, that ignore_index matches the label files (255 vs -1), and that "
+              "predictions are resized to the label size before comparing.",
+        "zh": "评估时没有任何像素被计入，所以所有 IoU 都是 0。确认每个 batch 都调用了 metrics.update()，"
+              "ignore_index 与标签文件一致（255 还是 -1），并在比较前把预测缩放到标签尺寸。",
+    },
+    "metric.miou_stuck": {
+        "en": "mIoU is bit-for-bit identical across evaluations: the weights are probably not changing "
+              "(optimizer steps skipped, lr 0, frozen model) or the printed value is stale (an "
+              "exception swallowed during evaluation). Look at the other findings for the cause.",
+        "zh": "多次评估的 mIoU 完全相同：权重很可能没有变化（优化器步骤被跳过、学习率为 0、模型被冻结），"
+              "或者打印的是旧值（评估中的异常被吞掉）。请结合其它发现定位原因。",
+    },
+    "metric.single_class_signature": {
+        "en": "The mIoU equals one class's IoU divided by num_classes: the model predicts a single class "
+              "c and mIoU = p_c / C (2.7% = 100/37 only when that class covers every labelled pixel). "
+              "Treat it as a collapse: lower the LR, add warmup, check the loss and class weights.",
+        "zh": "mIoU 恰好等于某一类的 IoU 除以类别数：模型只预测类别 c，mIoU = p_c / C"
+              "（只有当该类覆盖全部有标注像素时才是 100/37 ≈ 2.7%）。按塌缩处理：降低学习率、加 warmup、检查损失和类别权重。",
+    },
+    "metric.script_disagrees": {
+        "en": "The mIoU printed by the script is not what the predictions give in either convention "
+              "(guide: NaN→0 over all classes; mmseg: mean over present classes). The script's metric "
+              "is likely broken: update() not called, reset at the wrong time, or a stale value printed.",
+        "zh": "脚本打印的 mIoU 与按预测计算的结果在两种口径下都对不上（指南口径：NaN 记 0 后对全部类别求平均；"
+              "mmseg 口径：只对出现的类别求平均）。脚本的指标实现可能有误：未调用 update()、reset 时机不对或打印了旧值。",
+    },
+    "metric.eval_aborted": {
+        "en": "Evaluation raised an exception that the script caught and logged, so the printed mIoU is "
+              "the previous one. Remove the broad try/except around evaluation or re-raise, then fix the "
+              "error named in the evidence.",
+        "zh": "评估过程中抛出了异常，脚本捕获后只记了日志，因此打印的 mIoU 是上一次的旧值。去掉评估外层宽泛的 "
+              "try/except 或重新抛出异常，再修复证据中指出的错误。",
+    },
+    "label.out_of_range": {
+        "en": "Labels contain values >= num_classes (or negative) that are not the ignore value. Check "
+              "num_classes, the label offset (e.g. gt - 1 or reduce_zero_label) and the label encoding "
+              "(palette/RGB PNGs must be mapped to class ids).",
+        "zh": "标签中有大于等于 num_classes（或为负）且不是 ignore 值的数值。检查 num_classes、标签偏移"
+              "（例如 gt - 1 或 reduce_zero_label）以及标签编码（调色板/RGB 格式的 PNG 需要先映射为类别 id）。",
+    },
+    "label.ignore_mismatch": {
+        "en": "The labels mark unlabeled pixels with a different value than the configured ignore_index. "
+              "Set ignore_index to the value the data uses (e.g. ignore_index: 255) or to auto, in the "
+              "loss and in the metric alike.",
+        "zh": "数据中未标注像素使用的值与配置的 ignore_index 不同。请把损失函数和评估指标中的 ignore_index "
+              "都改为数据实际使用的值（例如 ignore_index: 255），或设为 auto。",
+    },
+    "label.all_ignored": {
+        "en": "Every pixel of a batch is ignore, so it contributes nothing to loss or metric. Check the "
+              "label path/loader (wrong files, all-zero PNGs shifted to 255), crop settings and ignore_index.",
+        "zh": "某个批次的所有像素都是 ignore，对损失和指标没有任何贡献。检查标签路径和读取方式（读错文件、"
+              "全 0 的 PNG 被偏移成 255）、裁剪设置和 ignore_index。",
+    },
+    "label.shape_mismatch": {
+        "en": "Labels do not have the image's (or prediction's) spatial size. Apply the same resize/crop to "
+              "image and label, and upsample logits to the label size before loss and metric.",
+        "zh": "标签的空间尺寸与图像（或预测）不一致。对图像和标签使用相同的缩放/裁剪，并在计算损失和指标前把 "
+              "logits 上采样到标签尺寸。",
+    },
+    "label.interpolated": {
+        "en": "Label maps contain non-integer or in-between values at class borders: they were resized "
+              "with bilinear/bicubic interpolation. Resize labels with nearest-neighbour interpolation only.",
+        "zh": "标签图在类别边界出现非整数或介于两类之间的数值：说明它们被双线性/双三次插值缩放过。标签只能用最近邻插值缩放。",
+    },
+    "label.misaligned": {
+        "en": "Image edges and label edges disagree: an augmentation (flip, crop, rotation) is applied to "
+              "the image but not to the label, or with different random parameters. Apply geometric "
+              "transforms jointly to image, extra modality and label.",
+        "zh": "图像边缘与标签边缘不吻合：某个数据增强（翻转、裁剪、旋转）只作用在图像上而没有作用在标签上，"
+              "或两者使用了不同的随机参数。几何变换必须同时作用于图像、其它模态和标签。",
+    },
+    "label.class_imbalance": {
+        "en": "One class covers almost all labelled pixels; a model can score well on loss by predicting it "
+              "everywhere. Use class weights, OHEM or a Lovasz/Dice term, and check the labels are not "
+              "mostly background by mistake.",
+        "zh": "单一类别几乎覆盖了全部有标注像素，模型只预测它也能让损失很低。使用类别权重、OHEM 或 Lovasz/Dice 损失，"
+              "并确认标签不是因为错误而几乎全是背景。",
+    },
+    "config.num_classes_mismatch": {
+        "en": "The model's output channels differ from the configured num_classes. Set the decode head's "
+              "num_classes to the dataset's class count (SUNRGBD: 37) and match the config.",
+        "zh": "模型输出通道数与配置的 num_classes 不同。把解码头的 num_classes 设为数据集的类别数（SUNRGBD 为 37），并与配置保持一致。",
+    },
+    "loss.nonfinite": {
+        "en": "The loss became NaN or Inf. Lower the learning rate (e.g. 10x), clip gradients, check inputs "
+              "for NaN (depth holes) and normalization, and under AMP compute the loss in float32.",
+        "zh": "Loss 变成了 NaN 或 Inf。把学习率降低（例如 10 倍），使用梯度裁剪，检查输入是否含 NaN（深度图空洞）"
+              "以及是否归一化；使用 AMP 时请用 float32 计算损失。",
+    },
+    "loss.plateau": {
+        "en": "The loss has not fallen over the first steps. Check the learning rate (too small? scheduler "
+              "starting at 0?), that pretrained weights loaded, that BN layers are not frozen and that "
+              "parameters are in the optimizer.",
+        "zh": "前期训练中 Loss 没有下降。检查学习率（是否过小、调度器是否从 0 开始），预训练权重是否加载，"
+              "BN 层是否被冻结，以及参数是否都加入了优化器。",
+    },
+    "loss.diverging": {
+        "en": "The loss keeps rising. Lower the learning rate, add warmup and gradient clipping, and check "
+              "for a scheduler that increases the LR by mistake.",
+        "zh": "Loss 持续上升。降低学习率，加入 warmup 和梯度裁剪，并检查学习率调度器是否错误地增大了学习率。",
+    },
+    "grad.vanishing": {
+        "en": "The total gradient norm is below grad_norm_min. Check the learning rate and loss scale, "
+              "detach()/no_grad in the forward path, saturated activations, and that the loss depends "
+              "on the logits.",
+        "zh": "梯度总范数低于 grad_norm_min。检查学习率和 loss 缩放，前向中是否有 detach()/no_grad，"
+              "激活是否饱和，以及 loss 是否真正依赖于 logits。",
+    },
+    "grad.exploding": {
+        "en": "The total gradient norm is above grad_norm_max. Lower the learning rate, clip gradients "
+              "(clip_grad_norm_ to e.g. 1-10), add warmup and check input normalization.",
+        "zh": "梯度总范数超过 grad_norm_max。降低学习率，使用梯度裁剪（clip_grad_norm_ 设为 1 到 10 左右），加 warmup，并检查输入归一化。",
+    },
+    "grad.nonfinite": {
+        "en": "Some gradients hold NaN or Inf. Find the first non-finite input or loss, lower the LR, clip "
+              "gradients, and with AMP keep the GradScaler and compute sensitive ops in float32.",
+        "zh": "部分梯度含有 NaN 或 Inf。先找到第一个非有限的输入或 loss，降低学习率、使用梯度裁剪；"
+              "使用 AMP 时保留 GradScaler，并让敏感运算在 float32 下进行。",
+    },
+    "optim.lr_suspicious": {
+        "en": "The learning rate is zero or more than 10x away from expected_lr. Check the LR value, "
+              "the scheduler (warmup from 0, wrong total iterations) and the param-group multipliers.",
+        "zh": "学习率为 0 或与 expected_lr 相差 10 倍以上。检查学习率数值、调度器（warmup 从 0 开始、总迭代数写错）以及参数组的学习率倍率。",
+    },
+    "optim.params_not_stepped": {
+        "en": "Parameters receive gradients but the optimizer never changes them: they are in no param "
+              "group (optimizer built before the head was replaced, or from a filtered list). Build the "
+              "optimizer from model.parameters() after the model is final.",
+        "zh": "部分参数有梯度，但优化器从未更新它们：它们不在任何参数组里（在替换解码头之前就创建了优化器，或参数列表被过滤）。"
+              "请在模型定型后用 model.parameters() 创建优化器。",
+    },
+    "optim.steps_skipped": {
+        "en": "backward() runs but optimizer steps are skipped, so the weights never change and mIoU "
+              "repeats. Typical cause: AMP GradScaler skipping every step on NaN/Inf gradients. Fix the "
+              "non-finite loss (lower LR, float32 loss, clip) or check the step() call path.",
+        "zh": "backward() 在执行，但优化器步骤被跳过，权重从不变化，mIoU 也因此重复。常见原因：AMP 的 GradScaler "
+              "因 NaN/Inf 梯度跳过了每一步。请先解决非有限 loss（降低学习率、用 float32 计算 loss、梯度裁剪），或检查 step() 的调用路径。",
+    },
+    "model.eval_mode_in_training": {
+        "en": "BatchNorm/Dropout modules are in eval mode while training: BN statistics are frozen. "
+              "Call model.train() at the start of each epoch (after evaluation), unless the freeze is "
+              "intended (norm_eval).",
+        "zh": "训练时 BatchNorm/Dropout 模块处于 eval 模式：BN 统计量被冻结。每个 epoch 开始（评估之后）调用 "
+              "model.train()，除非是有意冻结（norm_eval）。",
+    },
+    "model.pretrained_not_loaded": {
+        "en": "load_state_dict matched few keys, so the backbone starts from random weights. Check the "
+              "checkpoint path and key prefixes ('module.', 'backbone.'), and load with strict=True once "
+              "to see the mismatches.",
+        "zh": "load_state_dict 只匹配上很少的键，主干网络实际上是随机初始化。检查权重路径和键名前缀"
+              "（'module.'、'backbone.'），并用 strict=True 加载一次查看不匹配的键。",
+    },
+    "model.frozen": {
+        "en": "Almost no parameter receives a gradient. Check requires_grad (a frozen backbone plus a "
+              "head-only optimizer), torch.no_grad() or detach() around the forward pass.",
+        "zh": "几乎没有参数得到梯度。检查 requires_grad（主干被冻结且只优化解码头）、前向外面是否包了 torch.no_grad() 或用了 detach()。",
+    },
+    "data.nonfinite": {
+        "en": "An input tensor holds NaN or Inf (often depth maps with holes). Replace invalid values "
+              "(e.g. nan_to_num(0)) before normalization.",
+        "zh": "输入张量含有 NaN 或 Inf（常见于带空洞的深度图）。在归一化之前替换无效值（例如 nan_to_num(0)）。",
+    },
+    "data.not_normalized": {
+        "en": "Inputs look like raw 0..255 (or metric-depth) values. Normalize with the pretrained "
+              "model's mean/std (divide by 255 first) for every modality.",
+        "zh": "输入看起来是原始的 0..255（或以毫米为单位的深度）数值。对每种模态都按预训练模型的均值/方差归一化（先除以 255）。",
+    },
+    "dist.rank_divergence": {
+        "en": "Ranks report different gradient norms or losses beyond tolerance: gradients may not be "
+              "synchronized (no DDP wrapper, find_unused_parameters issues, SyncBN missing).",
+        "zh": "各 rank 的梯度范数或 loss 差异超出容差：梯度可能没有同步（未使用 DDP 包装、find_unused_parameters 问题、缺少 SyncBN）。",
+    },
+    "dist.same_batches": {
+        "en": "All ranks see identical batches, so extra GPUs add nothing. Use a DistributedSampler "
+              "and call sampler.set_epoch(epoch) each epoch.",
+        "zh": "所有 rank 读到的批次完全相同，多卡没有带来任何收益。请使用 DistributedSampler，并在每个 epoch 调用 sampler.set_epoch(epoch)。",
+    },
+    "dist.rank_silent": {
+        "en": "A rank stopped reporting while others continue: it may be hung in a collective or dead. "
+              "Check that rank's output and NCCL timeouts.",
+        "zh": "某个 rank 停止上报而其它 rank 仍在运行：它可能卡在集合通信中或已退出。检查该 rank 的输出以及 NCCL 超时设置。",
+    },
+}
+
+_GENERIC = {"en": "See the evidence for details.", "zh": "详情见证据。"}
+
+
+def _pick(table: dict[str, str], lang: str) -> str:
+    return table.get(lang) or table.get("en") or ""
+
+
+def advice_text(finding_id: str, lang: str = "en") -> str:
+    return _pick(ADVICE.get(finding_id, _GENERIC), lang)
+
+
+def finding_title(finding_id: str, lang: str = "en") -> str:
+    t = TITLES.get(finding_id)
+    return _pick(t, lang) if t else finding_id

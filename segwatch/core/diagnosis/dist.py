@@ -1,0 +1,121 @@
+"""Distributed rules, from the ``rank`` field of shim events (kept simple).
+
+* ``dist.rank_divergence``: after DDP's all-reduce every rank holds the same gradients, so
+  the total gradient norm at one step must agree across ranks; > 5 % relative spread at
+  3 steps means gradients are not synchronized.
+* ``dist.same_batches``: training batches at the same step and index with identical label
+  histograms and input means on all ranks (3 times): no DistributedSampler.
+* ``dist.rank_silent``: a rank whose last event is > 120 s older than the newest event of
+  the others, without a ``bye``.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .base import Rule, ffloat, finite, fint, r4
+
+SPREAD = 0.05
+PERSIST = 3
+SILENT_S = 120.0
+
+
+class DistRankDivergence(Rule):
+    id = "dist.rank_divergence"
+    events = ("step",)
+    all_ranks = True
+
+    def __init__(self) -> None:
+        self._by_step: OrderedDict = OrderedDict()
+        self._hits = 0
+
+    def check(self, state, ev):
+        ws = fint(ev.get("world_size")) or 1
+        if ws < 2:
+            return None
+        gn = ffloat(ev.get("grad_norm"))
+        if not finite(gn):
+            return None
+        step = fint(ev.get("step"))
+        d = self._by_step.setdefault(step, {})
+        d[fint(ev.get("rank")) or 0] = gn
+        while len(self._by_step) > 16:
+            self._by_step.popitem(last=False)
+        if len(d) < ws:
+            return None
+        del self._by_step[step]
+        hi, lo = max(d.values()), min(d.values())
+        if hi <= 0 or (hi - lo) / hi <= SPREAD:
+            return None
+        self._hits += 1
+        if self._hits < PERSIST:
+            return None
+        return self.make(state, ev, {
+            "step": step, "grad_norm_by_rank": {str(k): r4(v) for k, v in sorted(d.items())},
+            "spread": r4((hi - lo) / hi), "tolerance": SPREAD, "steps_diverged": self._hits,
+        })
+
+
+class DistSameBatches(Rule):
+    id = "dist.same_batches"
+    events = ("batch",)
+    all_ranks = True
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict = OrderedDict()
+        self._hits = 0
+
+    def check(self, state, ev):
+        ws = fint(ev.get("world_size")) or 1
+        if ws < 2 or ev.get("phase") != "train":
+            return None
+        labels = ev.get("labels") if isinstance(ev.get("labels"), dict) else {}
+        inputs = ev.get("inputs") or []
+        sig = (tuple(labels.get("hist") or ()),
+               tuple(ffloat(i.get("mean")) for i in inputs if isinstance(i, dict)))
+        if sig == ((), ()):
+            return None
+        key = (fint(ev.get("step")), fint(ev.get("index")))
+        d = self._by_key.setdefault(key, {})
+        d[fint(ev.get("rank")) or 0] = sig
+        while len(self._by_key) > 32:
+            self._by_key.popitem(last=False)
+        if len(d) < ws:
+            return None
+        del self._by_key[key]
+        if len(set(d.values())) != 1:
+            return None
+        self._hits += 1
+        if self._hits < PERSIST:
+            return None
+        return self.make(state, ev, {"ranks": ws, "identical_batches": self._hits, "step": key[0]})
+
+
+class DistRankSilent(Rule):
+    id = "dist.rank_silent"
+    events = ("step", "batch", "preds", "eval", "bye", "overhead")
+    all_ranks = True
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[float, int]] = {}
+        self._gone: set[int] = set()
+
+    def check(self, state, ev):
+        ws = fint(ev.get("world_size")) or 1
+        rank = fint(ev.get("rank")) or 0
+        t = ffloat(ev.get("t"))
+        if ws < 2 or not finite(t):
+            return None
+        if ev["type"] == "bye":
+            self._gone.add(rank)
+        self._last[rank] = (t, fint(ev.get("step")) or 0)
+        if ev["type"] != "step" or rank != 0:
+            return None
+        for r, (tr, sr) in self._last.items():
+            if r in self._gone or r == rank:
+                continue
+            if t - tr > SILENT_S:
+                return self.make(state, ev, {
+                    "rank": r, "silent_for_s": r4(t - tr), "last_step": sr,
+                    "step_rank0": fint(ev.get("step")),
+                })
+        return None

@@ -1,0 +1,203 @@
+"""Evaluation-side rules (guide section 3, problems 1 and 2): the confusion matrix, the
+mIoU series, the one-class signature, the script's own mIoU, and aborted evaluations."""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from .. import metrics as _metrics
+from .base import Rule, ffloat, finite, fint, r4
+from .preds import eval_gate
+
+#: a script's mIoU and segwatch's disagree when they differ by more than this (points)
+DISAGREE_POINTS = 0.5
+#: identical means |delta| below this
+STUCK_EPS = 1e-9
+
+
+class MetricCmEmpty(Rule):
+    id = "metric.cm_empty"
+    events = ("eval",)
+
+    def check(self, state, ev):
+        if ev.get("aborted"):
+            return None  # metric.eval_aborted explains it
+        m = ev.get("matrix")
+        labels_seen = state.label_totals["val"][0] > 0 or state.label_totals["train"][0] > 0
+        if isinstance(m, list) and m:
+            if state.confusion is None or state.confusion.sum() > 0:
+                return None
+        elif not labels_seen:
+            return None
+        vt, vi, vo = state.label_totals["val"]
+        oor = fint(ev.get("oor")) or 0
+        sm = fint(ev.get("size_mismatch")) or 0
+        reasons = []
+        if m is None or (isinstance(m, list) and not m):
+            reasons.append("no logits were paired with labels")
+        if vt and vi >= vt:
+            reasons.append("every validation label pixel is the ignore value")
+        if oor:
+            reasons.append(f"{oor} label pixels outside 0..C-1 were not counted")
+        if sm:
+            reasons.append(f"{sm} batches had prediction/label size mismatches")
+        if not reasons:
+            reasons.append("no pixel was counted")
+        return self.make(state, ev, {
+            "eval_index": fint(ev.get("index")), "batches": ev.get("batches"),
+            "pixels": fint(ev.get("pixels")) or 0, "oor": oor, "size_mismatch": sm,
+            "val_label_pixels": vt, "val_ignored": vi, "val_out_of_range": vo,
+            "ignore_index": ev.get("ignore_index", state.ignore_index),
+            "why": "; ".join(reasons),
+        }, phase="val")
+
+
+class MetricEvalAborted(Rule):
+    id = "metric.eval_aborted"
+    events = ("eval",)
+
+    def check(self, state, ev):
+        if not ev.get("aborted"):
+            return None
+        exc = ev.get("exception") or {}
+        return self.make(state, ev, {
+            "eval_index": fint(ev.get("index")), "batches": ev.get("batches"),
+            "expected": ev.get("expected"),
+            "exception": exc.get("type") if isinstance(exc, dict) else None,
+            "message": exc.get("message") if isinstance(exc, dict) else None,
+            "where": exc.get("where") if isinstance(exc, dict) else None,
+        }, phase="val")
+
+
+class MetricMiouStuck(Rule):
+    """N consecutive evaluations with bit-identical mIoU, from segwatch's own matrices or
+    from the values the script printed (``script_metric``)."""
+    id = "metric.miou_stuck"
+    events = ("eval", "script_metric")
+
+    def __init__(self) -> None:
+        self._own: deque = deque(maxlen=64)
+        self._script: deque = deque(maxlen=64)
+
+    def _stuck(self, state, series: deque, n: int) -> bool:
+        if len(series) < n:
+            return False
+        vals = [v for _, v in list(series)[-n:]]
+        return max(vals) - min(vals) < STUCK_EPS
+
+    def check(self, state, ev):
+        n = max(2, int(state.cfg("thresholds", "miou_stuck_evals", 3)))
+        if ev["type"] == "eval":
+            if ev.get("aborted") or not state.evals:
+                return None
+            e = state.evals[-1]
+            if e.get("miou") is None:
+                return None
+            self._own.append((e["step"], float(e["miou"])))
+            series, source = self._own, "segwatch evaluations"
+        else:
+            if ev.get("name", "miou") != "miou":
+                return None
+            v = ffloat(ev.get("value"))
+            if not finite(v):
+                return None
+            step = fint(ev.get("step"))
+            self._script.append((state.step if step is None else step, float(v)))
+            series, source = self._script, "script output"
+        if not self._stuck(state, series, n):
+            return None
+        last = list(series)[-n:]
+        return self.make(state, ev, {
+            "source": source, "value": r4(last[-1][1]), "evaluations": n,
+            "steps": [int(s) for s, _ in last],
+        }, phase="val")
+
+
+class MetricSingleClassSignature(Rule):
+    id = "metric.single_class_signature"
+    events = ("eval",)
+
+    def check(self, state, ev):
+        if ev.get("aborted") or not isinstance(ev.get("matrix"), list):
+            return None
+        m = state.confusion
+        if m is None or m.sum() <= 0:
+            return None
+        step = fint(ev.get("step")) or 0
+        sig = _metrics.collapse_signature(m)
+        if sig is None or not eval_gate(state, step):
+            return None
+        obs, exp = float(sig["observed_miou"]), float(sig["expected_miou"])
+        if not math.isclose(obs, exp, rel_tol=1e-6, abs_tol=1e-9):
+            return None
+        c = int(sig["class"])
+        C = m.shape[0]
+        ev_d = {
+            "class": c, "class_name": state.class_name(c), "num_classes": C,
+            "p_c": r4(sig["share"]), "expected_miou": r4(exp), "observed_miou": r4(obs),
+            "formula": "mIoU = 100 * p_c / C", "eval_index": fint(ev.get("index")),
+            "note": ("= 100/C: the predicted class is the only one in the labels"
+                     if abs(float(sig["share"]) - 1.0) < 1e-12 else
+                     "100/C would need every labelled pixel to be class c"),
+        }
+        if "expected_miou_mmseg" in sig:
+            ev_d["expected_miou_mmseg"] = r4(sig["expected_miou_mmseg"])
+        return self.make(state, ev, ev_d, phase="val")
+
+
+class MetricScriptDisagrees(Rule):
+    """The script's printed mIoU vs segwatch's own for the same evaluation (same step),
+    in both conventions (guide: NaN->0 over all C; mmseg: mean over present classes)."""
+    id = "metric.script_disagrees"
+    events = ("eval", "script_metric")
+
+    def __init__(self) -> None:
+        self._pending: deque = deque(maxlen=8)   # script metrics seen before their eval
+
+    def _compare(self, state, ev, e: dict, value: float, line, step: int):
+        g, mm = e.get("miou"), e.get("miou_mmseg")
+        if g is None:
+            return None
+        cands = [value] + ([value * 100.0] if 0.0 <= value <= 1.0 else [])
+        for v in cands:
+            if abs(v - g) <= DISAGREE_POINTS or (finite(mm) and abs(v - mm) <= DISAGREE_POINTS):
+                return None
+        return self.make(state, ev, {
+            "script_miou": r4(value), "segwatch_miou_guide": r4(g),
+            "segwatch_miou_mmseg": r4(mm) if finite(mm) else None,
+            "difference": r4(min(abs(value - g), abs(value - mm) if finite(mm) else math.inf)),
+            "eval_index": e.get("index"), "step": step, "line": line,
+        }, phase="val", step=step)
+
+    def check(self, state, ev):
+        if ev["type"] == "script_metric":
+            if ev.get("name", "miou") != "miou":
+                return None
+            v = ffloat(ev.get("value"))
+            if not finite(v):
+                return None
+            step = fint(ev.get("step"))
+            step = state.step if step is None else step
+            e = state.latest_eval()
+            if e is not None and e["step"] == step:
+                if e.get("aborted"):
+                    return None
+                return self._compare(state, ev, e, v, ev.get("line"), step)
+            self._pending.append((step, v, ev.get("line")))
+            return None
+        # an eval: compare with script metrics of the same step that came before it
+        e = state.latest_eval()
+        if e is None or not self._pending:
+            return None
+        step = e["step"]
+        mine = [p for p in self._pending if p[0] == step]
+        self._pending = deque((p for p in self._pending if p[0] > step), maxlen=8)
+        if e.get("aborted"):
+            return None
+        for s, v, line in mine:
+            f = self._compare(state, ev, e, v, line, s)
+            if f is not None:
+                return f
+        return None

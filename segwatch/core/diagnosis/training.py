@@ -1,0 +1,423 @@
+"""Step-side rules: loss (guide section 3, problems 3-4), gradients (section 2), the
+optimizer and the model's training mode (problem 4). Inputs: ``step`` / ``model`` /
+``state_dict`` events."""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .base import Rule, ffloat, finite, fint, r4
+
+# loss.plateau: judged on the first window only, at checkpoints every PLATEAU_EVERY finite
+# samples once PLATEAU_MIN samples spanning PLATEAU_SPAN steps exist; fires when two
+# consecutive checkpoints both find mean(last quarter) >= 0.98 * mean(first quarter).
+PLATEAU_MIN = 20
+PLATEAU_SPAN = 30
+PLATEAU_EVERY = 5
+PLATEAU_WINDOW = 200
+PLATEAU_RATIO = 0.98
+# loss.diverging: window means of DIVERGE_W finite samples; fires when the last
+# DIVERGE_RISES windows each rose by >= 2 % and the last is > 1.5x the lowest window.
+DIVERGE_W = 10
+DIVERGE_RISES = 4
+DIVERGE_FACTOR = 1.5
+
+
+def _loss(ev) -> float | None:
+    return ffloat(ev.get("loss"))
+
+
+class LossNonfinite(Rule):
+    id = "loss.nonfinite"
+    events = ("step",)
+
+    def check(self, state, ev):
+        loss = _loss(ev)
+        tot = fint(ev.get("loss_nonfinite_total")) or 0
+        if (loss is None or math.isfinite(loss)) and tot <= 0:
+            return None
+        return self.make(state, ev, {
+            "loss": loss, "nonfinite_total": tot, "scale": ffloat(ev.get("scale")),
+            "grad_nonfinite": fint(ev.get("grad_nonfinite")),
+        })
+
+
+class LossPlateau(Rule):
+    id = "loss.plateau"
+    events = ("step",)
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._first_step = None
+        self._prev_flat = False
+        self._done = False
+
+    def check(self, state, ev):
+        if self._done:
+            return None
+        loss = _loss(ev)
+        if not finite(loss):
+            return None
+        step = fint(ev.get("step")) or 0
+        if self._first_step is None:
+            self._first_step = step
+        self._n += 1
+        if self._n > PLATEAU_WINDOW:
+            self._done = True
+            return None
+        if self._n < PLATEAU_MIN or self._n % PLATEAU_EVERY or step - self._first_step < PLATEAU_SPAN:
+            return None
+        r = state.loss_ratio(last=self._n, min_samples=PLATEAU_MIN)
+        flat = r is not None and r >= PLATEAU_RATIO
+        fire = flat and self._prev_flat
+        self._prev_flat = flat
+        if not fire:
+            return None
+        self._done = True
+        return self.make(state, ev, {
+            "samples": self._n, "steps": [self._first_step, step], "ratio_last_to_first": r4(r),
+            "threshold": PLATEAU_RATIO, "loss": r4(loss),
+            "lr": r4(max(state.lr_groups)) if state.lr_groups else None,
+        })
+
+
+class LossDiverging(Rule):
+    id = "loss.diverging"
+    events = ("step",)
+
+    def __init__(self) -> None:
+        self._acc = 0.0
+        self._k = 0
+        self._means: deque = deque(maxlen=DIVERGE_RISES + 1)
+        self._min = math.inf
+
+    def check(self, state, ev):
+        loss = _loss(ev)
+        if not finite(loss):
+            return None
+        self._acc += loss
+        self._k += 1
+        if self._k < DIVERGE_W:
+            return None
+        m = self._acc / self._k
+        self._acc, self._k = 0.0, 0
+        self._means.append(m)
+        self._min = min(self._min, m)
+        ms = list(self._means)
+        if len(ms) <= DIVERGE_RISES:
+            return None
+        rising = all(ms[i + 1] >= ms[i] * 1.02 and ms[i + 1] > ms[i] for i in range(len(ms) - 1))
+        if not rising or m <= DIVERGE_FACTOR * self._min or self._min < 0:
+            return None
+        return self.make(state, ev, {
+            "window_means": [r4(x) for x in ms], "lowest_window_mean": r4(self._min),
+            "factor": r4(m / self._min) if self._min > 0 else None, "window": DIVERGE_W,
+        })
+
+
+class GradVanishing(Rule):
+    id = "grad.vanishing"
+    events = ("step",)
+    PERSIST = 3
+
+    def __init__(self) -> None:
+        self._run = 0
+        self._first = 0
+
+    def check(self, state, ev):
+        gn = ffloat(ev.get("grad_norm"))
+        if not finite(gn):
+            return None
+        lo = float(state.cfg("thresholds", "grad_norm_min", 1e-7))
+        with_grad = fint(ev.get("with_grad"))
+        if gn >= lo or with_grad == 0:  # nothing got a gradient: that is model.frozen
+            self._run = 0
+            return None
+        step = fint(ev.get("step")) or 0
+        if self._run == 0:
+            self._first = step
+        self._run += 1
+        if self._run < self.PERSIST:
+            return None
+        return self.make(state, ev, {
+            "grad_norm": gn, "grad_norm_min": lo, "samples": self._run, "since_step": self._first,
+            "loss": _loss(ev), "with_grad": with_grad,
+        })
+
+
+class GradExploding(Rule):
+    id = "grad.exploding"
+    events = ("step",)
+    PERSIST = 2
+
+    def __init__(self) -> None:
+        self._run = 0
+        self._first = 0
+        self._max = 0.0
+
+    def check(self, state, ev):
+        gn = ffloat(ev.get("grad_norm"))
+        if not finite(gn):
+            return None
+        hi = float(state.cfg("thresholds", "grad_norm_max", 1000.0))
+        if gn <= hi:
+            self._run, self._max = 0, 0.0
+            return None
+        step = fint(ev.get("step")) or 0
+        if self._run == 0:
+            self._first = step
+        self._run += 1
+        self._max = max(self._max, gn)
+        if self._run < self.PERSIST:
+            return None
+        return self.make(state, ev, {
+            "grad_norm": r4(gn), "max_grad_norm": r4(self._max), "grad_norm_max": hi,
+            "samples": self._run, "since_step": self._first,
+        })
+
+
+class GradNonfinite(Rule):
+    """Non-finite gradients. Under AMP (``scale`` reported) a GradScaler legitimately sees
+    an inf now and then while it calibrates its scale and skips that one step, so there
+    it takes 3 consecutive samples; without AMP one is enough."""
+    id = "grad.nonfinite"
+    events = ("step",)
+    AMP_PERSIST = 3
+
+    def __init__(self) -> None:
+        self._run = 0
+
+    def check(self, state, ev):
+        n = fint(ev.get("grad_nonfinite")) or 0
+        gn = ffloat(ev.get("grad_norm"))
+        bad = n > 0 or (gn is not None and not math.isfinite(gn))
+        if not bad:
+            self._run = 0
+            return None
+        self._run += 1
+        scale = ffloat(ev.get("scale"))
+        if scale is not None and self._run < self.AMP_PERSIST:
+            return None
+        return self.make(state, ev, {
+            "params_nonfinite": n, "grad_norm": gn, "scale": scale, "samples": self._run,
+            "amp": scale is not None,
+        })
+
+
+class OptimLrSuspicious(Rule):
+    id = "optim.lr_suspicious"
+    events = ("step",)
+    ZERO_PERSIST = 3
+
+    def __init__(self) -> None:
+        self._zero = 0
+        self._high = 0
+        self._n = 0
+        self._max = 0.0
+        self._recent: deque = deque(maxlen=10)
+
+    def check(self, state, ev):
+        lrs = state.lr_groups if ev.get("lr") is not None else []
+        if not lrs:
+            return None
+        self._n += 1
+        top = max(lrs)
+        self._max = max(self._max, top)
+        self._recent.append(top)
+        exp = state.cfg("train", "expected_lr")
+        if any(x == 0 for x in lrs):
+            self._zero += 1
+        else:
+            self._zero = 0
+        if self._zero >= self.ZERO_PERSIST:
+            return self.make(state, ev, {
+                "why": "a param group has lr 0", "lr": [r4(x) for x in lrs[:8]],
+                "samples": self._zero, "expected_lr": exp,
+            })
+        if not exp or exp <= 0:
+            return None
+        if top > 10 * exp:
+            self._high += 1
+            if self._high >= 2:
+                return self.make(state, ev, {
+                    "why": "lr more than 10x above expected_lr", "lr": r4(top),
+                    "expected_lr": exp, "factor": r4(top / exp),
+                })
+        else:
+            self._high = 0
+        if self._n >= 10 and self._max < exp / 10:
+            ramping = self._recent[-1] > self._recent[0] * 1.0001
+            if not ramping:
+                return self.make(state, ev, {
+                    "why": "lr more than 10x below expected_lr", "lr": r4(top),
+                    "max_lr_seen": r4(self._max), "expected_lr": exp, "factor": r4(exp / self._max) if self._max > 0 else None,
+                })
+        return None
+
+
+class OptimParamsNotStepped(Rule):
+    id = "optim.params_not_stepped"
+    events = ("step",)
+
+    def __init__(self) -> None:
+        self._no_optim = 0
+        self._never = 0
+        self._last_opt = None
+
+    def check(self, state, ev):
+        no_optim = fint(ev.get("no_optim")) or 0
+        never = fint(ev.get("never_stepped")) or 0
+        opt = fint(ev.get("optimizer_steps_total"))
+        self._no_optim = self._no_optim + 1 if no_optim > 0 else 0
+        advancing = opt is not None and opt >= 2 and (self._last_opt is None or opt > self._last_opt)
+        if opt is not None:
+            self._last_opt = opt
+        self._never = self._never + 1 if (never > 0 and advancing) else 0
+        if self._no_optim < 2 and self._never < 3:
+            return None
+        return self.make(state, ev, {
+            "no_optim": no_optim, "never_stepped": never, "with_grad": fint(ev.get("with_grad")),
+            "optimizer_steps_total": opt,
+            "why": "parameters with gradients are in no optimizer group" if no_optim > 0
+            else "parameters with gradients never change across optimizer steps",
+        })
+
+
+class OptimStepsSkipped(Rule):
+    """``backward_total`` advances while ``optimizer_steps_total`` does not.
+
+    Over the last samples (window of up to 10): >= 80 % of >= 5 backward passes had no
+    optimizer step, and either there are AMP signs (scale falling, non-finite gradients
+    or losses) or not a single step happened over >= 16 backward passes (gradient
+    accumulation over 4-8 micro-batches still steps regularly and stays quiet)."""
+    id = "optim.steps_skipped"
+    events = ("step",)
+
+    def __init__(self) -> None:
+        self._win: deque = deque(maxlen=10)
+
+    def check(self, state, ev):
+        b = fint(ev.get("backward_total"))
+        o = fint(ev.get("optimizer_steps_total"))
+        if b is None or o is None:
+            return None
+        loss = _loss(ev)
+        self._win.append((b, o, ffloat(ev.get("scale")), fint(ev.get("grad_nonfinite")) or 0,
+                          loss is not None and not math.isfinite(loss)))
+        if len(self._win) < 2:
+            return None
+        b0, o0 = self._win[0][0], self._win[0][1]
+        db, do = b - b0, o - o0
+        if db < 5 or do < 0:
+            return None
+        skipped = db - do
+        if skipped < 0.8 * db:
+            return None
+        scales = [w[2] for w in self._win if w[2] is not None]
+        falling = len(scales) >= 2 and scales[-1] < scales[0]
+        nonfinite = any(w[3] > 0 or w[4] for w in self._win)
+        if not (falling or nonfinite or (do == 0 and db >= 16)):
+            return None
+        return self.make(state, ev, {
+            "backward_passes": db, "skipped": skipped, "optimizer_steps": do,
+            "scale_first": scales[0] if scales else None, "scale_last": scales[-1] if scales else None,
+            "scale_falling": falling, "grad_nonfinite": fint(ev.get("grad_nonfinite")) or 0,
+            "loss_nonfinite_total": fint(ev.get("loss_nonfinite_total")) or 0,
+            "backward_total": b, "optimizer_steps_total": o,
+        })
+
+
+class ModelEvalModeInTraining(Rule):
+    id = "model.eval_mode_in_training"
+    events = ("step",)
+    PERSIST = 2
+
+    def __init__(self) -> None:
+        self._run = 0
+
+    def check(self, state, ev):
+        n = fint(ev.get("eval_modules")) or 0
+        if n <= 0:
+            self._run = 0
+            return None
+        self._run += 1
+        if self._run < self.PERSIST:
+            return None
+        total = fint(ev.get("norm_modules"))
+        every = total is not None and n >= total
+        return self.make(state, ev, {
+            "eval_modules": n, "norm_modules": total, "samples": self._run,
+            "all": every,
+        }, severity="error" if every or total is None else "warning")
+
+
+class ModelPretrainedNotLoaded(Rule):
+    id = "model.pretrained_not_loaded"
+    events = ("state_dict",)
+
+    def check(self, state, ev):
+        total = fint(ev.get("total")) or 0
+        if total <= 0:
+            return None
+        loaded = fint(ev.get("loaded"))
+        missing = fint(ev.get("missing")) or 0
+        if loaded is None:
+            loaded = max(total - missing, 0)
+        if loaded / total >= 0.5:
+            return None
+        return self.make(state, ev, {
+            "module": ev.get("module"), "loaded": loaded, "total": total, "missing": missing,
+            "unexpected": fint(ev.get("unexpected")) or 0, "strict": ev.get("strict"),
+            "examples_missing": list(ev.get("examples_missing") or [])[:5],
+        })
+
+
+class ModelFrozen(Rule):
+    id = "model.frozen"
+    events = ("step", "model")
+    PERSIST = 3
+    SHARE = 0.9
+
+    def __init__(self) -> None:
+        self._run = 0
+
+    def check(self, state, ev):
+        if ev["type"] == "model":
+            p, t = fint(ev.get("params")) or 0, fint(ev.get("trainable"))
+            if p > 0 and t is not None and t < (1 - self.SHARE) * p:
+                return self.make(state, ev, {
+                    "source": "requires_grad", "params": p, "trainable": t,
+                    "frozen_share": r4(1 - t / p),
+                })
+            return None
+        no, wg = fint(ev.get("no_grad")), fint(ev.get("with_grad"))
+        if no is None or wg is None or no + wg <= 0:
+            return None
+        share = no / (no + wg)
+        if share <= self.SHARE:
+            self._run = 0
+            return None
+        self._run += 1
+        if self._run < self.PERSIST:
+            return None
+        return self.make(state, ev, {
+            "source": "gradients", "no_grad": no, "with_grad": wg, "frozen_share": r4(share),
+            "samples": self._run,
+        })
+
+
+class ConfigNumClassesMismatch(Rule):
+    id = "config.num_classes_mismatch"
+    events = ("model", "preds")
+
+    def check(self, state, ev):
+        want = state.configured_num_classes
+        if not want:
+            return None
+        got = fint(ev.get("out_channels") if ev["type"] == "model" else ev.get("channels"))
+        if not got or got == want:
+            return None
+        return self.make(state, ev, {
+            "out_channels": got, "num_classes": want, "site": (state.model or {}).get("site"),
+            "source": ev["type"],
+        }, phase="train" if ev["type"] == "model" else None)

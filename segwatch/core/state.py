@@ -1,0 +1,664 @@
+"""RunState: everything a viewer or a report needs, rebuilt from the event stream.
+
+``RunState.ingest(event)`` folds one event (docs/EVENTS.md) into bounded state and runs
+the diagnosis rules that listen to that event type; it returns the findings raised for
+the first time by that event. The same events in the same order always give the same
+state and the same findings (this is how ``replay`` works), so the mirror ``finding``
+events written by the supervisor are not used for diagnosis.
+
+numpy + stdlib only: no torch, textual, sockets or subprocess (DESIGN.md layer rules).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..protocol import as_float
+from . import metrics as _metrics
+from .findings import Finding, jsonable
+from .series import Series
+
+REPORT_SCHEMA = "segwatch.report/1"
+
+# Defaults used when no Config is available (they mirror segwatch/config.py).
+_DEFAULTS = {
+    ("thresholds", "grad_norm_min"): 1e-7,
+    ("thresholds", "grad_norm_max"): 1000.0,
+    ("thresholds", "min_pred_classes"): 5,
+    ("thresholds", "miou_stuck_evals"): 3,
+    ("policy", "on_collapse"): "warn",
+    ("policy", "on_nonfinite"): "warn",
+    ("policy", "grace_steps"): 100,
+    ("sampling", "overhead_budget"): 0.01,
+    ("train", "expected_lr"): None,
+    ("dataset", "num_classes"): None,
+    ("dataset", "ignore_index"): None,
+    ("dataset", "class_names"): None,
+    ("dataset", "name"): None,
+}
+
+#: Finding ids whose policy is ``policy.on_collapse`` / ``policy.on_nonfinite``.
+COLLAPSE_IDS = frozenset({"pred.collapse", "metric.single_class_signature"})
+NONFINITE_IDS = frozenset({"loss.nonfinite", "grad.nonfinite", "data.nonfinite"})
+
+_MAX_OUTPUT_LINES = 2000
+_MAX_LIST = 10000  # evals, script metrics, actions: bounded too (they grow per evaluation)
+
+
+def _default_config():
+    try:
+        from ..config import default_config
+    except Exception:  # config module missing or broken: run on built-in defaults
+        return None
+    try:
+        return default_config()
+    except Exception:
+        return None
+
+
+def _config_from_dict(d: dict):
+    from ..config import Config
+
+    return Config.from_dict(d, source="<hello>")
+
+
+def _int(v: Any) -> int | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _hist(v: Any) -> np.ndarray | None:
+    if not isinstance(v, (list, tuple)) or not v:
+        return None
+    try:
+        return np.asarray(v, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+
+
+class RunState:
+    """Bounded, deterministic state of one run, built from its events."""
+
+    def __init__(self, config=None, lang: str = "en", history: int = 4096) -> None:
+        from .diagnosis import build_rules
+
+        self._config_given = config is not None
+        self.config = config if config is not None else _default_config()
+        self.lang = lang
+        self.history = int(history)
+
+        # identity / lifecycle
+        self.script: str | None = None
+        self.argv: list | None = None
+        self.pid: int | None = None            # the training process (hello / status)
+        self.status: str = "starting"
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.hello: dict | None = None
+        self.device: str | None = None
+        self.world_size: int = 1
+
+        # progress
+        self.step: int = 0
+        self.epoch: int | None = None
+        self.steps_per_sec: float | None = None
+        self._rate = deque(maxlen=64)  # (t, step) of recent step events
+
+        # dataset facts
+        self.num_classes: int | None = None
+        self.class_names: list[str] | None = None
+        self.ignore_index: int | str | None = None
+        self.inferred_ignore: int | None = None
+        self.oor_totals: dict[int, int] = {}   # cumulative out-of-range label values
+
+        # model
+        self.model: dict | None = None
+        self.out_channels: int | None = None
+        self.state_dicts: list[dict] = []
+
+        # series (rank 0)
+        h = self.history
+        self.loss = Series(h, "loss")
+        self.grad_norm = Series(h, "grad_norm")
+        self.lr = Series(h, "lr")                 # max lr over param groups
+        self.update_ratio = Series(h, "update_ratio")
+        self.pred_unique = Series(h, "pred_unique")   # training preds samples
+        self.dominant_share = Series(h, "dominant_share")
+        self.lr_groups: list[float] = []
+        self.layer_norms: list[tuple[str, float]] = []
+        self.last_step_event: dict | None = None
+
+        # labels / inputs / predictions
+        self.last_labels: dict | None = None
+        self.label_hist: np.ndarray = np.zeros(0, dtype=np.int64)     # cumulative, training
+        self.val_label_hist: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.last_inputs: list[dict] = []
+        self.image_shape: list | None = None
+        self.pred_hist: np.ndarray = np.zeros(0, dtype=np.int64)      # last preds sample
+        self.gt_hist: np.ndarray = np.zeros(0, dtype=np.int64)        # its label histogram
+        self.pred_phase: str | None = None
+        self.batches = {"train": 0, "val": 0}
+        # cumulative label pixels per phase: [total, ignore, out-of-range]
+        self.label_totals = {"train": [0, 0, 0], "val": [0, 0, 0]}
+
+        # evaluation
+        self.miou: list[tuple[int, float, float]] = []   # (step, guide, mmseg)
+        self.confusion: np.ndarray | None = None
+        self.evals: list[dict] = []
+        self.script_metrics: list[tuple[int, float]] = []
+        self.script_metric_events: list[dict] = []
+
+        # supervisor side
+        self.actions: list[dict] = []
+        self.output: deque = deque(maxlen=_MAX_OUTPUT_LINES)
+        self.proc: dict | None = None
+        self.overhead: dict | None = None
+        self.probes_disabled: list[str] = []
+        self.probe_notes: deque = deque(maxlen=100)
+        self.bye: dict | None = None
+        self.counters: dict[str, int] = {
+            "events": 0, "invalid": 0, "dropped": 0, "mirrored_findings": 0, "errors": 0,
+        }
+        self.errors: list[str] = []   # first few handler/rule exceptions (a bug, not user data)
+
+        # diagnosis
+        self.findings: dict[str, Finding] = {}
+        self._rules = build_rules()
+        self._rules_by_type: dict[str, list] = {}
+        for rule in self._rules:
+            for typ in rule.events:
+                self._rules_by_type.setdefault(typ, []).append(rule)
+
+        self._handlers = {
+            "hello": self._on_hello, "model": self._on_model, "batch": self._on_batch,
+            "preds": self._on_preds, "step": self._on_step, "eval": self._on_eval,
+            "state_dict": self._on_state_dict, "probe": self._on_probe,
+            "overhead": self._on_overhead, "script_metric": self._on_script_metric,
+            "bye": self._on_bye, "output": self._on_output, "status": self._on_status,
+            "action": self._on_action, "proc": self._on_proc, "finding": self._on_finding,
+        }
+        self._apply_config()
+
+    # ------------------------------------------------------------------ config access
+    def cfg(self, section: str, key: str, default: Any = None) -> Any:
+        """A config value, or the built-in default when there is no config."""
+        sec = getattr(self.config, section, None) if self.config is not None else None
+        if sec is not None:
+            val = getattr(sec, key, None)
+            if val is not None:
+                return val
+        d = _DEFAULTS.get((section, key))
+        return d if d is not None else default
+
+    @property
+    def grace_steps(self) -> int:
+        return int(self.cfg("policy", "grace_steps", 100))
+
+    @property
+    def configured_num_classes(self) -> int | None:
+        nc = _int(self.cfg("dataset", "num_classes"))
+        if nc is None:
+            names = self.cfg("dataset", "class_names")
+            if names:
+                nc = len(names)
+        return nc
+
+    def _apply_config(self) -> None:
+        nc = self.configured_num_classes
+        if nc:
+            self.num_classes = nc
+        names = self.cfg("dataset", "class_names")
+        if names:
+            self.class_names = list(names)
+        self.ignore_index = self.cfg("dataset", "ignore_index")
+
+    def set_config(self, config) -> None:
+        self.config = config
+        self._config_given = True
+        self._apply_config()
+
+    # ------------------------------------------------------------------ helpers for rules
+    def class_name(self, c: int | None) -> str | None:
+        if c is None:
+            return None
+        if self.class_names and 0 <= c < len(self.class_names):
+            return str(self.class_names[c])
+        return None
+
+    @property
+    def effective_ignore(self) -> int | None:
+        """The ignore value in force: the configured int, or the inferred one under auto."""
+        ig = self.ignore_index
+        if isinstance(ig, str) and ig.lower() == "auto":
+            return self.inferred_ignore
+        return _int(ig)
+
+    @property
+    def ignore_is_auto(self) -> bool:
+        return isinstance(self.ignore_index, str) and self.ignore_index.lower() == "auto"
+
+    def is_ignore_candidate(self, v: int) -> bool:
+        """Could ``v`` be an "unlabeled" marker? Negative, >= 255, or far above num_classes."""
+        C = self.num_classes or 0
+        return v < 0 or v >= 255 or (C > 0 and v >= 2 * C)
+
+    def loss_ratio(self, last: int | None = None, min_samples: int = 8) -> float | None:
+        """mean(last quarter) / mean(first quarter) of the finite losses (of the last ``last``
+        samples, or all kept). < 1 means falling. None with too few samples."""
+        vals = self.loss.tail(last) if last else self.loss.values()
+        vals = vals[np.isfinite(vals)]
+        n = len(vals)
+        if n < min_samples:
+            return None
+        q = max(n // 4, 1)
+        first = float(vals[:q].mean())
+        lastm = float(vals[-q:].mean())
+        if first <= 0:
+            return None if lastm <= 0 else math.inf
+        return lastm / first
+
+    def loss_falling_fast(self) -> bool | None:
+        """True when the loss over the kept history dropped by at least 20 %."""
+        r = self.loss_ratio()
+        return None if r is None else r < 0.8
+
+    def loss_still_falling(self, window: int = 40) -> bool | None:
+        """True while the recent losses still fall (last quarter < 0.97 x first quarter)."""
+        r = self.loss_ratio(last=window)
+        return None if r is None else r < 0.97
+
+    def latest_eval(self) -> dict | None:
+        return self.evals[-1] if self.evals else None
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, event: dict) -> list[Finding]:
+        """Fold one event into the state; return the findings it raised for the first time."""
+        self.counters["events"] += 1
+        if not isinstance(event, dict):
+            self.counters["invalid"] += 1
+            return []
+        typ = event.get("type")
+        handler = self._handlers.get(typ)
+        if handler is None:
+            if typ not in ("control", "ack"):
+                self.counters["invalid"] += 1
+            return []
+        rank = event.get("rank") or 0
+        try:
+            if rank == 0 or typ in ("hello", "probe", "bye", "overhead"):
+                handler(event)
+            else:
+                self._on_other_rank(event)
+        except Exception as exc:  # a garbled event must never stop the viewer
+            self.counters["invalid"] += 1
+            self._note_error(f"{typ}: {type(exc).__name__}: {exc}")
+            return []
+        new: list[Finding] = []
+        for rule in self._rules_by_type.get(typ, ()):
+            if rank != 0 and not rule.all_ranks:
+                continue
+            try:
+                out = rule.check(self, event)
+            except Exception as exc:
+                self.counters["errors"] += 1
+                self._note_error(f"rule {rule.id}: {type(exc).__name__}: {exc}")
+                continue
+            if out is None:
+                continue
+            for f in (out if isinstance(out, list) else (out,)):
+                if self.raise_finding(f):
+                    new.append(f)
+        return new
+
+    def ingest_many(self, events: Iterable[dict]) -> list[Finding]:
+        new: list[Finding] = []
+        for ev in events:
+            new.extend(self.ingest(ev))
+        return new
+
+    def raise_finding(self, f: Finding) -> bool:
+        """Record a finding; True when it is new, False when it updated an existing one."""
+        old = self.findings.get(f.id)
+        if old is None:
+            self.findings[f.id] = f
+            return True
+        old.update(f)
+        return False
+
+    def _note_error(self, msg: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(msg)
+
+    def policy_for(self, finding: Finding | str) -> str:
+        """What the config's policy says to do for a finding: "warn", "pause" or "kill"."""
+        fid = finding if isinstance(finding, str) else finding.id
+        if fid in COLLAPSE_IDS:
+            return str(self.cfg("policy", "on_collapse", "warn"))
+        if fid in NONFINITE_IDS:
+            return str(self.cfg("policy", "on_nonfinite", "warn"))
+        return "warn"
+
+    # ------------------------------------------------------------------ handlers
+    def _see_step(self, ev: dict) -> int:
+        s = _int(ev.get("step"))
+        if s is None:
+            return self.step
+        if s > self.step:
+            self.step = s
+        return s
+
+    def _on_hello(self, ev: dict) -> None:
+        self.hello = ev
+        self.script = ev.get("script") or self.script
+        self.argv = ev.get("argv")
+        self.pid = _int(ev.get("pid")) or self.pid
+        self.device = ev.get("device")
+        self.world_size = _int(ev.get("world_size")) or self.world_size
+        if self.started is None:
+            self.started = as_float(ev.get("t"))
+        cfg = ev.get("config")
+        if isinstance(cfg, dict) and cfg and not self._config_given:
+            try:
+                self.config = _config_from_dict(cfg)
+            except Exception as exc:
+                self._note_error(f"hello config: {type(exc).__name__}: {exc}")
+            else:
+                self._apply_config()
+        if self.status == "starting":
+            self.status = "running"
+
+    def _on_model(self, ev: dict) -> None:
+        self._see_step(ev)
+        self.model = {k: ev.get(k) for k in ("cls", "params", "trainable", "site", "out_channels", "num_classes")}
+        oc = _int(ev.get("out_channels"))
+        if oc:
+            self.out_channels = oc
+            if not self.num_classes:
+                self.num_classes = oc
+
+    def _fit(self, arr: np.ndarray, n: int) -> np.ndarray:
+        if len(arr) >= n:
+            return arr
+        out = np.zeros(n, dtype=np.int64)
+        out[: len(arr)] = arr
+        return out
+
+    def _on_batch(self, ev: dict) -> None:
+        self._see_step(ev)
+        phase = ev.get("phase")
+        if phase in self.batches:
+            self.batches[phase] += 1
+        ep = _int(ev.get("epoch"))
+        if ep is not None and phase == "train":
+            self.epoch = ep
+        inputs = ev.get("inputs")
+        if isinstance(inputs, list):
+            self.last_inputs = inputs
+        if ev.get("image_shape") is not None:
+            self.image_shape = ev.get("image_shape")
+        labels = ev.get("labels")
+        if not isinstance(labels, dict):
+            return
+        self.last_labels = labels
+        tot = self.label_totals.get(phase)
+        if tot is not None:
+            tot[0] += _int(labels.get("total")) or 0
+            tot[1] += _int(labels.get("ignore")) or 0
+            oor_d = labels.get("oor")
+            if isinstance(oor_d, dict):
+                tot[2] += sum(_int(c) or 0 for c in oor_d.values())
+        h = _hist(labels.get("hist"))
+        if h is not None:
+            if not self.num_classes:
+                self.num_classes = len(h)
+            if phase == "val":
+                self.val_label_hist = self._fit(self.val_label_hist, len(h))
+                self.val_label_hist[: len(h)] += h
+            else:
+                self.label_hist = self._fit(self.label_hist, len(h))
+                self.label_hist[: len(h)] += h
+        # the ignore value the shim applied (under auto, once it inferred one)
+        iv = _int(labels.get("ignore_value"))
+        if iv is not None and self.ignore_is_auto and self.inferred_ignore is None:
+            self.inferred_ignore = iv
+        oor = labels.get("oor")
+        if isinstance(oor, dict) and oor:
+            for k, c in oor.items():
+                v, n = _int(k), _int(c)
+                if v is None or not n:
+                    continue
+                if v in self.oor_totals or len(self.oor_totals) < 256:
+                    self.oor_totals[v] = self.oor_totals.get(v, 0) + n
+            self._infer_ignore()
+
+    def _infer_ignore(self) -> None:
+        """The ignore-like out-of-range value with the most pixels so far (e.g. 255)."""
+        best, best_n = None, 0
+        for v, n in self.oor_totals.items():
+            if self.is_ignore_candidate(v) and (n > best_n or (n == best_n and best is not None and v > best)):
+                best, best_n = v, n
+        if best is not None:
+            self.inferred_ignore = best
+
+    def _on_preds(self, ev: dict) -> None:
+        s = self._see_step(ev)
+        ch = _int(ev.get("channels"))
+        if ch and not self.num_classes:
+            self.num_classes = ch
+        if ch and self.out_channels is None:
+            self.out_channels = ch
+        h = _hist(ev.get("hist"))
+        if h is None:
+            return
+        self.pred_hist = h
+        g = _hist(ev.get("gt_hist"))
+        self.gt_hist = g if g is not None else np.zeros(0, dtype=np.int64)
+        self.pred_phase = ev.get("phase")
+        if ev.get("phase") == "train":
+            total = int(h.sum())
+            uniq = _int(ev.get("unique"))
+            if uniq is None:
+                uniq = int(np.count_nonzero(h))
+            self.pred_unique.append(s, uniq)
+            self.dominant_share.append(s, (int(h.max()) / total) if total else math.nan)
+
+    def _on_step(self, ev: dict) -> None:
+        s = self._see_step(ev)
+        self.last_step_event = ev
+        try:
+            loss = as_float(ev.get("loss"))
+        except Exception:
+            loss = None
+        self.loss.append(s, loss)
+        try:
+            gn = as_float(ev.get("grad_norm"))
+        except Exception:
+            gn = None
+        if gn is not None:
+            self.grad_norm.append(s, gn)
+        lr = ev.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            lr = [lr]
+        if isinstance(lr, list) and lr:
+            vals = []
+            for x in lr:
+                try:
+                    f = as_float(x)
+                except Exception:
+                    f = None
+                if f is not None:
+                    vals.append(f)
+            if vals:
+                self.lr_groups = vals
+                self.lr.append(s, max(vals))
+        ur = ev.get("update_ratio")
+        if ur is not None:
+            try:
+                self.update_ratio.append(s, as_float(ur))
+            except Exception:
+                pass
+        ln = ev.get("layer_norms")
+        if isinstance(ln, list):
+            self.layer_norms = [(str(p[0]), p[1]) for p in ln if isinstance(p, (list, tuple)) and len(p) >= 2]
+        ep = _int(ev.get("epoch"))
+        if ep is not None:
+            self.epoch = ep
+        t = ev.get("t")
+        if isinstance(t, (int, float)):
+            self._rate.append((float(t), s))
+            if len(self._rate) >= 2:
+                t0, s0 = self._rate[0]
+                t1, s1 = self._rate[-1]
+                if t1 > t0:
+                    self.steps_per_sec = (s1 - s0) / (t1 - t0)
+
+    def _on_eval(self, ev: dict) -> None:
+        s = self._see_step(ev)
+        summary = {
+            "index": _int(ev.get("index")), "step": s, "batches": ev.get("batches"),
+            "expected": ev.get("expected"), "aborted": bool(ev.get("aborted")),
+            "exception": ev.get("exception"), "oor": ev.get("oor"),
+            "size_mismatch": ev.get("size_mismatch"), "pixels": ev.get("pixels"),
+            "miou": None, "miou_mmseg": None, "pixel_acc": None,
+            "pred_classes": None, "gt_classes": None, "t": ev.get("t"),
+        }
+        nc = _int(ev.get("num_classes"))
+        if nc and not self.num_classes:
+            self.num_classes = nc
+        m = ev.get("matrix")
+        if isinstance(m, list) and m:
+            mat = np.asarray(m, dtype=np.int64)
+            if mat.ndim == 2 and mat.shape[0] == mat.shape[1]:
+                self.confusion = mat
+                total = int(mat.sum())
+                summary["pixels"] = total
+                gt, pred, _ = _metrics.class_totals(mat)
+                summary["pred_classes"] = int(np.count_nonzero(pred))
+                summary["gt_classes"] = int(np.count_nonzero(gt))
+                if total > 0:
+                    g = _metrics.miou_guide(mat)
+                    mm = _metrics.miou_mmseg(mat)
+                    summary["miou"] = g
+                    summary["miou_mmseg"] = mm
+                    summary["pixel_acc"] = _metrics.pixel_accuracy(mat)
+                    if not summary["aborted"]:
+                        self._append_bounded(self.miou, (s, g, mm))
+                else:
+                    summary["miou"] = 0.0
+        self._append_bounded(self.evals, summary)
+
+    @staticmethod
+    def _append_bounded(lst: list, item: Any) -> None:
+        lst.append(item)
+        if len(lst) > _MAX_LIST:
+            del lst[: len(lst) - _MAX_LIST]
+
+    def _on_state_dict(self, ev: dict) -> None:
+        self._see_step(ev)
+        self._append_bounded(self.state_dicts, {
+            k: ev.get(k) for k in ("step", "module", "missing", "unexpected", "total", "loaded",
+                                   "strict", "examples_missing")
+        })
+
+    def _on_probe(self, ev: dict) -> None:
+        name = str(ev.get("name"))
+        if ev.get("status") == "disabled" and name not in self.probes_disabled:
+            self.probes_disabled.append(name)
+        self.probe_notes.append({k: ev.get(k) for k in ("name", "status", "error", "message", "rank")})
+
+    def _on_overhead(self, ev: dict) -> None:
+        if (ev.get("rank") or 0) == 0:
+            self._see_step(ev)
+            self.overhead = {k: ev.get(k) for k in ("step", "share", "budget", "intervals", "dropped")}
+        d = _int(ev.get("dropped"))
+        if d is not None and d > self.counters["dropped"]:
+            self.counters["dropped"] = d
+
+    def _on_script_metric(self, ev: dict) -> None:
+        s = _int(ev.get("step"))
+        if s is None:
+            s = self.step
+        else:
+            self._see_step(ev)
+        v = as_float(ev.get("value"))
+        if ev.get("name", "miou") == "miou" and v is not None:
+            self._append_bounded(self.script_metrics, (s, v))
+        self._append_bounded(self.script_metric_events, {
+            "step": s, "name": ev.get("name"), "value": v, "line": ev.get("line"), "source": ev.get("source"),
+        })
+
+    def _on_bye(self, ev: dict) -> None:
+        if (ev.get("rank") or 0) == 0:
+            self._see_step(ev)
+            self.bye = {k: ev.get(k) for k in ("step", "dropped", "events", "share", "disabled", "reason")}
+        d = _int(ev.get("dropped"))
+        if d is not None and d > self.counters["dropped"]:
+            self.counters["dropped"] = d
+        for name in ev.get("disabled") or ():
+            if str(name) not in self.probes_disabled:
+                self.probes_disabled.append(str(name))
+
+    def _on_output(self, ev: dict) -> None:
+        self.output.append((ev.get("stream"), ev.get("line")))
+
+    def _on_status(self, ev: dict) -> None:
+        st = ev.get("status")
+        if isinstance(st, str):
+            self.status = st
+        if "exit_code" in ev and ev.get("exit_code") is not None:
+            self.exit_code = _int(ev.get("exit_code"))
+        if ev.get("signal") is not None:
+            self.signal = _int(ev.get("signal"))
+        if ev.get("pid") is not None:
+            self.pid = _int(ev.get("pid"))
+        t = as_float(ev.get("t")) if ev.get("t") is not None else None
+        if st in ("starting", "running") and self.started is None:
+            self.started = t
+        if st in ("finished", "killed", "failed", "lost"):
+            self.ended = t
+
+    def _on_action(self, ev: dict) -> None:
+        self._append_bounded(self.actions, {
+            "kind": ev.get("kind"), "finding": ev.get("finding"), "step": ev.get("step"),
+            "by": ev.get("by"), "t": ev.get("t"),
+        })
+        if ev.get("kind") == "pause":
+            self.status = "paused"
+        elif ev.get("kind") == "resume" and self.status == "paused":
+            self.status = "running"
+
+    def _on_proc(self, ev: dict) -> None:
+        self.proc = {k: ev.get(k) for k in ("cpu", "rss", "procs", "gpu_mem", "t")}
+
+    def _on_finding(self, ev: dict) -> None:
+        self.counters["mirrored_findings"] += 1
+
+    def _on_other_rank(self, ev: dict) -> None:
+        """Events of ranks > 0 only feed the dist.* rules (which keep their own state)."""
+        ws = _int(ev.get("world_size"))
+        if ws and ws > self.world_size:
+            self.world_size = ws
+
+    # ------------------------------------------------------------------ views
+    @property
+    def checklist(self) -> list:
+        from .checklist import build_checklist
+
+        return build_checklist(self)
+
+    def finding_list(self) -> list[Finding]:
+        return list(self.findings.values())
+
+    def report(self, exit_code: int | None = None) -> dict:
+        from .report import build_report
+
+        return build_report(self, exit_code=exit_code)
