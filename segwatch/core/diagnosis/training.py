@@ -295,12 +295,18 @@ class OptimStepsSkipped(Rule):
 
     def __init__(self) -> None:
         self._win: deque = deque(maxlen=10)
+        self._last_opt: int | None = None
+        self._since_b: int | None = None      # backward_total when the optimizer last stepped
+        self._since_n = 0
 
     def check(self, state, ev):
         b = fint(ev.get("backward_total"))
         o = fint(ev.get("optimizer_steps_total"))
         if b is None or o is None:
             return None
+        if self._last_opt is None or o != self._last_opt:
+            self._last_opt, self._since_b, self._since_n = o, b, 0
+        self._since_n += 1
         loss = _loss(ev)
         self._win.append((b, o, ffloat(ev.get("scale")), fint(ev.get("grad_nonfinite")) or 0,
                           loss is not None and not math.isfinite(loss)))
@@ -308,18 +314,17 @@ class OptimStepsSkipped(Rule):
             return None
         b0, o0 = self._win[0][0], self._win[0][1]
         db, do = b - b0, o - o0
-        if db < 5 or do < 0:
-            return None
-        skipped = db - do
-        if skipped < 0.8 * db:
-            return None
         scales = [w[2] for w in self._win if w[2] is not None]
         falling = len(scales) >= 2 and scales[-1] < scales[0]
         nonfinite = any(w[3] > 0 or w[4] for w in self._win)
-        if not (falling or nonfinite or (do == 0 and db >= 16)):
+        amp_case = db >= 5 and do >= 0 and db - do >= 0.8 * db and (falling or nonfinite)
+        none_case = self._since_n >= 3 and b - self._since_b >= 16
+        if not (amp_case or none_case):
             return None
+        if none_case and not amp_case:
+            db, do = b - self._since_b, 0
         return self.make(state, ev, {
-            "backward_passes": db, "skipped": skipped, "optimizer_steps": do,
+            "backward_passes": db, "skipped": db - do, "optimizer_steps": do,
             "scale_first": scales[0] if scales else None, "scale_last": scales[-1] if scales else None,
             "scale_falling": falling, "grad_nonfinite": fint(ev.get("grad_nonfinite")) or 0,
             "loss_nonfinite_total": fint(ev.get("loss_nonfinite_total")) or 0,

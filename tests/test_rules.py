@@ -1,0 +1,678 @@
+"""Every diagnosis rule fires on its faulty statistics and stays quiet on healthy ones."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from segwatch.core.metrics import miou_guide, miou_mmseg
+from segwatch.core.state import RunState
+from test_state import C, Run, cfg, eval_matrix, feed, healthy_run, label_hist
+
+
+def ids(st):
+    return set(st.findings)
+
+
+def warm(r: Run, upto: int, rng=None, loss_fn=None, preds_fn=None, C_=C):
+    """Plain training steps 1..upto with healthy stats (override loss/preds)."""
+    rng = rng or np.random.RandomState(0)
+    for s in range(1, upto + 1):
+        lh = label_hist(rng, C_)
+        r.batch(s, hist=lh, ignore=300)
+        ph = preds_fn(s) if preds_fn else rng.multinomial(500, np.ones(C_) / C_)
+        r.preds(s, ph, gt_hist=lh // 8)
+        loss = loss_fn(s) if loss_fn else 3.0 * math.exp(-s / 50) + 0.5
+        r.step(s, loss=loss)
+
+
+def one_class(c=0, n=512, C_=C):
+    h = np.zeros(C_, dtype=np.int64)
+    h[c] = n
+    return h
+
+
+# --------------------------------------------------------------------------- healthy
+@pytest.mark.parametrize("grace", [100, 20, 0])
+def test_healthy_runs_stay_quiet(grace):
+    r = healthy_run(steps=300, seed=grace)
+    st, new = feed(r.events, cfg(policy__grace_steps=grace))
+    if grace == 0:
+        # with no grace window the young model's one-class phase is judged: steps 1..20
+        assert ids(st) <= {"pred.collapse"}
+    else:
+        assert new == [] and ids(st) == set(), [f.to_dict() for f in st.findings.values()]
+
+
+def test_healthy_early_two_three_classes_after_grace_loss_falling():
+    # grace 20: steps 21..60 predict only 3 classes while the loss still falls fast
+    r = healthy_run(steps=60, eval_every=0, early_single=20)
+    st, _ = feed(r.events, cfg(policy__grace_steps=20))
+    assert "pred.collapse" not in st.findings
+    assert "pred.low_diversity" not in st.findings
+
+
+def test_single_class_within_grace_is_not_collapse():
+    r = Run()
+    warm(r, 80, preds_fn=lambda s: one_class(0), loss_fn=lambda s: 3.0)
+    st, _ = feed(r.events, cfg(policy__grace_steps=100))
+    assert "pred.collapse" not in st.findings
+
+
+# --------------------------------------------------------------------------- predictions
+def test_collapse_in_training_after_grace():
+    r = Run()
+    warm(r, 140, preds_fn=lambda s: one_class(4) if s > 105 else np.r_[np.ones(C, int) * 10],
+         loss_fn=lambda s: 2.0)
+    st, new = feed(r.events, cfg(policy__grace_steps=100))
+    f = st.findings["pred.collapse"]
+    assert f.severity == "error" and f.phase == "train"
+    assert f.first_step >= 106 + 5 - 1 and f.first_step <= 112
+    assert f.evidence["class"] == 4 and f.evidence["share"] == 1.0
+    assert f.evidence["expected_miou"] == pytest.approx(100 * st.label_hist[4] / st.label_hist.sum() / C, rel=1e-3)
+    assert f.count > 1 and f.last_step == 140
+    assert "pred.collapse" in [x.id for x in new]
+
+
+def test_collapse_needs_persistence_single_noisy_sample():
+    r = Run()
+    rng = np.random.RandomState(3)
+    warm(r, 150, rng, preds_fn=lambda s: one_class(0) if s in (120, 130) else rng.multinomial(500, np.ones(C) / C))
+    st, _ = feed(r.events, cfg(policy__grace_steps=100))
+    assert "pred.collapse" not in st.findings
+
+
+def test_collapse_quiet_when_labels_are_that_class_too():
+    r = Run()
+    for s in range(101, 130):
+        r.preds(s, one_class(0), gt_hist=one_class(0, 64))
+    st, _ = feed(r.events, cfg(policy__grace_steps=100))
+    assert "pred.collapse" not in st.findings
+
+
+def _collapse_matrix(c=0, rng=None):
+    rng = rng or np.random.RandomState(5)
+    gt = label_hist(rng, C, 20000)
+    m = np.zeros((C, C), dtype=np.int64)
+    m[:, c] = gt
+    return m
+
+
+def test_collapse_at_evaluation_and_signature():
+    r = Run()
+    warm(r, 200, loss_fn=lambda s: 2.0)
+    m = _collapse_matrix(0)
+    r.eval(200, m, index=0)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["pred.collapse"]
+    assert f.phase == "val" and f.evidence["class"] == 0
+    sig = st.findings["metric.single_class_signature"]
+    p_c = m[0, 0] / m.sum()
+    assert sig.evidence["expected_miou"] == pytest.approx(100 * p_c / C, rel=1e-5)
+    assert sig.evidence["observed_miou"] == pytest.approx(miou_guide(m), rel=1e-5)
+    assert sig.evidence["p_c"] == pytest.approx(p_c, rel=1e-5)
+    # the guide's 2.7 % only if the class is alone in the labels
+    assert sig.evidence["expected_miou"] != pytest.approx(100 / C)
+
+
+def test_guide_27_percent_signature():
+    r = Run()
+    warm(r, 150, loss_fn=lambda s: 2.0)
+    m = np.zeros((C, C), dtype=np.int64)
+    m[0, 0] = 230400
+    r.eval(150, m)
+    st, _ = feed(r.events, cfg())
+    assert st.findings["metric.single_class_signature"].evidence["observed_miou"] == pytest.approx(100 / C, rel=1e-5)
+
+
+def test_eval_one_class_at_step_zero_or_young_learning_model_is_quiet():
+    r = Run()
+    r.eval(0, _collapse_matrix(0))                 # sanity evaluation before training
+    warm(r, 40)                                     # loss falling fast, inside grace
+    r.eval(40, _collapse_matrix(0), index=1)
+    st, _ = feed(r.events, cfg(policy__grace_steps=100))
+    assert not ids(st) & {"pred.collapse", "metric.single_class_signature", "pred.low_diversity"}
+
+
+def test_low_diversity_at_evaluation():
+    rng = np.random.RandomState(2)
+    r = Run()
+    warm(r, 200, rng)
+    gt = label_hist(rng, C, 20000)
+    m = np.zeros((C, C), dtype=np.int64)
+    m[:, 0] = gt // 2
+    m[:, 1] = gt // 3
+    m[:, 2] = gt - gt // 2 - gt // 3
+    r.eval(200, m)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["pred.low_diversity"]
+    assert f.evidence["pred_classes"] == 3 and f.evidence["gt_classes"] == C
+    assert "pred.collapse" not in st.findings
+
+
+def test_low_diversity_in_training_only_when_loss_stopped_falling():
+    three = np.zeros(C, int)
+    three[[0, 1, 2]] = [300, 150, 62]
+    r = Run()
+    warm(r, 200, preds_fn=lambda s: three, loss_fn=lambda s: 1.5)
+    st, _ = feed(r.events, cfg(policy__grace_steps=100))
+    assert st.findings["pred.low_diversity"].phase == "train"
+    # same predictions while the loss still falls fast: quiet
+    r2 = Run()
+    warm(r2, 200, preds_fn=lambda s: three, loss_fn=lambda s: 5.0 * math.exp(-s / 40))
+    st2, _ = feed(r2.events, cfg(policy__grace_steps=100))
+    assert "pred.low_diversity" not in st2.findings
+
+
+def test_low_diversity_needs_enough_gt_classes():
+    rng = np.random.RandomState(2)
+    r = Run()
+    warm(r, 150, rng)
+    m = np.zeros((C, C), dtype=np.int64)
+    m[0, 0], m[1, 1], m[2, 2] = 100, 100, 100
+    r.eval(150, m)
+    st, _ = feed(r.events, cfg())
+    assert "pred.low_diversity" not in st.findings
+
+
+# --------------------------------------------------------------------------- metric
+def test_cm_empty_zero_matrix_and_null_matrix():
+    r = Run()
+    warm(r, 10)
+    r.batch(10, phase="val", hist=np.zeros(C, int), ignore=4096)
+    r.eval(10, np.zeros((C, C), int))
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.cm_empty"]
+    assert "ignore" in f.evidence["why"]
+    r2 = Run()
+    warm(r2, 10)
+    r2.eval(10, None)
+    st2, _ = feed(r2.events, cfg())
+    assert "no logits" in st2.findings["metric.cm_empty"].evidence["why"]
+    # no labels ever seen and no matrix: nothing to say
+    r3 = Run()
+    r3.eval(0, None)
+    st3, _ = feed(r3.events, cfg())
+    assert "metric.cm_empty" not in st3.findings
+
+
+def test_miou_stuck_from_evals_and_from_script():
+    rng = np.random.RandomState(0)
+    m = eval_matrix(rng, 0.5)
+    r = Run()
+    warm(r, 300)
+    for i, s in enumerate((100, 200, 300)):
+        r.eval(s, m, index=i)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.miou_stuck"]
+    assert f.evidence["source"] == "segwatch evaluations" and f.evidence["steps"] == [100, 200, 300]
+    r2 = Run()
+    warm(r2, 30)
+    for s in (10, 20, 30):
+        r2.script_metric(2.7, step=s)
+    st2, _ = feed(r2.events, cfg())
+    assert st2.findings["metric.miou_stuck"].evidence["source"] == "script output"
+    # two identical then a change: quiet
+    r3 = Run()
+    for s, v in ((10, 5.0), (20, 5.0), (30, 6.0)):
+        r3.script_metric(v, step=s)
+    st3, _ = feed(r3.events, cfg())
+    assert "metric.miou_stuck" not in st3.findings
+
+
+def test_script_disagrees_both_conventions():
+    rng = np.random.RandomState(1)
+    m = eval_matrix(rng, 0.6)
+    g, mm = miou_guide(m), miou_mmseg(m)
+    # agrees with the guide convention
+    r = Run(); warm(r, 100); r.eval(100, m); r.script_metric(round(g, 2), step=100)
+    assert "metric.script_disagrees" not in feed(r.events, cfg())[0].findings
+    # agrees with mmseg
+    r = Run(); warm(r, 100); r.eval(100, m); r.script_metric(round(mm, 2), step=100)
+    assert "metric.script_disagrees" not in feed(r.events, cfg())[0].findings
+    # a fraction instead of percent
+    r = Run(); warm(r, 100); r.eval(100, m); r.script_metric(round(g / 100, 4), step=100)
+    assert "metric.script_disagrees" not in feed(r.events, cfg())[0].findings
+    # metrics.update() never called: the script prints 0.0
+    r = Run(); warm(r, 100); r.eval(100, m); r.script_metric(0.0, step=100)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.script_disagrees"]
+    assert f.evidence["script_miou"] == 0.0 and f.evidence["segwatch_miou_guide"] == pytest.approx(g, rel=1e-4)
+    # the script's line may arrive before segwatch's eval event of the same step
+    r = Run(); warm(r, 100); r.script_metric(0.0, step=100); r.eval(100, m)
+    assert "metric.script_disagrees" in feed(r.events, cfg())[0].findings
+    # a script metric of another step is not paired
+    r = Run(); warm(r, 100); r.eval(100, m); r.script_metric(0.0, step=150)
+    assert "metric.script_disagrees" not in feed(r.events, cfg())[0].findings
+
+
+def test_eval_aborted():
+    r = Run()
+    warm(r, 50)
+    r.eval(50, eval_matrix(np.random.RandomState(0), 0.5), aborted=True,
+           exception={"type": "RuntimeError", "message": "CUDA error: device-side assert", "where": "val.py:67"})
+    r.script_metric(12.3, step=50)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.eval_aborted"]
+    assert f.severity == "error" and f.phase == "val"
+    assert f.evidence["exception"] == "RuntimeError" and f.evidence["where"] == "val.py:67"
+    assert "metric.script_disagrees" not in st.findings and "metric.cm_empty" not in st.findings
+    assert st.miou == []  # an aborted pass is not an mIoU point
+
+
+# --------------------------------------------------------------------------- labels
+def test_out_of_range_values():
+    r = Run()
+    r.batch(1, hist=label_hist(np.random.RandomState(0)), oor={37: 420})
+    st, _ = feed(r.events, cfg())
+    f = st.findings["label.out_of_range"]
+    assert f.evidence["values"] == {"37": 420} and f.evidence["valid_range"] == "0..36"
+    assert "label.ignore_mismatch" not in st.findings
+
+
+def test_ignore_mismatch_255_vs_minus_one():
+    r = Run()
+    for s in range(1, 4):
+        r.batch(s, hist=label_hist(np.random.RandomState(s)), ignore=0, oor={255: 900})
+    st, _ = feed(r.events, cfg(dataset__ignore_index=-1))
+    f = st.findings["label.ignore_mismatch"]
+    assert f.evidence["data_value"] == 255 and f.evidence["configured"] == -1
+    assert "label.out_of_range" not in st.findings
+    assert st.inferred_ignore == 255
+    # with 255 and a real out-of-range value together: both
+    r2 = Run()
+    r2.batch(1, hist=label_hist(np.random.RandomState(0)), oor={255: 900, 40: 10})
+    st2, _ = feed(r2.events, cfg(dataset__ignore_index=-1))
+    assert {"label.ignore_mismatch", "label.out_of_range"} <= ids(st2)
+    assert st2.findings["label.out_of_range"].evidence["values"] == {"40": 10}
+
+
+def test_ignore_auto_adopts_inferred_value_and_null_means_error():
+    r = Run()
+    r.batch(1, hist=label_hist(np.random.RandomState(0)), ignore=0, ignore_value=None, oor={255: 900})
+    st, _ = feed(r.events, cfg(dataset__ignore_index="auto"))
+    assert ids(st) == set() and st.inferred_ignore == 255
+    st2, _ = feed(r.events, cfg(dataset__ignore_index=None))
+    assert "label.out_of_range" in st2.findings and "label.ignore_mismatch" not in st2.findings
+
+
+def test_all_ignored_batch():
+    r = Run()
+    r.batch(1, phase="val", hist=np.zeros(C, int), ignore=4096)
+    st, _ = feed(r.events, cfg())
+    assert st.findings["label.all_ignored"].phase == "val"
+    # all 255 under auto
+    r2 = Run()
+    r2.batch(1, hist=np.zeros(C, int), ignore=0, ignore_value=None, oor={255: 4096})
+    st2, _ = feed(r2.events, cfg(dataset__ignore_index="auto"))
+    assert "label.all_ignored" in st2.findings
+    # mostly ignore is fine
+    r3 = Run()
+    r3.batch(1, hist=one_class(0, 10), ignore=4086)
+    assert "label.all_ignored" not in feed(r3.events, cfg())[0].findings
+
+
+def test_shape_mismatch_batch_and_eval():
+    r = Run()
+    r.batch(1, hist=label_hist(np.random.RandomState(0)), shape=(2, 32, 32), image_shape=(64, 64))
+    st, _ = feed(r.events, cfg())
+    assert st.findings["label.shape_mismatch"].evidence["label_size"] == [32, 32]
+    r2 = Run()
+    r2.batch(1, hist=label_hist(np.random.RandomState(0)), shape=(2, 1, 64, 64), image_shape=(64, 64))
+    r2.eval(1, eval_matrix(np.random.RandomState(0), 0.5), size_mismatch=0)
+    assert "label.shape_mismatch" not in feed(r2.events, cfg())[0].findings
+    r2.eval(2, eval_matrix(np.random.RandomState(0), 0.5), size_mismatch=3, index=1)
+    assert feed(r2.events, cfg())[0].findings["label.shape_mismatch"].phase == "val"
+
+
+def test_interpolated_labels():
+    rng = np.random.RandomState(0)
+    r = Run()
+    r.batch(1, hist=label_hist(rng), fractional=35)
+    assert "label.interpolated" in feed(r.events, cfg())[0].findings
+    r = Run()
+    r.batch(1, hist=label_hist(rng), boundary=0.031)
+    assert "label.interpolated" in feed(r.events, cfg())[0].findings
+    r = Run()
+    for s in range(1, 5):
+        r.batch(s, hist=label_hist(rng), boundary=0.008)
+    assert "label.interpolated" in feed(r.events, cfg())[0].findings
+    # nearest-resized labels: a rare thin structure
+    r = Run()
+    for s in range(1, 50):
+        r.batch(s, hist=label_hist(rng), boundary=0.0006 if s % 5 else 0.004)
+    assert "label.interpolated" not in feed(r.events, cfg())[0].findings
+
+
+def test_misaligned_flip_and_quiet_on_joint_flips():
+    rng = np.random.RandomState(0)
+    r = Run()
+    for s in range(1, 12):
+        r.batch(s, hist=label_hist(rng), align=0.2, align_flipped=0.55)
+    f = feed(r.events, cfg())[0].findings["label.misaligned"]
+    assert f.severity == "error" and f.evidence["flipped_better"] >= 5
+    # healthy: random flips applied to both, noisy scores, one odd batch
+    r = Run()
+    for s in range(1, 200):
+        a = float(rng.uniform(0.45, 0.75))
+        af = float(rng.uniform(0.1, 0.35)) if s != 50 else a + 0.2
+        r.batch(s, hist=label_hist(rng), align=a, align_flipped=af)
+    assert "label.misaligned" not in feed(r.events, cfg())[0].findings
+    # train aligns far worse than (unaugmented) validation
+    r = Run()
+    for s in range(1, 4):
+        r.batch(0, phase="val", hist=label_hist(rng), align=0.7, align_flipped=0.2)
+    for s in range(1, 12):
+        r.batch(s, hist=label_hist(rng), align=0.2, align_flipped=0.2)
+    f = feed(r.events, cfg())[0].findings["label.misaligned"]
+    assert f.severity == "warning" and "validation" in f.evidence["why"]
+
+
+def test_class_imbalance():
+    rng = np.random.RandomState(0)
+    r = Run()
+    for s in range(1, 8):
+        r.batch(s, hist=label_hist(rng, dominant=0.96))
+    f = feed(r.events, cfg())[0].findings["label.class_imbalance"]
+    assert f.evidence["class"] == 0 and f.evidence["share"] >= 0.9
+    r = Run()
+    r.batch(1, hist=label_hist(rng, dominant=0.96))   # one batch is not enough
+    assert "label.class_imbalance" not in feed(r.events, cfg())[0].findings
+
+
+# --------------------------------------------------------------------------- config / model
+def test_num_classes_mismatch():
+    r = Run()
+    r.model(out_channels=40)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["config.num_classes_mismatch"]
+    assert f.evidence == {"out_channels": 40, "num_classes": C, "site": "decode_head.conv_seg", "source": "model"}
+    r = Run(C=40)
+    r.preds(1, np.ones(40, int), channels=40)
+    assert "config.num_classes_mismatch" in feed(r.events, cfg())[0].findings
+    r = Run()
+    r.model(out_channels=C)
+    assert "config.num_classes_mismatch" not in feed(r.events, cfg())[0].findings
+
+
+def test_pretrained_not_loaded():
+    r = Run()
+    r.state_dict(loaded=12, total=520)
+    f = feed(r.events, cfg())[0].findings["model.pretrained_not_loaded"]
+    assert f.evidence["loaded"] == 12 and f.evidence["total"] == 520 and f.evidence["examples_missing"]
+    r = Run()
+    r.state_dict(loaded=510, total=520)
+    assert "model.pretrained_not_loaded" not in feed(r.events, cfg())[0].findings
+
+
+def test_frozen_model_and_not_vanishing():
+    r = Run()
+    for s in range(1, 6):
+        r.step(s, loss=2.0, grad_norm=0.0, no_grad=1000, with_grad=0)
+    st, _ = feed(r.events, cfg())
+    assert "model.frozen" in st.findings and "grad.vanishing" not in st.findings
+    r = Run()
+    r.model(params=1_000_000, trainable=5_000)
+    assert feed(r.events, cfg())[0].findings["model.frozen"].evidence["source"] == "requires_grad"
+    r = Run()
+    for s in range(1, 6):
+        r.step(s, no_grad=10, with_grad=110)   # a few unused params: fine
+    assert "model.frozen" not in feed(r.events, cfg())[0].findings
+
+
+def test_eval_mode_in_training():
+    r = Run()
+    r.step(1, eval_modules=24, norm_modules=24)
+    assert "model.eval_mode_in_training" not in feed(r.events, cfg())[0].findings
+    r.step(2, eval_modules=24, norm_modules=24)
+    f = feed(r.events, cfg())[0].findings["model.eval_mode_in_training"]
+    assert f.severity == "error" and f.evidence["all"] is True
+    r = Run()
+    for s in range(1, 4):
+        r.step(s, eval_modules=8, norm_modules=24)  # norm_eval on the backbone only
+    assert feed(r.events, cfg())[0].findings["model.eval_mode_in_training"].severity == "warning"
+
+
+# --------------------------------------------------------------------------- loss / grad
+def test_loss_nonfinite_immediately():
+    r = Run()
+    r.step(1, loss=float("nan"))
+    st, new = feed(r.events, cfg(policy__grace_steps=1000))
+    assert [f.id for f in new] == ["loss.nonfinite"]
+    assert st.findings["loss.nonfinite"].evidence["loss"] != st.findings["loss.nonfinite"].evidence["loss"]  # nan
+    r = Run()
+    r.step(1, loss=1.0, loss_nonfinite_total=2)
+    assert "loss.nonfinite" in feed(r.events, cfg())[0].findings
+    r = Run()
+    r.step(1, loss=float("inf"))
+    assert "loss.nonfinite" in feed(r.events, cfg())[0].findings
+
+
+def test_loss_plateau():
+    rng = np.random.RandomState(0)
+    r = Run()
+    for s in range(1, 61):
+        r.step(s, loss=2.3 + rng.normal(0, 0.02))
+    f = feed(r.events, cfg())[0].findings["loss.plateau"]
+    assert f.evidence["ratio_last_to_first"] >= 0.98
+    # noisy but falling: quiet
+    r = Run()
+    for s in range(1, 300):
+        r.step(s, loss=2.0 * math.exp(-s / 100) + 0.5 + rng.normal(0, 0.1))
+    assert "loss.plateau" not in feed(r.events, cfg())[0].findings
+    # a later plateau after a fall (convergence) is not this finding
+    r = Run()
+    for s in range(1, 600):
+        r.step(s, loss=max(0.3, 3.0 - s * 0.05) + rng.normal(0, 0.01))
+    assert "loss.plateau" not in feed(r.events, cfg())[0].findings
+
+
+def test_loss_diverging():
+    r = Run()
+    for s in range(1, 101):
+        r.step(s, loss=1.0 if s <= 30 else 1.0 * 1.03 ** (s - 30))
+    f = feed(r.events, cfg())[0].findings["loss.diverging"]
+    assert f.evidence["factor"] > 1.5
+    # noisy converged loss: quiet
+    rng = np.random.RandomState(0)
+    r = Run()
+    for s in range(1, 2000):
+        r.step(s, loss=0.4 + abs(rng.normal(0, 0.15)))
+    assert "loss.diverging" not in feed(r.events, cfg())[0].findings
+
+
+def test_grad_vanishing_and_exploding_need_persistence():
+    r = Run()
+    r.step(1, grad_norm=1e-9); r.step(2, grad_norm=3.0); r.step(3, grad_norm=1e-9)
+    r.step(4, grad_norm=5000.0); r.step(5, grad_norm=3.0)
+    st, _ = feed(r.events, cfg())
+    assert not ids(st) & {"grad.vanishing", "grad.exploding"}
+    r = Run()
+    for s in range(1, 4):
+        r.step(s, grad_norm=1e-10)
+    f = feed(r.events, cfg())[0].findings["grad.vanishing"]
+    assert f.evidence["grad_norm_min"] == 1e-7 and f.evidence["samples"] == 3
+    r = Run()
+    r.step(1, grad_norm=5000.0); r.step(2, grad_norm=7000.0)
+    assert feed(r.events, cfg())[0].findings["grad.exploding"].evidence["max_grad_norm"] == 7000.0
+    # thresholds from the config
+    r = Run()
+    r.step(1, grad_norm=50.0); r.step(2, grad_norm=60.0)
+    assert "grad.exploding" in feed(r.events, cfg(thresholds__grad_norm_max=10.0))[0].findings
+
+
+def test_grad_nonfinite_amp_tolerates_scaler_calibration():
+    r = Run()
+    r.step(1, grad_nonfinite=3)
+    assert "grad.nonfinite" in feed(r.events, cfg())[0].findings
+    r = Run()
+    r.step(1, grad_nonfinite=3, scale=65536.0); r.step(2, grad_nonfinite=0, scale=32768.0)
+    r.step(3, grad_nonfinite=2, scale=32768.0); r.step(4, scale=32768.0)
+    assert "grad.nonfinite" not in feed(r.events, cfg())[0].findings
+    r = Run()
+    for s, sc in enumerate((65536.0, 32768.0, 16384.0), 1):
+        r.step(s, grad_nonfinite=5, scale=sc, grad_norm="inf")
+    assert feed(r.events, cfg())[0].findings["grad.nonfinite"].evidence["amp"] is True
+
+
+# --------------------------------------------------------------------------- optimizer
+def test_lr_suspicious_zero_high_low():
+    r = Run()
+    for s in range(1, 4):
+        r.step(s, lr=[0.0, 8e-5])
+    assert "lr 0" in feed(r.events, cfg())[0].findings["optim.lr_suspicious"].evidence["why"]
+    r = Run()
+    for s in range(1, 4):
+        r.step(s, lr=[0.0])
+    assert "optim.lr_suspicious" in feed(r.events, cfg())[0].findings
+    # warmup from 0 for one step: quiet
+    r = Run()
+    for s in range(0, 30):
+        r.step(s, lr=[8e-5 * min(1.0, s / 20)])
+    assert "optim.lr_suspicious" not in feed(r.events, cfg())[0].findings
+    r = Run()
+    r.step(1, lr=[1e-2]); r.step(2, lr=[1e-2])
+    assert "above" in feed(r.events, cfg())[0].findings["optim.lr_suspicious"].evidence["why"]
+    r = Run()
+    for s in range(1, 15):
+        r.step(s, lr=[1e-7])
+    assert "below" in feed(r.events, cfg())[0].findings["optim.lr_suspicious"].evidence["why"]
+    # a long slow warmup that is still ramping: quiet
+    r = Run()
+    for s in range(1, 40):
+        r.step(s, lr=[8e-5 * s / 1500])
+    assert "optim.lr_suspicious" not in feed(r.events, cfg())[0].findings
+    # without expected_lr only the zero check applies
+    r = Run()
+    r.step(1, lr=[1.0]); r.step(2, lr=[1.0])
+    assert "optim.lr_suspicious" not in feed(r.events, cfg(train__expected_lr=None))[0].findings
+
+
+def test_params_not_stepped():
+    r = Run()
+    r.step(1, no_optim=4)
+    assert "optim.params_not_stepped" not in feed(r.events, cfg())[0].findings
+    r.step(2, no_optim=4)
+    assert feed(r.events, cfg())[0].findings["optim.params_not_stepped"].evidence["no_optim"] == 4
+    r = Run()
+    for s in range(1, 6):
+        r.step(s, never_stepped=2)
+    assert "optim.params_not_stepped" in feed(r.events, cfg())[0].findings
+
+
+def test_steps_skipped_amp_vs_grad_accumulation():
+    r = Run()
+    r.step(1)
+    scale = 65536.0
+    for s in range(2, 12):
+        scale /= 2
+        r.step(s, skipped=True, scale=scale, grad_nonfinite=7, loss=float("nan"))
+    st, _ = feed(r.events, cfg())
+    f = st.findings["optim.steps_skipped"]
+    assert f.evidence["optimizer_steps"] == 0 and f.evidence["skipped"] >= 5 and f.evidence["scale_falling"]
+    # gradient accumulation over 8 micro-batches: steps keep happening
+    r = Run()
+    for s in range(1, 200):
+        r.step(s, skipped=(s % 8 != 0))
+    assert "optim.steps_skipped" not in feed(r.events, cfg())[0].findings
+    # no AMP signs but never a single step over 16+ backward passes
+    r = Run()
+    for s in range(1, 25):
+        r.step(s, skipped=True)
+    assert "optim.steps_skipped" in feed(r.events, cfg())[0].findings
+
+
+# --------------------------------------------------------------------------- data
+def test_data_nonfinite_and_not_normalized():
+    rng = np.random.RandomState(0)
+    ins = [{"key": "rgb", "shape": [2, 3, 8, 8], "dtype": "torch.float32", "mean": 0.1, "std": 1, "min": -2, "max": 2, "nonfinite": 0},
+           {"key": "depth", "shape": [2, 1, 8, 8], "dtype": "torch.float32", "mean": "nan", "std": "nan", "min": "nan", "max": "nan", "nonfinite": 310}]
+    r = Run()
+    r.batch(1, hist=label_hist(rng), inputs=ins)
+    f = feed(r.events, cfg())[0].findings["data.nonfinite"]
+    assert f.evidence["key"] == "depth" and f.evidence["inputs"][0]["nonfinite"] == 310
+    raw = [{"key": "rgb", "shape": [2, 3, 8, 8], "dtype": "torch.float32", "mean": 117.0, "std": 60, "min": 0, "max": 255, "nonfinite": 0},
+           {"key": "label_map", "shape": [2, 8, 8], "dtype": "torch.float32", "mean": 15.0, "std": 9, "min": 0, "max": 255, "nonfinite": 0}]
+    r = Run()
+    r.batch(1, hist=label_hist(rng), inputs=raw)
+    f = feed(r.events, cfg())[0].findings["data.not_normalized"]
+    assert [i["key"] for i in f.evidence["inputs"]] == ["rgb"]
+    r = Run()
+    r.batch(1, hist=label_hist(rng), inputs=[dict(raw[0], dtype="torch.uint8")])
+    assert "data.not_normalized" not in feed(r.events, cfg())[0].findings
+
+
+# --------------------------------------------------------------------------- dist
+def _two_ranks(fn):
+    a, b = Run(rank=0, world_size=2), Run(rank=1, world_size=2)
+    fn(a, b)
+    return sorted(a.events + b.events, key=lambda e: (e["t"], e["rank"]))
+
+
+def test_dist_rank_divergence():
+    def fn(a, b):
+        for s in range(1, 6):
+            a.step(s, grad_norm=5.0, loss=1.0)
+            b.step(s, grad_norm=9.0, loss=1.2)
+    st, _ = feed(_two_ranks(fn), cfg())
+    assert "dist.rank_divergence" in st.findings
+
+    def ok(a, b):
+        for s in range(1, 6):
+            a.step(s, grad_norm=5.0, loss=1.0)
+            b.step(s, grad_norm=5.0001, loss=1.4)
+    assert "dist.rank_divergence" not in feed(_two_ranks(ok), cfg())[0].findings
+
+
+def test_dist_same_batches():
+    rng = np.random.RandomState(0)
+    hs = [label_hist(rng) for _ in range(5)]
+
+    def same(a, b):
+        for s in range(1, 6):
+            a.batch(s, hist=hs[s - 1], index=s)
+            b.batch(s, hist=hs[s - 1], index=s)
+    assert "dist.same_batches" in feed(_two_ranks(same), cfg())[0].findings
+
+    def diff(a, b):
+        for s in range(1, 6):
+            a.batch(s, hist=hs[s - 1], index=s)
+            b.batch(s, hist=label_hist(rng), index=s)
+    assert "dist.same_batches" not in feed(_two_ranks(diff), cfg())[0].findings
+
+
+def test_dist_rank_silent():
+    def fn(a, b):
+        a.step(1); b.step(1)
+        for s in range(2, 20):
+            a.step(s, dt=10.0)
+    st, _ = feed(_two_ranks(fn), cfg())
+    assert st.findings["dist.rank_silent"].evidence["rank"] == 1
+
+    def bye(a, b):
+        a.step(1); b.step(1); b.ev("bye", step=1, reason="done")
+        for s in range(2, 20):
+            a.step(s, dt=10.0)
+    assert "dist.rank_silent" not in feed(_two_ranks(bye), cfg())[0].findings
+
+
+def test_findings_update_not_duplicate():
+    r = Run()
+    for s in range(1, 6):
+        r.step(s, loss=float("nan"))
+    st, new = feed(r.events, cfg())
+    assert [f.id for f in new].count("loss.nonfinite") == 1
+    f = st.findings["loss.nonfinite"]
+    assert f.first_step == 1 and f.last_step == 5 and f.count == 5
+
+
+def test_every_finding_id_has_advice_in_both_languages():
+    from segwatch.core.advice import ADVICE, TITLES
+    from segwatch.core.diagnosis import RULE_CLASSES
+    from segwatch.core.findings import SEVERITY
+    rule_ids = {c.id for c in RULE_CLASSES}
+    assert rule_ids == set(SEVERITY)
+    for fid in rule_ids:
+        assert ADVICE[fid]["en"] and ADVICE[fid]["zh"] and TITLES[fid]["en"] and TITLES[fid]["zh"]
+        assert ADVICE[fid]["en"] != ADVICE[fid]["zh"]
