@@ -1,0 +1,1451 @@
+"""The shim's runtime: global torch hooks, on-device statistics, batched read-back.
+
+One ``Shim`` instance per process (``install()`` / ``uninstall()``). What it patches:
+
+* ``DataLoader.__iter__`` and ``_BaseDataLoaderIter.__next__`` — every batch, every loader;
+* ``torch.Tensor.backward`` and ``torch.autograd.backward`` — the training step counter;
+* the global optimizer step pre/post hooks — optimizer steps, LR, update ratio;
+* ``GradScaler.scale`` / ``.step`` — the AMP scaler (its scale; skipped steps);
+* ``nn.Module.load_state_dict`` — missing / unexpected keys;
+* during *discovery only*, the global module forward (pre-)hooks, removed as soon as the root
+  model (and the module whose output is the logits) is found; then instance hooks on those two.
+
+Phase of a batch (``train`` / ``val``): ``val`` when autograd is disabled at fetch time
+(``torch.no_grad()`` / ``inference_mode``), or when the batch comes from a loader other than
+the training loader (the loader whose batches backward passes follow) while a training
+loader is known and this loader's batches were never followed by a backward. Otherwise
+``train``.
+
+Every hook body runs inside ``try/except``: an error disables that probe, is reported once
+as a ``probe`` event, and never reaches training. Statistics are device tensors queued in
+``self._pending`` and read back in one transfer per device every few steps (the sampler
+decides), so a CUDA device is not synchronised on other steps.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import time
+import weakref
+from typing import Any, Callable
+
+import torch
+
+from segwatch.protocol import make_event
+
+from . import stats as S
+from .emitter import BaseEmitter, MemoryEmitter
+from .evaltrace import EvalTracer
+from .sampler import Sampler
+
+SHIM_VERSION = "1"
+_NORM_TYPES: tuple = ()
+
+
+def _norm_types() -> tuple:
+    global _NORM_TYPES
+    if not _NORM_TYPES:
+        nn = torch.nn
+        _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                       nn.modules.dropout._DropoutNd)
+    return _NORM_TYPES
+
+
+def _one_line(exc: BaseException) -> str:
+    s = f"{type(exc).__name__}: {exc}"
+    return s.splitlines()[0][:300] if s else type(exc).__name__
+
+
+def fetch(tensors: list[torch.Tensor]) -> list[list[float]]:
+    """Read many small device tensors back with one transfer per device."""
+    out: list[list[float] | None] = [None] * len(tensors)
+    groups: dict[Any, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.device, []).append(i)
+    for dev, idx in groups.items():
+        dtype = torch.float32 if dev.type == "mps" else torch.float64
+        flat = torch.cat([tensors[i].detach().reshape(-1).to(dtype) for i in idx])
+        vals = flat.tolist() if dev.type == "cpu" else flat.cpu().tolist()
+        pos = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = vals[pos:pos + n]
+            pos += n
+    return out  # type: ignore[return-value]
+
+
+def _num(v: float) -> float | int:
+    if isinstance(v, float) and math.isfinite(v) and v == int(v) and abs(v) < 2 ** 53:
+        return int(v)
+    return v
+
+
+class _Loader:
+    __slots__ = ("num", "length", "index", "passes", "had_backward", "nobackward", "ref", "__weakref__")
+
+    def __init__(self, num: int, loader: Any) -> None:
+        self.num = num
+        self.length = None
+        self.index = 0
+        self.passes = 0
+        self.had_backward = False
+        self.nobackward = 0
+        self.ref = weakref.ref(loader)
+
+
+class _Batch:
+    __slots__ = ("loader", "phase", "index", "images", "label", "device_label", "backward_seen",
+                 "preds_done", "consumed", "step")
+
+    def __init__(self, loader, phase, index, images, label, step) -> None:
+        self.loader = loader
+        self.phase = phase
+        self.index = index
+        self.images = images
+        self.label = label
+        self.device_label = None
+        self.backward_seen = False
+        self.preds_done = False
+        self.consumed = False
+        self.step = step
+
+
+class _Rec:
+    """A pending event whose device tensors wait for the next read-back."""
+    __slots__ = ("type", "step", "fields", "dev", "post")
+
+    def __init__(self, type_: str, step: int, fields: dict, dev: dict, post: Callable | None = None):
+        self.type = type_
+        self.step = step
+        self.fields = fields
+        self.dev = dev
+        self.post = post
+
+
+class _EvalPass:
+    def __init__(self, index: int, loader: _Loader | None, step: int, explicit: bool = False) -> None:
+        self.index = index
+        self.loader = loader
+        self.step = step
+        self.explicit = explicit
+        self.batches = 0
+        self.paired = 0
+        self.cm = None
+        self.records: list[_Rec] = []
+        self.size_mismatch_extra = 0
+
+
+class Shim:
+    def __init__(self, emitter: BaseEmitter | None = None, config: dict | None = None,
+                 debug: bool = False, script: str | None = None, fault: str | None = None,
+                 argv: list[str] | None = None) -> None:
+        self.emitter = emitter if emitter is not None else MemoryEmitter()
+        self.config = config or {}
+        ds = self.config.get("dataset") or {}
+        nc = ds.get("num_classes")
+        self.cfg_num_classes = int(nc) if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0 else None
+        self.num_classes = self.cfg_num_classes
+        ii = ds.get("ignore_index")
+        self.ignore_cfg = ii
+        self.ignore = ii if isinstance(ii, int) and not isinstance(ii, bool) else None
+        samp = self.config.get("sampling") or {}
+        budget = samp.get("overhead_budget", 0.01)
+        try:
+            budget = float(budget)
+        except (TypeError, ValueError):
+            budget = 0.01
+        self.debug = bool(debug)
+        self.sampler = Sampler(budget=budget, debug=self.debug)
+        self.script = script
+        self.argv = argv
+        self.fault = {f.strip() for f in (fault or "").split(",") if f.strip()}
+        self.pid = os.getpid()
+        self.rank = int(os.environ.get("RANK", "0") or 0)
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        self.disabled: dict[str, str] = {}
+        self.installed = False
+        self.finished = False
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._handles: list[Any] = []
+        # counters
+        self.step = 0
+        self.epoch = 0
+        self.optimizer_steps = 0
+        self.loss_nonfinite_total = 0
+        # data
+        self._loaders: "weakref.WeakKeyDictionary[Any, _Loader]" = weakref.WeakKeyDictionary()
+        self._n_loaders = 0
+        self._train_loader: _Loader | None = None
+        self._cur: _Batch | None = None
+        self._any_batch = False
+        # model
+        self._root_ref = None
+        self._root_handles: list[Any] = []
+        self._site_out = None
+        self._site_name = None
+        self._head_name = None
+        self._root_params: list[tuple[str, torch.nn.Parameter]] = []
+        self._norm_mods: list[torch.nn.Module] = []
+        self._forced_root = None
+        self._disc_handles: list[Any] = []
+        self._disc_depth = 0
+        self._disc_outs: list[tuple[Any, tuple]] = []
+        self._disc_steps = 0
+        self._batches_without_root = 0
+        self._root_calls = 0
+        self._device_type = None
+        self._watch_num_classes = None
+        # optimizer / scaler
+        self._optims: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._opt_sig = None
+        self._opt_ids: set[int] = set()
+        self._scaler_ref = None
+        self._snap = None
+        self._wn_prev = None
+        self._changed = None
+        self._had_grad: set[int] = set()
+        self._norm_snapshots = 0
+        # step / read-back
+        self._in_backward = False
+        self._losses: list[tuple[int, torch.Tensor]] = []
+        self._pending: list[_Rec] = []
+        self._step_rec: _Rec | None = None
+        self._light_done = 0
+        self._last_overhead_t = 0.0
+        self._overhead_events = 0
+        # eval
+        self._eval: _EvalPass | None = None
+        self._eval_index = 0
+        script_dir = os.path.dirname(os.path.abspath(script)) if script else None
+        self._tracer = EvalTracer(script_dir)
+        self._ld_depth = 0
+
+    # =====================================================================================
+    # emitting
+    def _emit(self, type_: str, **fields: Any) -> None:
+        try:
+            fields.setdefault("rank", self.rank)
+            fields.setdefault("world_size", self.world_size)
+            self.emitter.emit(make_event(type_, **fields))
+        except Exception:
+            pass
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        if name in self.disabled:
+            return
+        self.disabled[name] = _one_line(exc)
+        self._emit("probe", name=name, status="disabled", error=_one_line(exc),
+                   message=f"segwatch disabled its '{name}' probe after an error; training continues",
+                   step=self.step)
+
+    def _on(self, name: str) -> bool:
+        return name not in self.disabled
+
+    def _inject(self, name: str) -> None:
+        if name in self.fault:
+            raise RuntimeError(f"fault injected into probe '{name}' (SEGWATCH_FAULT_INJECT)")
+
+    def note(self, message: str, name: str = "shim") -> None:
+        self._emit("probe", name=name, status="note", message=message, step=self.step)
+
+    # =====================================================================================
+    # install / uninstall
+    def _patch(self, obj: Any, attr: str, new: Any) -> None:
+        old = obj.__dict__[attr] if attr in getattr(obj, "__dict__", {}) else getattr(obj, attr)
+        self._patches.append((obj, attr, old))
+        setattr(obj, attr, new)
+
+    def install(self) -> "Shim":
+        if self.installed:
+            return self
+        self.installed = True
+        shim = self
+        from torch.utils.data import dataloader as dl
+
+        orig_iter = dl.DataLoader.__iter__
+
+        def __iter__(loader):
+            it = orig_iter(loader)
+            if shim.installed and shim._on("dataloader"):
+                try:
+                    shim._on_iter(loader, it)
+                except Exception as exc:
+                    shim._fail("dataloader", exc)
+            return it
+
+        orig_next = dl._BaseDataLoaderIter.__next__
+
+        def __next__(it):
+            try:
+                batch = orig_next(it)
+            except StopIteration:
+                if shim.installed and shim._on("dataloader"):
+                    try:
+                        shim._on_exhausted(it)
+                    except Exception as exc:
+                        shim._fail("dataloader", exc)
+                raise
+            if shim.installed and shim._on("dataloader"):
+                try:
+                    shim._on_batch(it, batch)
+                except Exception as exc:
+                    shim._fail("dataloader", exc)
+            return batch
+
+        self._patch(dl.DataLoader, "__iter__", __iter__)
+        self._patch(dl._BaseDataLoaderIter, "__next__", __next__)
+
+        orig_tb = torch.Tensor.backward
+
+        def backward(self_t, *args, **kwargs):
+            return shim._backward(orig_tb, self_t, args, kwargs)
+
+        orig_ab = torch.autograd.backward
+
+        def autograd_backward(tensors, *args, **kwargs):
+            return shim._backward(orig_ab, tensors, args, kwargs)
+
+        self._patch(torch.Tensor, "backward", backward)
+        self._patch(torch.autograd, "backward", autograd_backward)
+
+        from torch.optim import optimizer as optmod
+        self._handles.append(optmod.register_optimizer_step_pre_hook(self._opt_pre))
+        self._handles.append(optmod.register_optimizer_step_post_hook(self._opt_post))
+
+        try:
+            from torch.amp import grad_scaler as gs
+            orig_scale = gs.GradScaler.scale
+            orig_step = gs.GradScaler.step
+
+            def scale(scaler, outputs):
+                if shim.installed and shim._on("scaler"):
+                    try:
+                        shim._scaler_ref = weakref.ref(scaler)
+                    except Exception as exc:
+                        shim._fail("scaler", exc)
+                return orig_scale(scaler, outputs)
+
+            def step(scaler, optimizer, *args, **kwargs):
+                if shim.installed and shim._on("scaler"):
+                    try:
+                        shim._scaler_ref = weakref.ref(scaler)
+                        shim._optims.add(optimizer)
+                    except Exception as exc:
+                        shim._fail("scaler", exc)
+                return orig_step(scaler, optimizer, *args, **kwargs)
+
+            self._patch(gs.GradScaler, "scale", scale)
+            self._patch(gs.GradScaler, "step", step)
+        except Exception as exc:  # pragma: no cover - old torch
+            self.note(f"GradScaler not patched: {_one_line(exc)}", "scaler")
+
+        orig_lsd = torch.nn.Module.load_state_dict
+
+        def load_state_dict(module, state_dict, *args, **kwargs):
+            return shim._load_state_dict(orig_lsd, module, state_dict, args, kwargs)
+
+        self._patch(torch.nn.Module, "load_state_dict", load_state_dict)
+
+        self._start_discovery()
+        return self
+
+    def uninstall(self, finish: bool = True, reason: str = "uninstall") -> None:
+        if finish:
+            self.finish(reason)
+        self.installed = False
+        self._stop_discovery()
+        for h in self._root_handles + self._handles:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._root_handles = []
+        self._handles = []
+        for obj, attr, old in reversed(self._patches):
+            try:
+                setattr(obj, attr, old)
+            except Exception:
+                pass
+        self._patches = []
+        if self._tracer.active:
+            self._tracer.stop()
+
+    def hello(self) -> None:
+        cuda = False
+        try:
+            cuda = bool(torch.cuda.is_available())
+        except Exception:
+            pass
+        self._emit("hello", pid=os.getpid(), script=self.script, argv=list(self.argv or sys.argv),
+                   cwd=os.getcwd(), python=sys.version.split()[0], torch=torch.__version__,
+                   device="cuda:0" if cuda else "cpu", cuda=cuda, debug=self.debug,
+                   config=self.config or None, shim_version=SHIM_VERSION,
+                   num_classes=self.cfg_num_classes, ignore_index=self.ignore_cfg,
+                   budget=self.sampler.budget, fault_inject=sorted(self.fault) or None)
+
+    def finish(self, reason: str = "exit") -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            if self._eval is not None:
+                self._end_eval(aborted=not self._eval.explicit)
+        except Exception as exc:
+            self._fail("eval", exc)
+        try:
+            self._readback(final=True)
+        except Exception as exc:
+            self._fail("readback", exc)
+        try:
+            self._emit_overhead(final=True)
+        except Exception:
+            pass
+        share = self.sampler.share_total()
+        self._emit("bye", step=self.step, dropped=self.emitter.dropped, events=self.emitter.events + 1,
+                   share=share, disabled=sorted(self.disabled), reason=reason,
+                   backward_total=self.step, optimizer_steps_total=self.optimizer_steps,
+                   loss_nonfinite_total=self.loss_nonfinite_total, epoch=self.epoch)
+        try:
+            self.emitter.close(2.0)
+        except Exception:
+            pass
+        if self._tracer.active:
+            self._tracer.stop()
+
+    # =====================================================================================
+    # data loader
+    def _loader_state(self, loader: Any) -> _Loader:
+        ls = self._loaders.get(loader)
+        if ls is None:
+            ls = _Loader(self._n_loaders, loader)
+            self._n_loaders += 1
+            self._loaders[loader] = ls
+        return ls
+
+    def _on_iter(self, loader: Any, it: Any) -> None:
+        if os.getpid() != self.pid:
+            return
+        t0 = time.perf_counter()
+        self._inject("dataloader")
+        ls = self._loader_state(loader)
+        try:
+            ls.length = len(loader)
+        except Exception:
+            ls.length = None
+        ls.index = 0
+        try:
+            it._segwatch_loader = ls
+        except Exception:
+            pass
+        if self._eval is not None and self._eval.loader is ls:
+            # the same loader restarts before the previous pass was exhausted
+            self._end_eval(aborted=True)
+        self.sampler.spend(None, time.perf_counter() - t0)
+
+    def _on_exhausted(self, it: Any) -> None:
+        ls = getattr(it, "_segwatch_loader", None)
+        if ls is None or os.getpid() != self.pid:
+            return
+        t0 = time.perf_counter()
+        ls.passes += 1
+        if ls is self._train_loader:
+            self.epoch = ls.passes
+        if self._eval is not None and self._eval.loader is ls:
+            self._end_eval(aborted=False)
+        self.sampler.spend(None, time.perf_counter() - t0)
+
+    def _phase(self, ls: _Loader) -> str:
+        if not torch.is_grad_enabled():
+            return "val"
+        if self._train_loader is None or ls is self._train_loader or ls.had_backward:
+            return "train"
+        return "val"
+
+    def _on_batch(self, it: Any, batch: Any) -> None:
+        ls = getattr(it, "_segwatch_loader", None)
+        if ls is None or os.getpid() != self.pid:
+            return
+        t0 = time.perf_counter()
+        self._inject("dataloader")
+        index = ls.index
+        ls.index += 1
+        prev = self._cur
+        if prev is not None and not prev.backward_seen:
+            prev.loader.nobackward += 1
+        phase = self._phase(ls)
+        images, label = S.classify_batch(batch)
+        b = _Batch(ls, phase, index, images, label, self.step)
+        self._cur = b
+        self._any_batch = True
+        probe = None
+        if phase == "val":
+            if self._eval is None or (self._eval.loader is not ls and not self._eval.explicit):
+                if self._eval is not None:
+                    self._end_eval(aborted=True)
+                self._start_eval(ls)
+            self._eval.batches += 1
+            if self._on("batch") and len(self._eval.records) < 4000:
+                rec = self._batch_record(b)
+                if rec is not None:
+                    self._eval.records.append(rec)
+            probe = "eval"
+        else:
+            if self._eval is not None and not self._eval.explicit:
+                self._end_eval(aborted=True)
+            if self._root_ref is not None and not self._disc_handles:
+                self._batches_without_root += 1
+                if self._batches_without_root >= 3:
+                    # batches keep coming but the hooked root is not called: a new model?
+                    self._start_discovery()
+            k = self.step + 1
+            if self._on("batch") and self.sampler.due("batch", k):
+                self.sampler.mark("batch", k)
+                rec = self._batch_record(b)
+                if rec is not None:
+                    self._pending.append(rec)
+                probe = "batch"
+        self.sampler.spend(probe, time.perf_counter() - t0)
+
+    def _batch_record(self, b: _Batch) -> _Rec | None:
+        try:
+            self._inject("batch")
+            fields: dict[str, Any] = {"phase": b.phase, "loader": b.loader.num, "index": b.index,
+                                      "length": b.loader.length, "epoch": self.epoch, "labels": None,
+                                      "inputs": [], "image_shape": None, "align": None, "align_flipped": None}
+            dev: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                for i, (key, x) in enumerate(b.images[:8]):
+                    fields["inputs"].append({"key": key, "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")})
+                    dev[f"in{i}"] = S.input_stats(x)
+                if b.images:
+                    fields["image_shape"] = list(b.images[0][1].shape[-2:])
+                deferred = None
+                if b.label is not None:
+                    key, lab = b.label
+                    lab2 = S.squeeze_label(lab)
+                    fields["labels"] = {"key": key, "shape": list(lab.shape), "dtype": str(lab.dtype).replace("torch.", ""),
+                                        "total": lab2.numel(), "ignore_value": self.ignore}
+                    if self.num_classes is not None:
+                        self._label_dev(lab, dev, fields)
+                    else:
+                        deferred = lab  # statistics once the class count is known (read-back)
+                    if b.images and b.images[0][1].shape[0] == lab.shape[0] and lab2.numel():
+                        dev["align"] = S.align_sums(b.images[0][1], lab)
+            post = self._batch_post
+            rec = _Rec("batch", self.step, fields, dev, post)
+            if deferred is not None:
+                rec.fields["_deferred"] = deferred
+            return rec
+        except Exception as exc:
+            self._fail("batch", exc)
+            return None
+
+    def _label_dev(self, lab: torch.Tensor, dev: dict, fields: dict) -> None:
+        st = S.label_stats(lab, self.num_classes, self.ignore)
+        for k, v in st.items():
+            dev["lab_" + k] = v
+        fields["labels"]["num_classes"] = self.num_classes
+        if lab.device.type == "cpu":
+            fields["labels"]["oor"] = S.host_oor_values(lab, self.num_classes, self.ignore)
+        else:
+            fields["labels"]["_oor_src"] = lab  # unique() at read-back (a sync is allowed there)
+
+    def _batch_post(self, rec: _Rec, vals: dict[str, list[float]]) -> dict:
+        f = rec.fields
+        for i, inp in enumerate(f["inputs"]):
+            v = vals.get(f"in{i}")
+            if v:
+                inp.update(mean=v[0], std=v[1], min=v[2], max=v[3], nonfinite=int(v[4]))
+                if not math.isfinite(v[2]):
+                    inp["min"] = None
+                if not math.isfinite(v[3]):
+                    inp["max"] = None
+        lab = f.get("labels")
+        if lab is not None and "lab_hist" in vals:
+            src = lab.pop("_oor_src", None)
+            lab.update(min=_num(vals["lab_min"][0]), max=_num(vals["lab_max"][0]),
+                       ignore=int(vals["lab_ignore"][0]), hist=[int(x) for x in vals["lab_hist"]],
+                       fractional=int(vals["lab_fractional"][0]), boundary=round(vals["lab_boundary"][0], 6),
+                       oor_total=int(vals["lab_oor_total"][0]))
+            if "oor" not in lab:
+                lab["oor"] = (S.host_oor_values(src, lab["num_classes"], self.ignore)
+                              if src is not None and lab["oor_total"] > 0 else {})
+        elif lab is not None:
+            lab.update(min=None, max=None, ignore=None, hist=None, oor={}, fractional=0, boundary=None, oor_total=None)
+        if "align" in vals:
+            f["align"], f["align_flipped"] = S.align_from_sums(vals["align"])
+        return f
+
+    # =====================================================================================
+    # evaluation passes
+    def _start_eval(self, ls: _Loader | None, explicit: bool = False) -> None:
+        self._eval = _EvalPass(self._eval_index, ls, self.step, explicit)
+        self._eval_index += 1
+        self.sampler.skip_wall()
+        if self._on("evaltrace"):
+            try:
+                self._inject("evaltrace")
+                self._tracer.start()
+            except Exception as exc:
+                self._fail("evaltrace", exc)
+
+    def _make_cm(self):
+        C = self.num_classes
+        if C is None:
+            return None
+        try:
+            from segwatch.core.metrics import ConfusionMatrix
+            return ConfusionMatrix(C, self.ignore)
+        except Exception:  # core not available: private device accumulator
+            return S.DeviceConfusion(C, self.ignore)
+
+    def _end_eval(self, aborted: bool) -> None:
+        ev = self._eval
+        if ev is None:
+            return
+        self._eval = None
+        t0 = time.perf_counter()
+        exc = None
+        if self._tracer.active or self._tracer.last is not None:
+            try:
+                exc = self._tracer.stop()
+            except Exception as e:
+                self._fail("evaltrace", e)
+        self.sampler.skip_wall()
+        # batch / preds records of the pass: one read-back
+        try:
+            self._flush_records(ev.records)
+        except Exception as e:
+            self._fail("eval", e)
+        fields: dict[str, Any] = {"index": ev.index, "batches": ev.batches,
+                                  "expected": ev.loader.length if ev.loader is not None else None,
+                                  "aborted": bool(aborted), "exception": exc, "num_classes": self.num_classes,
+                                  "ignore_index": self.ignore if self.ignore is not None else self.ignore_cfg,
+                                  "matrix": None, "oor": 0, "size_mismatch": ev.size_mismatch_extra, "pixels": 0,
+                                  "loader": ev.loader.num if ev.loader is not None else None,
+                                  "paired": ev.paired, "explicit": ev.explicit, "started_step": ev.step}
+        cm = ev.cm
+        if cm is not None:
+            if isinstance(cm, S.DeviceConfusion):
+                if cm.mat is not None:
+                    m, oor, poor = fetch([cm.mat, cm.oor, cm.pred_oor])
+                    C = cm.C
+                    fields["matrix"] = [[int(x) for x in m[r * C:(r + 1) * C]] for r in range(C)]
+                    fields["oor"] = int(oor[0])
+                    fields["pred_oor"] = int(poor[0])
+                    fields["pixels"] = int(sum(m))
+                fields["size_mismatch"] += cm.size_mismatch
+            else:
+                summ = cm.summary()
+                if cm.updates - cm.size_mismatch > 0:
+                    fields["matrix"] = cm.matrix.tolist()
+                fields["oor"] = summ["oor"]
+                fields["size_mismatch"] += summ["size_mismatch"]
+                fields["pixels"] = summ["pixels"]
+                fields.update(oor_values=summ["oor_values"], pred_oor=summ["pred_oor"],
+                              ignored=summ["ignored"], fractional=summ["fractional"])
+        self._emit("eval", step=self.step, **fields)
+        self.sampler.spend("eval", time.perf_counter() - t0)
+
+    def log_eval(self, logits: Any, labels: Any) -> None:
+        """Explicit evaluation batch (public API)."""
+        if not self.installed or not self._on("eval"):
+            return
+        try:
+            t0 = time.perf_counter()
+            if self._eval is None:
+                self._start_eval(None, explicit=True)
+            ev = self._eval
+            if not ev.explicit:
+                ev.explicit = True          # explicit batches replace the automatic pairing
+                ev.cm = None
+                ev.paired = 0
+            if not isinstance(logits, torch.Tensor):
+                logits = torch.as_tensor(logits)
+            if not isinstance(labels, torch.Tensor):
+                labels = torch.as_tensor(labels)
+            if self.num_classes is None and logits.dim() == 4:
+                self.num_classes = int(logits.shape[1])
+            if ev.loader is None:
+                ev.batches += 1
+            with torch.no_grad():
+                pred = logits.max(1).indices if logits.dim() == 4 else logits
+                self._eval_update(ev, pred, labels)
+            self.sampler.spend("eval", time.perf_counter() - t0)
+        except Exception as exc:
+            self._fail("eval", exc)
+
+    def end_eval(self) -> None:
+        if self._eval is not None:
+            try:
+                self._end_eval(aborted=False)
+            except Exception as exc:
+                self._fail("eval", exc)
+
+    def _eval_update(self, ev: _EvalPass, pred: torch.Tensor, lab: torch.Tensor) -> None:
+        if ev.cm is None:
+            ev.cm = self._make_cm()
+            if ev.cm is None:
+                return
+        if lab.device != pred.device:
+            lab = lab.to(pred.device, non_blocking=True)
+        ev.cm.update(pred, lab)
+        ev.paired += 1
+
+    # =====================================================================================
+    # model discovery
+    def _start_discovery(self) -> None:
+        if self._disc_handles or not self._on("discovery"):
+            return
+        m = torch.nn.modules.module
+        self._disc_depth = 0
+        self._disc_outs = []
+        self._disc_steps = 0
+        self._disc_handles = [
+            m.register_module_forward_pre_hook(self._g_pre),
+            m.register_module_forward_hook(self._g_post, with_kwargs=True, always_call=True),
+        ]
+
+    def _stop_discovery(self) -> None:
+        for h in self._disc_handles:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._disc_handles = []
+        self._disc_outs = []
+        self._disc_depth = 0
+
+    def _g_pre(self, module, args):
+        self._disc_depth += 1
+        if self._disc_depth == 1:
+            self._disc_outs = []
+
+    def _g_post(self, module, args, kwargs, output):
+        d = self._disc_depth
+        self._disc_depth = max(0, d - 1)
+        if not self._on("discovery") or os.getpid() != self.pid:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._inject("discovery")
+            if d > 1:
+                if len(self._disc_outs) < 8192:
+                    t = output
+                    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                        t = output[0]
+                    elif isinstance(output, dict):
+                        t = S.find_logits(output, None, None)
+                    if isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point() and t.shape[1] >= 2:
+                        self._disc_outs.append((module, tuple(t.shape), weakref.ref(t)))
+            elif d == 1:
+                self._consider_root(module, args, kwargs or {}, output)
+        except Exception as exc:
+            self._fail("discovery", exc)
+            self._stop_discovery()
+        self.sampler.spend(None, time.perf_counter() - t0)
+
+    def _consider_root(self, module, args, kwargs, output) -> None:
+        if self._forced_root is not None and module is not self._forced_root():
+            return
+        if module is self._root():
+            return
+        if self._forced_root is None and not any(True for _ in module.parameters()):
+            return
+        b = self._cur
+        inputs = list(S.iter_tensors(list(args))) + list(S.iter_tensors(dict(kwargs)))
+        B = None
+        if b is not None and b.images and self._forced_root is None:
+            for _, t in inputs:
+                for _, im in b.images:
+                    if t is im or (t.dim() == 4 and tuple(t.shape) == tuple(im.shape) and t.is_floating_point()):
+                        B = t.shape[0]
+                        break
+                if B is not None:
+                    break
+        elif self._forced_root is not None or not self._any_batch:
+            for _, t in inputs:
+                if t.dim() == 4 and t.is_floating_point():
+                    B = t.shape[0]
+                    break
+        if B is None:
+            return
+        nc = self.num_classes
+        root_logits = S.find_logits(output, B, None)
+        outs = [(m, s, r) for m, s, r in self._disc_outs if s[0] == B and m is not module]
+        head = None
+        if nc:
+            for m, s, r in reversed(outs):
+                if s[1] == nc:
+                    head = (m, s, r)
+                    break
+        if root_logits is not None and nc and root_logits.shape[1] != nc and head is not None:
+            root_logits = None   # the root returns something else with 4 dims; the head matches
+        if head is None:
+            want = root_logits.shape[1] if root_logits is not None else None
+            for m, s, r in reversed(outs):
+                if want is None or s[1] == want:
+                    head = (m, s, r)
+                    break
+        if root_logits is None and head is None:
+            return
+        self._set_root(module, head[0] if head else None,
+                       root_logits.shape[1] if root_logits is not None else head[1][1],
+                       "root" if root_logits is not None else None)
+        # this very forward's logits count too (the instance hooks start with the next call)
+        logits = root_logits
+        if logits is None and head is not None:
+            logits = head[2]()
+        self._disc_outs = []
+        if logits is not None:
+            self._on_logits(logits, self._cur)
+
+    def _root(self):
+        return self._root_ref() if self._root_ref is not None else None
+
+    def _set_root(self, root, head, out_channels: int, site: str | None) -> None:
+        for h in self._root_handles:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._root_handles = []
+        self._root_ref = weakref.ref(root)
+        names = {}
+        try:
+            names = {id(m): n for n, m in root.named_modules()}
+        except Exception:
+            pass
+        head_name = names.get(id(head)) if head is not None else None
+        self._head_name = head_name
+        self._site_name = site or head_name or "root"
+        self._root_params = [(n, p) for n, p in root.named_parameters()]
+        self._norm_mods = [m for m in root.modules() if isinstance(m, _norm_types())]
+        self._wn_prev = None
+        self._changed = None
+        self._had_grad = set()
+        self._norm_snapshots = 0
+        self._root_handles.append(root.register_forward_pre_hook(self._root_pre, with_kwargs=True))
+        self._root_handles.append(root.register_forward_hook(self._root_post))
+        if head is not None:
+            self._root_handles.append(head.register_forward_hook(self._head_post))
+        self._batches_without_root = 0
+        self._stop_discovery()
+        if self.num_classes is None:
+            self.num_classes = int(out_channels)
+        dev = None
+        for _, p in self._root_params[:1]:
+            dev = str(p.device)
+            self._device_type = p.device.type
+        if self._device_type == "cuda":
+            # reading back synchronises the device: not more often than every 5 steps
+            self.sampler.readback_min = max(self.sampler.readback_min, 5)
+            self.sampler.interval["readback"] = max(self.sampler.interval["readback"], 5)
+        n_params = sum(p.numel() for _, p in self._root_params)
+        trainable = sum(p.numel() for _, p in self._root_params if p.requires_grad)
+        self._emit("model", step=self.step, cls=type(root).__name__, params=n_params, trainable=trainable,
+                   site=self._site_name, head=head_name, out_channels=int(out_channels),
+                   num_classes=self.cfg_num_classes if self.cfg_num_classes is not None else self.num_classes,
+                   device=dev, norm_modules=len(self._norm_mods))
+
+    def watch(self, model: torch.nn.Module, num_classes: int | None = None, ignore_index: int | None = None) -> None:
+        if num_classes:
+            self.num_classes = int(num_classes)
+            if self.cfg_num_classes is None:
+                self.cfg_num_classes = int(num_classes)
+        if ignore_index is not None:
+            self.ignore = int(ignore_index)
+            self.ignore_cfg = int(ignore_index)
+        if model is self._root():
+            return
+        self._forced_root = weakref.ref(model)
+        self._stop_discovery()
+        self._start_discovery()
+
+    # root / head instance hooks ----------------------------------------------------------
+    def _root_pre(self, module, args, kwargs):
+        if not self._on("forward"):
+            return None
+        t0 = time.perf_counter()
+        try:
+            self._inject("forward")
+            self._site_out = None
+            self._batches_without_root = 0
+            b = self._cur
+            if b is not None and b.label is not None and b.device_label is None:
+                lab = b.label[1]
+                for _, t in S.iter_tensors(list(args) + [kwargs] if kwargs else list(args)):
+                    if t is not lab and tuple(t.shape) == tuple(lab.shape) and t.dtype == lab.dtype:
+                        b.device_label = t
+                        break
+        except Exception as exc:
+            self._fail("forward", exc)
+        self.sampler.spend(None, time.perf_counter() - t0)
+        return None
+
+    def _head_post(self, module, args, output):
+        try:
+            self._site_out = output
+        except Exception:
+            pass
+
+    def _root_post(self, module, args, output):
+        if not self._on("forward"):
+            return None
+        t0 = time.perf_counter()
+        probe = None
+        try:
+            b = self._cur
+            B = None
+            if b is not None and b.images:
+                B = b.images[0][1].shape[0]
+            logits = S.find_logits(output, B, self.num_classes)
+            if logits is not None and self.cfg_num_classes and logits.shape[1] != self.cfg_num_classes \
+                    and self._head_name is not None and self._site_out is not None:
+                logits = None
+            if logits is None and self._site_out is not None:
+                logits = S.find_logits(self._site_out, B, self.num_classes)
+            self._site_out = None
+            if logits is not None:
+                probe = self._on_logits(logits, b)
+        except Exception as exc:
+            self._fail("forward", exc)
+        self.sampler.spend(probe, time.perf_counter() - t0)
+        return None
+
+    def _on_logits(self, logits: torch.Tensor, b: _Batch | None) -> str | None:
+        if self.num_classes is None:
+            self.num_classes = int(logits.shape[1])
+        val = (not torch.is_grad_enabled()) or (b is not None and b.phase == "val")
+        if val:
+            if not self._on("eval"):
+                return "eval"
+            try:
+                self._inject("eval")
+                ev = self._eval
+                if b is None or b.label is None or b.consumed:
+                    return "eval"
+                if ev is None:
+                    return "eval"
+                b.consumed = True
+                lab = b.device_label if b.device_label is not None else b.label[1]
+                with torch.no_grad():
+                    pred = logits.detach().max(1).indices
+                    if not ev.explicit:
+                        self._eval_update(ev, pred, lab)
+                    if self._on("preds") and len(ev.records) < 8000:
+                        rec = self._preds_record(logits, lab, "val", pred=pred, full=True)
+                        if rec is not None:
+                            ev.records.append(rec)
+            except Exception as exc:
+                self._fail("eval", exc)
+            return "eval"
+        # training
+        if not self._on("preds"):
+            return None
+        k = self.step + 1
+        if b is not None and b.preds_done:
+            return None
+        if not self.sampler.due("preds", k):
+            return None
+        self.sampler.mark("preds", k)
+        if b is not None:
+            b.preds_done = True
+        lab = None
+        if b is not None and b.label is not None:
+            lab = b.device_label if b.device_label is not None else b.label[1]
+        rec = self._preds_record(logits, lab, "train")
+        if rec is not None:
+            self._pending.append(rec)
+        return "preds"
+
+    def _preds_record(self, logits, lab, phase, pred=None, full=False) -> _Rec | None:
+        try:
+            self._inject("preds")
+            with torch.no_grad():
+                n = self.num_classes or logits.shape[1]
+                h, w = logits.shape[-2:]
+                lab_r = None
+                if lab is not None and lab.shape[0] == logits.shape[0]:
+                    lab2 = S.squeeze_label(lab)
+                    if full and tuple(lab2.shape[-2:]) != (h, w):
+                        lab_r = None
+                    else:
+                        lab_r = S.resize_nearest(lab2, h, w)
+                        if lab_r.device != logits.device:
+                            lab_r = lab_r.to(logits.device, non_blocking=True)
+                if pred is None:
+                    pred = logits.detach().max(1).indices
+                dev = self._pred_stats_from(pred, logits.shape[1], n, lab_r)
+            fields = {"phase": phase, "shape": list(logits.shape), "channels": int(logits.shape[1]),
+                      "site": self._site_name}
+            return _Rec("preds", self.step, fields, dev, self._preds_post)
+        except Exception as exc:
+            self._fail("preds", exc)
+            return None
+
+    def _pred_stats_from(self, pred, C, n, lab_r):
+        out = {"hist": S.hist(pred, torch.ones_like(pred, dtype=torch.bool), max(C, n))[:n]}
+        if lab_r is not None:
+            lab = lab_r
+            if lab.is_floating_point():
+                lab = torch.nan_to_num(lab, nan=-1.0).round()
+            lab = lab.long()
+            valid = (lab >= 0) & (lab < n)
+            if self.ignore is not None:
+                valid &= lab != self.ignore
+            out["gt_hist"] = S.hist(lab, valid, n)
+            out["correct"] = ((pred == lab) & valid).sum()
+            out["valid"] = valid.sum()
+        return out
+
+    def _preds_post(self, rec: _Rec, vals: dict) -> dict:
+        f = rec.fields
+        hist = [int(x) for x in vals["hist"]]
+        f["hist"] = hist
+        f["unique"] = sum(1 for x in hist if x > 0)
+        if "gt_hist" in vals:
+            f["gt_hist"] = [int(x) for x in vals["gt_hist"]]
+            f["correct"] = int(vals["correct"][0])
+            f["valid"] = int(vals["valid"][0])
+        else:
+            f["gt_hist"] = None
+            f["correct"] = None
+            f["valid"] = None
+        return f
+
+    # =====================================================================================
+    # backward
+    def _backward(self, orig, tensors, args, kwargs):
+        if self._in_backward or not self.installed or os.getpid() != self.pid:
+            return orig(tensors, *args, **kwargs)
+        self._in_backward = True
+        try:
+            if self._on("backward"):
+                t0 = time.perf_counter()
+                try:
+                    self._pre_backward(tensors)
+                except Exception as exc:
+                    self._fail("backward", exc)
+                self.sampler.spend(None, time.perf_counter() - t0)
+            result = orig(tensors, *args, **kwargs)
+        finally:
+            self._in_backward = False
+        if self._on("backward"):
+            t0 = time.perf_counter()
+            probe = None
+            try:
+                probe = self._post_backward()
+            except Exception as exc:
+                self._fail("backward", exc)
+            self.sampler.spend(probe, time.perf_counter() - t0)
+        return result
+
+    def _pre_backward(self, tensors) -> None:
+        self._inject("backward")
+        loss = tensors
+        if isinstance(loss, (list, tuple)):
+            loss = loss[0] if loss else None
+        # a finished step that did not step the optimizer (AMP skip) is read back here
+        self._maybe_readback()
+        self.step += 1
+        s = self.step
+        if isinstance(loss, torch.Tensor):
+            l = loss.detach()
+            if l.numel() != 1:
+                l = l.float().mean()
+            self._losses.append((s, l.reshape(())))
+            if len(self._losses) > 4096:
+                self._readback()
+        b = self._cur
+        if b is not None:
+            if not b.backward_seen:
+                b.backward_seen = True
+                b.loader.had_backward = True
+                if self._train_loader is None or self._train_loader is not b.loader:
+                    self._train_loader = b.loader
+                    self.epoch = b.loader.passes
+        if self._eval is not None:
+            self._end_eval(aborted=not self._eval.explicit)
+        if self._disc_handles and self._root_ref is None:
+            self._disc_steps += 1
+            if self._disc_steps == 50 and self._forced_root is None:
+                self._stop_discovery()
+                self.note("no root model found after 50 steps (no module called with a batch from a "
+                          "DataLoader); call segwatch.watch(model) to name it", "discovery")
+        if self.sampler.step_done(s):
+            self._emit_overhead()
+
+    def _grad_params(self):
+        if self._root_params:
+            return self._root_params
+        ps = []
+        for opt in list(self._optims):
+            for gi, g in enumerate(opt.param_groups):
+                for pi, p in enumerate(g["params"]):
+                    ps.append((f"group{gi}.{pi}", p))
+        return ps
+
+    def _post_backward(self) -> str | None:
+        s = self.step
+        rec_fields: dict[str, Any] = {"epoch": self.epoch}
+        dev: dict[str, torch.Tensor] = {}
+        probe = None
+        if self._on("grads") and self.sampler.due("grads", s):
+            self.sampler.mark("grads", s)
+            probe = "grads"
+            try:
+                self._inject("grads")
+                self._grad_stats(rec_fields, dev)
+            except Exception as exc:
+                self._fail("grads", exc)
+        self._step_rec = _Rec("step", s, rec_fields, dev, self._step_post) if probe else None
+        if self._step_rec is not None:
+            self._pending.append(self._step_rec)
+        return probe
+
+    def _grad_stats(self, f: dict, dev: dict) -> None:
+        params = self._grad_params()
+        with_grad = []
+        idx = []
+        for i, (n, p) in enumerate(params):
+            g = p.grad
+            if g is not None and not g.is_sparse:
+                with_grad.append((n, g))
+                idx.append(i)
+        f["with_grad"] = len(with_grad)
+        f["no_grad"] = len(params) - len(with_grad)
+        if self._root_params:
+            self._had_grad.update(idx)
+            f["eval_modules"] = sum(1 for m in self._norm_mods if not m.training)
+            f["norm_modules"] = len(self._norm_mods)
+            ids = self._optimizer_param_ids()
+            f["no_optim"] = (sum(1 for i in idx if id(params[i][1]) not in ids) if ids is not None else None)
+        else:
+            f["eval_modules"] = None
+            f["norm_modules"] = None
+            f["no_optim"] = None
+        if not with_grad:
+            return
+        grads = [g for _, g in with_grad]
+        with torch.no_grad():
+            try:
+                norms = torch._foreach_norm(grads)
+                vec = torch.stack([x.float() for x in norms]) if len({x.dtype for x in norms}) > 1 else torch.stack(norms).float()
+            except Exception:
+                vec = torch.stack([g.detach().float().norm().to(grads[0].device) for g in grads])
+            scaler = self._scaler_ref() if self._scaler_ref is not None else None
+            if scaler is not None and getattr(scaler, "_enabled", False) and getattr(scaler, "_scale", None) is not None:
+                sc = scaler._scale.detach().float().reshape(()).clone()
+                dev["scale"] = sc
+                vec = vec / sc.to(vec.device)
+            dev["gnorms"] = vec
+        f["_names"] = [n for n, _ in with_grad]
+
+    def _optimizer_param_ids(self) -> set[int] | None:
+        opts = list(self._optims)
+        if not opts:
+            return None
+        sig = tuple((id(o), len(o.param_groups), sum(len(g["params"]) for g in o.param_groups)) for o in opts)
+        if sig != self._opt_sig:
+            self._opt_sig = sig
+            self._opt_ids = {id(p) for o in opts for g in o.param_groups for p in g["params"]}
+        return self._opt_ids
+
+    def _step_post(self, rec: _Rec, vals: dict) -> dict:
+        f = rec.fields
+        names = f.pop("_names", None)
+        g = vals.get("gnorms")
+        if g is not None:
+            tot = math.sqrt(sum(x * x for x in g)) if all(math.isfinite(x) for x in g) else float("nan")
+            f["grad_norm"] = tot
+            f["grad_nonfinite"] = sum(1 for x in g if not math.isfinite(x))
+            pairs = sorted(zip(names or [], g), key=lambda p: -(p[1] if math.isfinite(p[1]) else float("inf")))[:32]
+            f["layer_norms"] = [[n, v] for n, v in pairs]
+        else:
+            f.setdefault("grad_norm", None)
+            f.setdefault("grad_nonfinite", None)
+            f.setdefault("layer_norms", None)
+        if "scale" in vals:
+            f["scale"] = vals["scale"][0]
+        if "ratio" in vals:
+            dw, w = vals["ratio"]
+            f["update_ratio"] = (dw / w) if w > 0 else None
+        return f
+
+    # =====================================================================================
+    # optimizer
+    def _opt_pre(self, optimizer, args, kwargs):
+        if not self.installed or not self._on("optimizer") or os.getpid() != self.pid:
+            return None
+        t0 = time.perf_counter()
+        probe = None
+        try:
+            self._inject("optimizer")
+            self._optims.add(optimizer)
+            rec = self._step_rec
+            if rec is not None and rec.step == self.step:
+                rec.fields["lr"] = self._lrs()
+                if self._on("update") and self.sampler.due("update", self.step) and self._root_params:
+                    self.sampler.mark("update", self.step)
+                    probe = "update"
+                    with torch.no_grad():
+                        ps = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                        if ps:
+                            self._snap = (optimizer, ps, [p.detach().clone() for p in ps])
+        except Exception as exc:
+            self._fail("optimizer", exc)
+        self.sampler.spend(probe, time.perf_counter() - t0)
+        return None
+
+    def _opt_post(self, optimizer, args, kwargs):
+        if not self.installed or not self._on("optimizer") or os.getpid() != self.pid:
+            return None
+        t0 = time.perf_counter()
+        probe = None
+        try:
+            self.optimizer_steps += 1
+            snap = self._snap
+            if snap is not None and snap[0] is optimizer:
+                self._snap = None
+                probe = "update"
+                with torch.no_grad():
+                    _, ps, old = snap
+                    diffs = torch._foreach_sub([p.detach() for p in ps], old)
+                    dn = torch.stack([x.float() for x in torch._foreach_norm(diffs)]).norm()
+                    wn_list = torch._foreach_norm([p.detach() for p in ps])
+                    wn = torch.stack([x.float() for x in wn_list]).norm()
+                    rec = self._step_rec
+                    if rec is not None and rec.step == self.step:
+                        rec.dev["ratio"] = torch.stack([dn, wn.to(dn.device)])
+                    # parameters whose values never change over the optimizer steps seen
+                    allw = torch._foreach_norm([p.detach() for _, p in self._root_params])
+                    vec = torch.stack([x.float().to(allw[0].device) for x in allw])
+                    if self._wn_prev is not None and self._wn_prev.shape == vec.shape:
+                        ch = vec != self._wn_prev
+                        self._changed = ch if self._changed is None else (self._changed | ch)
+                    self._wn_prev = vec
+                    self._norm_snapshots += 1
+            self._maybe_readback()
+        except Exception as exc:
+            self._fail("optimizer", exc)
+        self.sampler.spend(probe, time.perf_counter() - t0)
+        return None
+
+    def _lrs(self) -> list:
+        out = []
+        for o in list(self._optims):
+            for g in o.param_groups:
+                lr = g.get("lr")
+                if isinstance(lr, torch.Tensor):
+                    lr = float(lr) if lr.device.type == "cpu" else None
+                out.append(lr)
+        return out
+
+    # =====================================================================================
+    # read-back
+    def _maybe_readback(self) -> None:
+        if (self._pending or self._losses) and self.sampler.readback_due(self.step):
+            self._readback()
+
+    def _gather(self, recs: list[_Rec], extra: list[torch.Tensor]) -> tuple[dict, list[list[float]]]:
+        """One read-back (one transfer per device) of the records' tensors and ``extra``."""
+        for r in recs:
+            d = r.fields.pop("_deferred", None)
+            if d is not None and r.fields.get("labels") is not None and self.num_classes is not None:
+                with torch.no_grad():
+                    self._label_dev(d, r.dev, r.fields)
+        tensors: list[torch.Tensor] = []
+        slots: list[tuple[_Rec, str]] = []
+        for r in recs:
+            for k, t in r.dev.items():
+                tensors.append(t)
+                slots.append((r, k))
+        vals = fetch(tensors + extra) if (tensors or extra) else []
+        per: dict[int, dict[str, list[float]]] = {}
+        for (r, k), v in zip(slots, vals):
+            per.setdefault(id(r), {})[k] = v
+        return per, vals[len(tensors):]
+
+    def _emit_recs(self, recs: list[_Rec], per: dict) -> None:
+        for r in recs:
+            try:
+                fields = r.post(r, per.get(id(r), {})) if r.post else r.fields
+                self._emit(r.type, step=r.step, **fields)
+            except Exception as exc:
+                self._fail(r.type if r.type != "step" else "grads", exc)
+
+    def _flush_records(self, recs: list[_Rec]) -> None:
+        per, _ = self._gather(recs, [])
+        self._emit_recs(recs, per)
+
+    def _readback(self, final: bool = False) -> None:
+        if not self._pending and not self._losses and not final:
+            return
+        t0 = time.perf_counter()
+        self._inject("readback")
+        self.sampler.mark("readback", self.step)
+        recs = self._pending
+        self._pending = []
+        losses = self._losses
+        self._losses = []
+        if self._step_rec is not None and self._step_rec in recs:
+            self._step_rec = None
+        extra = []
+        if losses:
+            with torch.no_grad():
+                devs = {}
+                for _, l in losses:
+                    devs.setdefault(l.device, []).append(l.float())
+                extra = [torch.stack(v) for v in devs.values()]
+                order = list(devs.keys())
+        changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
+        if changed is not None:
+            extra.append(changed)
+        # one transfer per device for every pending record, the losses and the change mask
+        per, out_extra = self._gather(recs, extra)
+        step_recs = [r for r in recs if r.type == "step"]
+        loss_vals: dict[int, float] = {}
+        if losses:
+            # split back per device, in the original order of steps
+            pos = {d: 0 for d in order}
+            lists = dict(zip(order, out_extra[:len(order)]))
+            for s, l in losses:
+                d = l.device
+                loss_vals[s] = lists[d][pos[d]]
+                pos[d] += 1
+        never = None
+        if changed is not None:
+            ch = out_extra[-1]
+            never = sum(1 for i in self._had_grad if i < len(ch) and not ch[i])
+        first_nf = None
+        for s in sorted(loss_vals):
+            if not math.isfinite(loss_vals[s]):
+                self.loss_nonfinite_total += 1
+                if first_nf is None:
+                    first_nf = s
+        nf_before: dict[int, int] = {}
+        run = self.loss_nonfinite_total - sum(1 for v in loss_vals.values() if not math.isfinite(v))
+        for s in sorted(loss_vals):
+            if not math.isfinite(loss_vals[s]):
+                run += 1
+            nf_before[s] = run
+        base = {"backward_total": self.step, "optimizer_steps_total": self.optimizer_steps,
+                "loss_nonfinite_total": self.loss_nonfinite_total, "epoch": self.epoch,
+                "never_stepped": never}
+        rec_steps = {r.step for r in step_recs}
+        light = []
+        if losses:
+            last = max(loss_vals)
+            if last not in rec_steps:
+                light.append(last)
+            if first_nf is not None and first_nf not in rec_steps and first_nf not in light:
+                light.append(first_nf)
+        for r in step_recs:
+            r.fields.setdefault("loss", loss_vals.get(r.step))
+            r.fields.update({k: v for k, v in base.items() if k not in r.fields})
+            if r.step in nf_before:
+                r.fields["loss_nonfinite_total"] = nf_before[r.step]
+        self._emit_recs(recs, per)
+        for s in sorted(light):
+            f = dict(base)
+            f.update(loss=loss_vals.get(s), grad_norm=None, grad_nonfinite=None, lr=self._lrs(),
+                     layer_norms=None, update_ratio=None, no_optim=None, with_grad=None, no_grad=None,
+                     eval_modules=None, norm_modules=None, scale=None, sampled=False,
+                     loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
+            self._emit("step", step=s, **f)
+        self.sampler.spend("readback", time.perf_counter() - t0)
+
+    def _emit_overhead(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and self._overhead_events >= 10 and now - self._last_overhead_t < 2.0:
+            return
+        self._last_overhead_t = now
+        self._overhead_events += 1
+        sm = self.sampler
+        share = sm.last_share if sm.last_share is not None else (sm.share_total() or 0.0)
+        self._emit("overhead", step=self.step, share=share, budget=sm.budget, intervals=sm.intervals(),
+                   dropped=self.emitter.dropped, share_total=sm.share_total(), windows=sm.windows,
+                   warmup=self.step <= sm.warmup, eval_s=round(sm.eval_spent, 6),
+                   cost_ms={p: (round(c * 1e3, 4) if c is not None else None) for p, c in sm.cost.items()},
+                   final=final)
+
+    # =====================================================================================
+    # load_state_dict
+    def _load_state_dict(self, orig, module, state_dict, args, kwargs):
+        if self._ld_depth or not self.installed or not self._on("state_dict"):
+            return orig(module, state_dict, *args, **kwargs)
+        strict = kwargs.get("strict", args[0] if args else True)
+        self._ld_depth += 1
+        try:
+            try:
+                result = orig(module, state_dict, *args, **kwargs)
+            except BaseException as exc:
+                self._report_state_dict(module, state_dict, strict, None, exc)
+                raise
+            self._report_state_dict(module, state_dict, strict, result, None)
+            return result
+        finally:
+            self._ld_depth -= 1
+
+    def _report_state_dict(self, module, state_dict, strict, result, exc) -> None:
+        try:
+            self._inject("state_dict")
+            own = list(module.state_dict().keys())
+            if result is not None and hasattr(result, "missing_keys"):
+                missing = list(result.missing_keys)
+                unexpected = list(result.unexpected_keys)
+            else:
+                given = set(state_dict.keys()) if hasattr(state_dict, "keys") else set()
+                owns = set(own)
+                missing = [k for k in own if k not in given]
+                unexpected = [k for k in given if k not in owns]
+            self._emit("state_dict", step=self.step, module=type(module).__name__, missing=len(missing),
+                       unexpected=len(unexpected), total=len(own), loaded=len(own) - len(missing),
+                       strict=bool(strict), examples_missing=missing[:5],
+                       examples_unexpected=[str(k) for k in unexpected[:5]],
+                       error=_one_line(exc) if exc is not None else None)
+        except Exception as e:
+            self._fail("state_dict", e)
+
+    def log_metric(self, name: str, value: float, step: int | None = None, line: str | None = None) -> None:
+        try:
+            self._emit("script_metric", name=str(name), value=float(value),
+                       step=self.step if step is None else int(step), line=line, source="adapter")
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+_CURRENT: Shim | None = None
+
+
+def current() -> Shim | None:
+    return _CURRENT
+
+
+def install(config: dict | None = None, emitter: BaseEmitter | None = None, debug: bool | None = None,
+            script: str | None = None, fault: str | None = None, hello: bool = True,
+            register_atexit: bool = False, argv: list[str] | None = None) -> Shim:
+    """Install the hooks in this process (replacing a previous installation)."""
+    global _CURRENT
+    if _CURRENT is not None:
+        uninstall()
+    shim = Shim(emitter=emitter, config=config, debug=bool(debug), script=script, fault=fault, argv=argv)
+    _CURRENT = shim
+    if hello:
+        shim.hello()
+    shim.install()
+    if register_atexit:
+        atexit.register(shim.finish, "atexit")
+    return shim
+
+
+def uninstall(finish: bool = True) -> None:
+    global _CURRENT
+    shim = _CURRENT
+    _CURRENT = None
+    if shim is not None:
+        shim.uninstall(finish=finish)

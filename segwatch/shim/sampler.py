@@ -1,0 +1,162 @@
+"""Sampling under an overhead budget.
+
+The shim times its own work (``perf_counter`` around every hook body) and the wall time of
+training steps. Work done on every step whatever the schedule (counting, keeping a reference
+to the loss) is the *base* cost; each probe (``batch``, ``preds``, ``grads``, ``update``,
+``readback``) has a cost per sampled step. After a dense warm-up (every probe every step for
+the first ``warmup`` steps: faults that are there from the start are seen at once), every
+``window`` steps the sampler recomputes each probe's interval so that
+
+    base + sum_p cost_p / interval_p  <=  target * budget * step_time
+
+by water-filling: the cheapest probes get their interval first, the remaining budget is
+shared by the others. Intervals shrink again when steps get slower or probes cheaper.
+``debug`` = every probe every step.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+PROBES = ("batch", "preds", "grads", "update", "readback")
+
+
+class Sampler:
+    def __init__(self, budget: float = 0.01, debug: bool = False, warmup: int = 20,
+                 window: int = 20, max_interval: int = 1000, readback_min: int = 1,
+                 readback_cap: int = 10, target: float = 0.7) -> None:
+        self.budget = float(budget) if budget and budget > 0 else 0.01
+        self.debug = bool(debug)
+        self.warmup = int(warmup)
+        self.window = int(window)
+        self.max_interval = int(max_interval)
+        self.readback_min = max(1, int(readback_min))
+        # Read back at least every ``readback_cap`` steps while the budget allows it, so that
+        # step-level faults are reported within that many steps.
+        self.readback_cap = max(self.readback_min, int(readback_cap))
+        self.target = target
+        self.interval = {p: 1 for p in PROBES}
+        self.interval["readback"] = self.readback_min
+        self.last = {p: -10 ** 9 for p in PROBES}
+        self.cost = {p: None for p in PROBES}            # seconds per sampled call (EMA)
+        # current window
+        self._w_spent = {p: 0.0 for p in PROBES}
+        self._w_calls = {p: 0 for p in PROBES}
+        self._w_base = 0.0
+        self._w_steps = 0
+        self._w_wall = 0.0
+        self._w_start_step = 0
+        self.last_share: float | None = None
+        self.windows = 0
+        # totals
+        self.spent_total = 0.0
+        self.wall_total = 0.0
+        self.steps_total = 0
+        self.eval_spent = 0.0
+        self._last_step_t: float | None = None
+        self._skip_wall = False
+
+    # -- decisions --------------------------------------------------------------------
+    def due(self, probe: str, step: int) -> bool:
+        """Whether ``probe`` samples training step ``step`` (1-based step in progress)."""
+        if self.debug or step <= self.warmup:
+            return True
+        return step - self.last[probe] >= self.interval[probe]
+
+    def mark(self, probe: str, step: int) -> None:
+        self.last[probe] = step
+
+    def readback_due(self, step: int) -> bool:
+        if self.debug:
+            return True
+        if step <= self.warmup:
+            return step - self.last["readback"] >= self.readback_min
+        return step - self.last["readback"] >= self.interval["readback"]
+
+    # -- accounting -------------------------------------------------------------------
+    def spend(self, probe: str | None, seconds: float) -> None:
+        """Add shim time; ``probe`` None = base (unsampled) cost."""
+        self.spent_total += seconds
+        if probe is None:
+            self._w_base += seconds
+        elif probe == "eval":
+            self.eval_spent += seconds
+            self.spent_total -= seconds
+        else:
+            self._w_spent[probe] += seconds
+            self._w_calls[probe] += 1
+
+    def skip_wall(self) -> None:
+        """The time until the next step is not training (an evaluation ran): don't count it."""
+        self._skip_wall = True
+
+    def step_done(self, step: int) -> bool:
+        """Called once per training step (at backward). Returns True when a window closed."""
+        now = time.perf_counter()
+        if self._last_step_t is not None and not self._skip_wall:
+            dt = now - self._last_step_t
+            self._w_wall += dt
+            self.wall_total += dt
+            self._w_steps += 1
+            self.steps_total += 1
+        self._skip_wall = False
+        self._last_step_t = now
+        if self._w_steps >= self.window and step > self.warmup:
+            self._close_window()
+            return True
+        return False
+
+    def share_total(self) -> float | None:
+        if self.wall_total <= 0:
+            return None
+        return self.spent_total / self.wall_total
+
+    # -- adaptation -------------------------------------------------------------------
+    def _close_window(self) -> None:
+        steps = max(1, self._w_steps)
+        wall = self._w_wall
+        spent = self._w_base + sum(self._w_spent.values())
+        self.last_share = spent / wall if wall > 0 else None
+        for p in PROBES:
+            if self._w_calls[p]:
+                c = self._w_spent[p] / self._w_calls[p]
+                self.cost[p] = c if self.cost[p] is None else 0.5 * self.cost[p] + 0.5 * c
+        step_time = wall / steps if wall > 0 else None
+        base = self._w_base / steps
+        if not self.debug and step_time:
+            self._adapt(step_time, base)
+        self.windows += 1
+        self._w_spent = {p: 0.0 for p in PROBES}
+        self._w_calls = {p: 0 for p in PROBES}
+        self._w_base = 0.0
+        self._w_steps = 0
+        self._w_wall = 0.0
+
+    def _adapt(self, step_time: float, base: float) -> None:
+        avail = self.target * self.budget * step_time - base
+        probes = [p for p in PROBES if self.cost[p] is not None]
+        if avail <= 0:
+            for p in probes:
+                self.interval[p] = self.max_interval
+            return
+        # water-filling: cheapest first, each takes at most an equal share of what is left
+        probes.sort(key=lambda p: self.cost[p])
+        left = avail
+        n = len(probes)
+        for i, p in enumerate(probes):
+            share = left / (n - i)
+            iv = max(1, math.ceil(self.cost[p] / share)) if share > 0 else self.max_interval
+            if p == "readback":
+                iv = max(self.readback_min, iv)
+            iv = min(self.max_interval, iv)
+            self.interval[p] = iv
+            left -= self.cost[p] / iv
+        # read back at least as often as the timeliness cap, when the budget allows
+        if self.interval["readback"] > self.readback_cap and self.cost["readback"] is not None:
+            if self.cost["readback"] / self.readback_cap <= max(0.0, left) + self.cost["readback"] / self.interval["readback"]:
+                self.interval["readback"] = self.readback_cap
+
+    def intervals(self) -> dict[str, int]:
+        if self.debug:
+            return {p: 1 for p in PROBES}
+        return dict(self.interval)

@@ -1,0 +1,357 @@
+"""On-device statistics of batches and logits.
+
+Every function here returns *device tensors* (0-d or 1-d), never Python numbers: the shim
+queues them and reads them back in one transfer every few steps. None of them calls
+``.item()``, ``.tolist()``, ``torch.unique``, ``nonzero`` or boolean-mask indexing, so they
+do not synchronise a CUDA device (the read-back does, once). ``host_oor_values`` is the one
+exception and is only called on CPU tensors or at read-back time.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+LABEL_KEYS = ("label", "labels", "gt", "gts", "target", "targets", "mask", "masks", "seg", "segm",
+              "semantic", "sem", "annotation", "ann")
+
+
+# ---------------------------------------------------------------------------------------
+# finding tensors in a batch
+def iter_tensors(obj: Any, key: str = "", depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) for every tensor in nested tuples / lists / dicts (depth-limited)."""
+    if isinstance(obj, torch.Tensor):
+        yield key, obj
+        return
+    if depth > 3:
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from iter_tensors(v, str(k) if not key else f"{key}.{k}", depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        if len(obj) > 64:
+            return
+        for i, v in enumerate(obj):
+            yield from iter_tensors(v, str(i) if not key else f"{key}.{i}", depth + 1)
+
+
+def _labelish_name(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1].lower()
+    return any(last == k or last.startswith(k) or last.endswith(k) for k in LABEL_KEYS)
+
+
+def classify_batch(batch: Any) -> tuple[list[tuple[str, torch.Tensor]], tuple[str, torch.Tensor] | None]:
+    """Split a batch into image-like float tensors and (at most) one label map.
+
+    image-like: 4-D floating [B, C, H, W]. label map: integer [B, H, W] or [B, 1, H, W], or a
+    floating [B, H, W] / [B, 1, H, W] under a key named like label/gt/target/mask/seg.
+    A label named like a label wins over an unnamed one.
+    """
+    images: list[tuple[str, torch.Tensor]] = []
+    named_label = None
+    other_label = None
+    for key, t in iter_tensors(batch):
+        if t.dim() == 4 and t.is_floating_point():
+            if t.shape[1] == 1 and _labelish_name(key):
+                if named_label is None:
+                    named_label = (key, t)
+                continue
+            images.append((key, t))
+        elif (t.dim() == 3 or (t.dim() == 4 and t.shape[1] == 1)) and not t.is_complex():
+            if t.dtype == torch.bool:
+                continue
+            if t.is_floating_point():
+                if _labelish_name(key) and named_label is None:
+                    named_label = (key, t)
+            else:
+                if _labelish_name(key):
+                    if named_label is None:
+                        named_label = (key, t)
+                elif other_label is None:
+                    other_label = (key, t)
+    label = named_label or other_label
+    if label is not None and images:
+        # A label map must belong to the images: same batch size.
+        if label[1].shape[0] != images[0][1].shape[0]:
+            label = None
+    return images, label
+
+
+def squeeze_label(t: torch.Tensor) -> torch.Tensor:
+    return t[:, 0] if t.dim() == 4 else t
+
+
+# ---------------------------------------------------------------------------------------
+# histograms without a host sync
+def hist(values: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
+    """Counts of 0..n-1 of ``values`` where ``valid`` (int64, on the values' device).
+
+    ``torch.bincount`` sizes its output from the data's max on CUDA (a sync); scatter_add
+    into a fixed-size buffer does not.
+    """
+    v = values.reshape(-1)
+    m = valid.reshape(-1)
+    idx = torch.where(m, v.long(), torch.zeros((), dtype=torch.long, device=v.device))
+    if v.device.type == "cpu":
+        idx = torch.where(m, idx, torch.full((), n, dtype=torch.long))
+        return torch.bincount(idx, minlength=n + 1)[:n]
+    out = torch.zeros(n, dtype=torch.long, device=v.device)
+    return out.scatter_add_(0, idx, m.long())
+
+
+# ---------------------------------------------------------------------------------------
+# labels
+def label_stats(lab: torch.Tensor, num_classes: int, ignore: int | None) -> dict[str, torch.Tensor]:
+    """Device statistics of a label map [B, H, W] (or [B, 1, H, W])."""
+    lab = squeeze_label(lab)
+    out: dict[str, torch.Tensor] = {}
+    if lab.is_floating_point():
+        finite = torch.isfinite(lab)
+        out["fractional"] = ((lab != torch.round(lab)) & finite).sum()
+        labi = torch.where(finite, torch.round(lab), torch.full((), -(2 ** 30), dtype=lab.dtype, device=lab.device)).long()
+    else:
+        out["fractional"] = torch.zeros((), dtype=torch.long, device=lab.device)
+        labi = lab.long() if lab.dtype != torch.long else lab
+    out["min"] = labi.min() if labi.numel() else torch.zeros((), device=lab.device)
+    out["max"] = labi.max() if labi.numel() else torch.zeros((), device=lab.device)
+    inrange = (labi >= 0) & (labi < num_classes)
+    if ignore is not None:
+        is_ign = labi == ignore
+        inrange = inrange & ~is_ign
+        out["ignore"] = is_ign.sum()
+        oor_mask = ~inrange & ~is_ign
+    else:
+        out["ignore"] = torch.zeros((), dtype=torch.long, device=lab.device)
+        oor_mask = ~inrange
+    out["hist"] = hist(labi, inrange, num_classes)
+    out["oor_total"] = oor_mask.sum()
+    out["boundary"] = boundary_share(labi[:1])
+    return out
+
+
+def boundary_share(lab: torch.Tensor) -> torch.Tensor:
+    """Share of pixels strictly between two different neighbouring values (left/right).
+
+    Nearest-neighbour resizing never creates such pixels; bilinear resizing of a label map
+    creates them along every boundary between classes whose ids differ by more than one.
+    """
+    if lab.shape[-1] < 3:
+        return torch.zeros((), dtype=torch.float32, device=lab.device)
+    left, mid, right = lab[..., :-2], lab[..., 1:-1], lab[..., 2:]
+    lo = torch.minimum(left, right)
+    hi = torch.maximum(left, right)
+    between = (mid > lo) & (mid < hi)
+    return between.sum().float() / float(max(1, lab.numel()))
+
+
+def host_oor_values(lab: torch.Tensor, num_classes: int, ignore: int | None, top: int = 16) -> dict[str, int]:
+    """``{"value": count}`` for label values outside 0..C-1 that are not ``ignore``.
+
+    Uses ``torch.unique`` (a sync on CUDA): call it only on CPU tensors or at read-back time.
+    Works on the out-of-range subset only.
+    """
+    lab = squeeze_label(lab)
+    if lab.is_floating_point():
+        finite = torch.isfinite(lab)
+        labi = torch.round(lab[finite]).long()
+    else:
+        labi = lab.reshape(-1).long()
+    bad = (labi < 0) | (labi >= num_classes)
+    if ignore is not None:
+        bad &= labi != ignore
+    sub = labi[bad]
+    if sub.numel() == 0:
+        return {}
+    vals, counts = torch.unique(sub, return_counts=True)
+    pairs = sorted(zip(vals.tolist(), counts.tolist()), key=lambda p: -p[1])[:top]
+    return {str(int(v)): int(c) for v, c in pairs}
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+def input_stats(x: torch.Tensor) -> torch.Tensor:
+    """[mean, std, min, max, nonfinite] of an image-like tensor, over its finite values.
+
+    The non-finite count is exact; mean/std/min/max use every other pixel (cheaper).
+    """
+    finite_all = torch.isfinite(x)
+    nonfinite = (~finite_all).sum()
+    xs = x[..., ::2, ::2] if x.shape[-1] >= 8 and x.shape[-2] >= 8 else x
+    xs = xs.float()
+    fin = torch.isfinite(xs)
+    n = fin.sum().clamp(min=1).float()
+    zero = torch.zeros((), dtype=xs.dtype, device=xs.device)
+    xz = torch.where(fin, xs, zero)
+    mean = xz.sum() / n
+    var = (torch.where(fin, xs - mean, zero) ** 2).sum() / n
+    inf = torch.full((), float("inf"), dtype=xs.dtype, device=xs.device)
+    mn = torch.where(fin, xs, inf).min()
+    mx = torch.where(fin, xs, -inf).max()
+    return torch.stack([mean, var.sqrt(), mn, mx, nonfinite.to(xs.dtype)])
+
+
+# ---------------------------------------------------------------------------------------
+# image / label edge alignment
+def _nearest_index(n_in: int, n_out: int, device) -> torch.Tensor:
+    return (torch.arange(n_out, device=device, dtype=torch.float32) * (n_in / n_out)).floor().long().clamp(max=n_in - 1)
+
+
+def resize_nearest(lab: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Nearest resize of [..., H, W] by index gathering (same rule as F.interpolate 'nearest')."""
+    H, W = lab.shape[-2], lab.shape[-1]
+    if (H, W) == (h, w):
+        return lab
+    ri = _nearest_index(H, h, lab.device)
+    ci = _nearest_index(W, w, lab.device)
+    return lab.index_select(-2, ri).index_select(-1, ci)
+
+
+def align_sums(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.Tensor:
+    """Edge agreement of one sample: [sum_g_at_edges, n_edges, sum_g, n] for the label and
+    the same four for the label mirrored horizontally (8 values, device tensor).
+
+    The image (first sample, channel mean) is average-pooled to about ``target`` pixels wide;
+    its gradient magnitude is max-pooled 3x3 (one pixel of tolerance). The label is resized
+    with nearest to the same grid; its class boundaries (horizontal and vertical neighbours
+    that differ) are the edges. ``align = mean_g(edges) / (mean_g(edges) + mean_g(rest))``:
+    about 0.5 when edges are unrelated, close to 1 when label boundaries sit on image edges.
+    """
+    F = torch.nn.functional
+    x = img[0].float().mean(0, keepdim=True)[None]            # [1, 1, H, W]
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    H, W = x.shape[-2:]
+    s = max(1, W // target)
+    if s > 1:
+        x = F.avg_pool2d(x, s, s)
+    h, w = x.shape[-2:]
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs()
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs()
+    g = F.pad(gx, (0, 1, 0, 0)) + F.pad(gy, (0, 0, 0, 1))
+    g = F.max_pool2d(g, 3, 1, 1)[0, 0]                          # [h, w]
+    lab1 = squeeze_label(lab)[0]
+    if lab1.is_floating_point():
+        lab1 = torch.nan_to_num(lab1, nan=-1.0).round()
+    lab1 = resize_nearest(lab1.long(), h, w)
+    out = []
+    for l in (lab1, lab1.flip(-1)):
+        ex = l[:, 1:] != l[:, :-1]
+        ey = l[1:, :] != l[:-1, :]
+        e = F.pad(ex, (0, 1, 0, 0)) | F.pad(ey, (0, 0, 0, 1))
+        ef = e.float()
+        out += [(g * ef).sum(), ef.sum(), g.sum(), torch.tensor(float(g.numel()), device=g.device)]
+    return torch.stack(out)
+
+
+def align_from_sums(v: list[float]) -> tuple[float | None, float | None]:
+    res = []
+    for i in (0, 4):
+        ge, ne, gs, n = v[i:i + 4]
+        if ne < 1 or n - ne < 1 or gs <= 0:
+            res.append(None)
+            continue
+        me = ge / ne
+        mr = (gs - ge) / (n - ne)
+        res.append(round(me / (me + mr), 4) if me + mr > 0 else None)
+    return res[0], res[1]
+
+
+# ---------------------------------------------------------------------------------------
+# logits
+def find_logits(out: Any, batch_size: int | None, num_classes: int | None) -> torch.Tensor | None:
+    """A 4-D floating [B, C, H, W] tensor in a model output (tensor, dict — 'out' first —, tuple).
+
+    Prefers channels == num_classes; otherwise the first 4-D floating tensor with C >= 2.
+    """
+    cands = []
+    if isinstance(out, torch.Tensor):
+        cands = [out]
+    elif isinstance(out, dict):
+        keys = list(out.keys())
+        keys.sort(key=lambda k: 0 if str(k) in ("out", "logits", "pred", "seg_logits") else 1)
+        cands = [out[k] for k in keys if isinstance(out[k], torch.Tensor)]
+    elif isinstance(out, (list, tuple)) and len(out) <= 16:
+        cands = [t for t in out if isinstance(t, torch.Tensor)]
+    else:
+        lg = getattr(out, "logits", None)
+        if isinstance(lg, torch.Tensor):
+            cands = [lg]
+    ok = [t for t in cands if t.dim() == 4 and t.is_floating_point() and t.shape[1] >= 2
+          and (batch_size is None or t.shape[0] == batch_size)]
+    if not ok:
+        return None
+    if num_classes:
+        for t in ok:
+            if t.shape[1] == num_classes:
+                return t
+    return ok[0]
+
+
+def pred_stats(logits: torch.Tensor, n_hist: int, labels: torch.Tensor | None,
+               ignore: int | None) -> dict[str, torch.Tensor]:
+    """Predicted-class histogram and, with labels (already at the logits' size), GT histogram
+    and correct / valid pixel counts. ``n_hist`` = number of histogram bins."""
+    pred = logits.detach().argmax(1)
+    C = logits.shape[1]
+    out = {"hist": hist(pred, torch.ones_like(pred, dtype=torch.bool), max(C, n_hist))[:n_hist]}
+    if labels is not None:
+        lab = squeeze_label(labels)
+        if lab.is_floating_point():
+            lab = torch.nan_to_num(lab, nan=-1.0).round()
+        lab = lab.long()
+        valid = (lab >= 0) & (lab < n_hist)
+        if ignore is not None:
+            valid &= lab != ignore
+        out["gt_hist"] = hist(lab, valid, n_hist)
+        out["correct"] = ((pred == lab) & valid).sum()
+        out["valid"] = valid.sum()
+    return out
+
+
+class DeviceConfusion:
+    """C x C confusion matrix accumulated on the device (rows = GT, columns = prediction).
+
+    Update is sync-free (scatter_add into a fixed buffer); the matrix is read back once per
+    evaluation. Out-of-range labels (not ignore) are counted in ``oor``; batches whose
+    prediction and label sizes differ are counted in ``size_mismatch`` and skipped.
+    """
+
+    def __init__(self, num_classes: int, ignore: int | None) -> None:
+        self.C = int(num_classes)
+        self.ignore = ignore
+        self.mat: torch.Tensor | None = None
+        self.oor: torch.Tensor | None = None
+        self.pred_oor: torch.Tensor | None = None   # labelled pixels predicted as a class >= C
+        self.size_mismatch = 0
+        self.batches = 0
+
+    def update(self, pred: torch.Tensor, lab: torch.Tensor) -> bool:
+        lab = squeeze_label(lab)
+        if pred.shape != lab.shape:
+            self.size_mismatch += 1
+            return False
+        if lab.device != pred.device:
+            lab = lab.to(pred.device, non_blocking=True)
+        if lab.is_floating_point():
+            lab = torch.nan_to_num(lab, nan=-1.0).round()
+        lab = lab.long().reshape(-1)
+        p = pred.reshape(-1).long()
+        C = self.C
+        lab_ok = (lab >= 0) & (lab < C)
+        if self.ignore is not None:
+            ign = lab == self.ignore
+            lab_ok &= ~ign
+            oor = (~lab_ok & ~ign).sum()
+        else:
+            oor = (~lab_ok).sum()
+        pred_ok = p < C
+        valid = lab_ok & pred_ok
+        pred_oor = (lab_ok & ~pred_ok).sum()
+        if self.mat is None or self.mat.device != p.device:
+            self.mat = torch.zeros(C * C, dtype=torch.long, device=p.device)
+            self.oor = torch.zeros((), dtype=torch.long, device=p.device)
+            self.pred_oor = torch.zeros((), dtype=torch.long, device=p.device)
+        self.mat += hist(lab * C + p, valid, C * C)
+        self.oor += oor
+        self.pred_oor += pred_oor
+        self.batches += 1
+        return True
