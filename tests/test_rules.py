@@ -135,6 +135,28 @@ def test_eval_one_class_at_step_zero_or_young_learning_model_is_quiet():
     assert not ids(st) & {"pred.collapse", "metric.single_class_signature", "pred.low_diversity"}
 
 
+def test_signature_from_script_output_and_val_labels():
+    rng = np.random.RandomState(4)
+    vh = label_hist(rng, C, 50000)
+    expected = 100.0 * vh / vh.sum() / C
+    r = Run()
+    r.model()
+    warm(r, 200, loss_fn=lambda s: 2.0)
+    for i, s in enumerate((100, 150, 200)):
+        r.batch(s, phase="val", hist=vh)
+        r.script_metric(round(float(expected[0]), 2), step=s)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.single_class_signature"]
+    assert f.evidence["class"] == 0 and f.evidence["source"].startswith("script")
+    # one matching value is a coincidence, not a signature
+    r = Run()
+    warm(r, 200, loss_fn=lambda s: 2.0)
+    r.batch(100, phase="val", hist=vh)
+    r.script_metric(round(float(expected[3]), 2), step=100)
+    r.script_metric(35.2, step=200)
+    assert "metric.single_class_signature" not in feed(r.events, cfg())[0].findings
+
+
 def test_low_diversity_at_evaluation():
     rng = np.random.RandomState(2)
     r = Run()
@@ -186,10 +208,16 @@ def test_cm_empty_zero_matrix_and_null_matrix():
     f = st.findings["metric.cm_empty"]
     assert "ignore" in f.evidence["why"]
     r2 = Run()
+    r2.model()
     warm(r2, 10)
     r2.eval(10, None)
     st2, _ = feed(r2.events, cfg())
     assert "no logits" in st2.findings["metric.cm_empty"].evidence["why"]
+    # the shim never found the logits: it could not observe the evaluation, no finding
+    r4 = Run()
+    r4.batch(1, hist=label_hist(np.random.RandomState(0)))
+    r4.eval(10, None)
+    assert "metric.cm_empty" not in feed(r4.events, cfg())[0].findings
     # no labels ever seen and no matrix: nothing to say
     r3 = Run()
     r3.eval(0, None)
@@ -336,8 +364,23 @@ def test_interpolated_labels():
     assert "label.interpolated" in feed(r.events, cfg())[0].findings
     r = Run()
     for s in range(1, 5):
-        r.batch(s, hist=label_hist(rng), boundary=0.008)
+        r.batch(s, hist=label_hist(rng), boundary=0.008)   # 0.5 in-between pixels per row
     assert "label.interpolated" in feed(r.events, cfg())[0].findings
+    # nearest-downsampled small labels (16 px): up to 4 of 256 pixels, ~0.1 per row
+    r = Run()
+    for s in range(1, 30):
+        r.batch(s, hist=label_hist(rng), shape=(8, 16, 16), image_shape=(16, 16),
+                boundary=[0.0, 0.0039, 0.0117, 0.0156][s % 4])
+    assert "label.interpolated" not in feed(r.events, cfg())[0].findings
+    # bilinear at 480x640: ~1 % of pixels, i.e. several per row
+    r = Run()
+    for s in range(1, 5):
+        r.batch(s, hist=label_hist(rng), shape=(2, 480, 640), image_shape=(480, 640), boundary=0.011)
+    assert "label.interpolated" in feed(r.events, cfg())[0].findings
+    # without a width: shares
+    r = Run()
+    r.batch(1, hist=label_hist(rng), boundary=0.03)["labels"]["shape"] = None
+    assert feed(r.events, cfg())[0].findings["label.interpolated"].evidence["unit"] == "share of pixels"
     # nearest-resized labels: a rare thin structure
     r = Run()
     for s in range(1, 50):
@@ -351,7 +394,7 @@ def test_misaligned_flip_and_quiet_on_joint_flips():
     for s in range(1, 12):
         r.batch(s, hist=label_hist(rng), align=0.2, align_flipped=0.55)
     f = feed(r.events, cfg())[0].findings["label.misaligned"]
-    assert f.severity == "error" and f.evidence["flipped_better"] >= 5
+    assert f.severity == "error" and f.evidence["prefer_mirror"] >= 5
     # healthy: random flips applied to both, noisy scores, one odd batch
     r = Run()
     for s in range(1, 200):
@@ -364,9 +407,32 @@ def test_misaligned_flip_and_quiet_on_joint_flips():
     for s in range(1, 4):
         r.batch(0, phase="val", hist=label_hist(rng), align=0.7, align_flipped=0.2)
     for s in range(1, 12):
-        r.batch(s, hist=label_hist(rng), align=0.2, align_flipped=0.2)
+        r.batch(s, hist=label_hist(rng), align=0.52, align_flipped=0.52)
     f = feed(r.events, cfg())[0].findings["label.misaligned"]
     assert f.severity == "warning" and "validation" in f.evidence["why"]
+
+
+def test_misaligned_random_flip_of_the_image_only():
+    # measured on the fault zoo (32 px crops): healthy align ~0.56-0.60 vs mirrored
+    # ~0.49-0.54; with the image flipped alone half the batches swap the two
+    rng = np.random.RandomState(1)
+
+    def batches(r, flip_p):
+        for s in range(4):
+            r.batch(0, phase="val", hist=label_hist(rng), align=float(rng.uniform(0.55, 0.58)),
+                    align_flipped=float(rng.uniform(0.5, 0.54)))
+        for s in range(1, 40):
+            a, af = float(rng.uniform(0.55, 0.61)), float(rng.uniform(0.49, 0.54))
+            if rng.rand() < flip_p:
+                a, af = af, a
+            r.batch(s, hist=label_hist(rng), align=a, align_flipped=af)
+    r = Run()
+    batches(r, 0.5)
+    f = feed(r.events, cfg())[0].findings["label.misaligned"]
+    assert "mirrored" in f.evidence["why"]
+    r = Run()
+    batches(r, 0.0)
+    assert "label.misaligned" not in feed(r.events, cfg())[0].findings
 
 
 def test_class_imbalance():
@@ -419,6 +485,11 @@ def test_frozen_model_and_not_vanishing():
     for s in range(1, 6):
         r.step(s, no_grad=10, with_grad=110)   # a few unused params: fine
     assert "model.frozen" not in feed(r.events, cfg())[0].findings
+    # counts are tensors: only the classifier's 2 of 11 tensors get gradients
+    r = Run()
+    for s in range(1, 6):
+        r.step(s, no_grad=9, with_grad=2)
+    assert feed(r.events, cfg())[0].findings["model.frozen"].evidence["frozen_share"] > 0.8
 
 
 def test_eval_mode_in_training():
@@ -466,6 +537,35 @@ def test_loss_plateau():
     for s in range(1, 600):
         r.step(s, loss=max(0.3, 3.0 - s * 0.05) + rng.normal(0, 0.01))
     assert "loss.plateau" not in feed(r.events, cfg())[0].findings
+
+
+def test_loss_plateau_sparse_samples():
+    # the shim may sample 20 early steps and then one at the end
+    r = Run()
+    rng = np.random.RandomState(0)
+    for s in list(range(1, 22)) + [100]:
+        r.step(s, loss=2.61 + rng.normal(0, 0.02))
+    assert "loss.plateau" in feed(r.events, cfg())[0].findings
+    # a blow-up is loss.diverging, not a plateau
+    r = Run()
+    for s in list(range(1, 22)) + [100]:
+        r.step(s, loss=2.6 - 0.07 * s if s < 100 else 2e8)
+    st, _ = feed(r.events, cfg())
+    assert "loss.diverging" in st.findings and "loss.plateau" not in st.findings
+
+
+def test_loss_diverging_sparse_and_early_spikes():
+    # an erratic young run with a high LR: spikes, but not a steady rise
+    r = Run()
+    for s, v in enumerate([2.6, 8.2, 14.7, 17.0, 19.0, 117.6, 39.0, 12.4, 4.9, 2.7, 15.4, 82.0, 38.6,
+                           79.0, 5.5, 4.2, 6.1, 5.7, 3.1, 3.0, 4.3], 1):
+        r.step(s, loss=v)
+    assert "loss.diverging" not in feed(r.events, cfg())[0].findings
+    # three rising samples far above the lowest
+    r = Run()
+    for s, v in enumerate([2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 3.0, 4.5, 7.0], 1):
+        r.step(s, loss=v)
+    assert feed(r.events, cfg())[0].findings["loss.diverging"].evidence["why"] == "loss keeps rising"
 
 
 def test_loss_diverging():

@@ -42,7 +42,7 @@ _DEFAULTS = {
 
 #: Finding ids whose policy is ``policy.on_collapse`` / ``policy.on_nonfinite``.
 COLLAPSE_IDS = frozenset({"pred.collapse", "metric.single_class_signature"})
-NONFINITE_IDS = frozenset({"loss.nonfinite", "grad.nonfinite", "data.nonfinite"})
+NONFINITE_IDS = frozenset({"loss.nonfinite", "grad.nonfinite"})
 
 _MAX_OUTPUT_LINES = 2000
 _MAX_LIST = 10000  # evals, script metrics, actions: bounded too (they grow per evaluation)

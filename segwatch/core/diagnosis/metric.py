@@ -29,7 +29,9 @@ class MetricCmEmpty(Rule):
         if isinstance(m, list) and m:
             if state.confusion is None or state.confusion.sum() > 0:
                 return None
-        elif not labels_seen:
+        elif not labels_seen or state.out_channels is None:
+            # No matrix: an empty confusion matrix only if the shim did find the logits
+            # (model/preds seen); otherwise it simply could not observe this evaluation.
             return None
         vt, vi, vo = state.label_totals["val"]
         oor = fint(ev.get("oor")) or 0
@@ -116,10 +118,25 @@ class MetricMiouStuck(Rule):
 
 
 class MetricSingleClassSignature(Rule):
+    """mIoU = p_c / C: one predicted class c.
+
+    From segwatch's own confusion matrix (exact), or, when the shim could not pair logits
+    with labels, from the mIoU the script prints: when two consecutive printed values both
+    equal 100 * p_c / C (to the printed precision) for the same class c, with p_c the share
+    of c in the validation labels segwatch saw.
+    """
     id = "metric.single_class_signature"
-    events = ("eval",)
+    events = ("eval", "script_metric")
+    #: printed values carry two decimals; allow their rounding plus a little
+    SCRIPT_TOL = 0.011
+
+    def __init__(self) -> None:
+        self._match: tuple[int, float] | None = None
+        self._n = 0
 
     def check(self, state, ev):
+        if ev["type"] == "script_metric":
+            return self._check_script(state, ev)
         if ev.get("aborted") or not isinstance(ev.get("matrix"), list):
             return None
         m = state.confusion
@@ -135,6 +152,7 @@ class MetricSingleClassSignature(Rule):
         c = int(sig["class"])
         C = m.shape[0]
         ev_d = {
+            "source": "evaluation confusion matrix",
             "class": c, "class_name": state.class_name(c), "num_classes": C,
             "p_c": r4(sig["share"]), "expected_miou": r4(exp), "observed_miou": r4(obs),
             "formula": "mIoU = 100 * p_c / C", "eval_index": fint(ev.get("index")),
@@ -145,6 +163,39 @@ class MetricSingleClassSignature(Rule):
         if "expected_miou_mmseg" in sig:
             ev_d["expected_miou_mmseg"] = r4(sig["expected_miou_mmseg"])
         return self.make(state, ev, ev_d, phase="val")
+
+    def _check_script(self, state, ev):
+        if ev.get("name", "miou") != "miou":
+            return None
+        v = ffloat(ev.get("value"))
+        h = state.val_label_hist
+        C = state.num_classes
+        if not finite(v) or not C or h.size == 0 or h.sum() <= 0:
+            return None
+        step = fint(ev.get("step"))
+        step = state.step if step is None else step
+        if not eval_gate(state, step):
+            self._match, self._n = None, 0
+            return None
+        p = h[:C].astype(np.float64) / float(h.sum())
+        expected = 100.0 * p / C
+        d = np.abs(expected - v)
+        c = int(d.argmin())
+        if d[c] > self.SCRIPT_TOL or p[c] <= 0:
+            self._match, self._n = None, 0
+            return None
+        if self._match is not None and self._match[0] == c:
+            self._n += 1
+        else:
+            self._match, self._n = (c, v), 1
+        if self._n < 2:
+            return None
+        return self.make(state, ev, {
+            "source": "script output and validation labels",
+            "class": c, "class_name": state.class_name(c), "num_classes": C,
+            "p_c": r4(float(p[c])), "expected_miou": r4(float(expected[c])), "observed_miou": r4(v),
+            "formula": "mIoU = 100 * p_c / C", "evaluations": self._n,
+        }, phase="val", step=step)
 
 
 class MetricScriptDisagrees(Rule):

@@ -8,19 +8,29 @@ from collections import deque
 
 from .base import Rule, ffloat, finite, fint, r4
 
-# loss.plateau: judged on the first window only, at checkpoints every PLATEAU_EVERY finite
-# samples once PLATEAU_MIN samples spanning PLATEAU_SPAN steps exist; fires when two
-# consecutive checkpoints both find mean(last quarter) >= 0.98 * mean(first quarter).
-PLATEAU_MIN = 20
+# loss.plateau: judged on the first window only (the first PLATEAU_WINDOW finite samples),
+# whenever >= PLATEAU_MIN samples spanning >= PLATEAU_SPAN steps exist: fires when
+# mean(last quarter) >= 0.98 * mean(first quarter) at the first check, or at two
+# consecutive later checks (so that noise after a first "falling" verdict does not fire
+# it). The shim may sample sparsely (a few dozen step events in a short run), hence the
+# small minimum.
+PLATEAU_MIN = 8
 PLATEAU_SPAN = 30
-PLATEAU_EVERY = 5
 PLATEAU_WINDOW = 200
 PLATEAU_RATIO = 0.98
+PLATEAU_MAX_RATIO = 1.25
 # loss.diverging: window means of DIVERGE_W finite samples; fires when the last
 # DIVERGE_RISES windows each rose by >= 2 % and the last is > 1.5x the lowest window.
+# Sparse samples (after the first DIVERGE_SETTLE): three consecutive rising samples above
+# 3x the lowest loss and above the first loss; or one sample 100x above the lowest and
+# 10x above the first loss (a blow-up).
 DIVERGE_W = 10
 DIVERGE_RISES = 4
 DIVERGE_FACTOR = 1.5
+DIVERGE_JUMP = 3.0
+DIVERGE_BLOWUP = 100.0
+DIVERGE_JUMPS = 3
+DIVERGE_SETTLE = 5
 
 
 def _loss(ev) -> float | None:
@@ -50,6 +60,7 @@ class LossPlateau(Rule):
         self._n = 0
         self._first_step = None
         self._prev_flat = False
+        self._checks = 0
         self._done = False
 
     def check(self, state, ev):
@@ -65,11 +76,14 @@ class LossPlateau(Rule):
         if self._n > PLATEAU_WINDOW:
             self._done = True
             return None
-        if self._n < PLATEAU_MIN or self._n % PLATEAU_EVERY or step - self._first_step < PLATEAU_SPAN:
+        if self._n < PLATEAU_MIN or step - self._first_step < PLATEAU_SPAN:
             return None
         r = state.loss_ratio(last=self._n, min_samples=PLATEAU_MIN)
-        flat = r is not None and r >= PLATEAU_RATIO
-        fire = flat and self._prev_flat
+        # rising far above the start is loss.diverging's business, not a plateau
+        flat = r is not None and PLATEAU_RATIO <= r < PLATEAU_MAX_RATIO
+        first_check = self._checks == 0
+        self._checks += 1
+        fire = flat and (self._prev_flat or first_check)
         self._prev_flat = flat
         if not fire:
             return None
@@ -89,12 +103,41 @@ class LossDiverging(Rule):
         self._acc = 0.0
         self._k = 0
         self._means: deque = deque(maxlen=DIVERGE_RISES + 1)
-        self._min = math.inf
+        self._min = math.inf          # lowest window mean
+        self._first: float | None = None
+        self._low = math.inf          # lowest single sample
+        self._prev: float | None = None
+        self._jumps = 0
+        self._seen = 0
+
+    def _sparse(self, state, ev, loss: float):
+        if self._first is None:
+            self._first = loss
+        low = self._low
+        self._low = min(self._low, loss)
+        prev, self._prev = self._prev, loss
+        self._seen += 1
+        if self._seen <= DIVERGE_SETTLE or not (low > 0 and math.isfinite(low)):
+            return None   # the first few samples of a young model may jump around
+        if loss > DIVERGE_JUMP * low and loss > self._first and (prev is None or loss > prev):
+            self._jumps += 1
+        else:
+            self._jumps = 0
+        blowup = loss > DIVERGE_BLOWUP * low and loss > 10 * self._first
+        if self._jumps >= DIVERGE_JUMPS or blowup:
+            return self.make(state, ev, {
+                "loss": r4(loss), "lowest_loss": r4(low), "first_loss": r4(self._first),
+                "factor": r4(loss / low), "why": "loss blew up" if blowup else "loss keeps rising",
+            })
+        return None
 
     def check(self, state, ev):
         loss = _loss(ev)
         if not finite(loss):
             return None
+        f = self._sparse(state, ev, loss)
+        if f is not None:
+            return f
         self._acc += loss
         self._k += 1
         if self._k < DIVERGE_W:
@@ -112,6 +155,7 @@ class LossDiverging(Rule):
         return self.make(state, ev, {
             "window_means": [r4(x) for x in ms], "lowest_window_mean": r4(self._min),
             "factor": r4(m / self._min) if self._min > 0 else None, "window": DIVERGE_W,
+            "why": "loss keeps rising",
         })
 
 
@@ -378,10 +422,16 @@ class ModelPretrainedNotLoaded(Rule):
 
 
 class ModelFrozen(Rule):
+    """Most parameters never get a gradient. From the ``model`` event (element counts:
+    trainable < 10 % of params) or from ``step`` events, whose ``no_grad``/``with_grad``
+    count parameter *tensors*: a frozen backbone with a trainable head is > 90 % of the
+    elements but only ~75-85 % of the tensors (heads hold few, large tensors), hence the
+    lower tensor threshold, over 3 consecutive samples."""
     id = "model.frozen"
     events = ("step", "model")
     PERSIST = 3
     SHARE = 0.9
+    TENSOR_SHARE = 0.75
 
     def __init__(self) -> None:
         self._run = 0
@@ -399,7 +449,7 @@ class ModelFrozen(Rule):
         if no is None or wg is None or no + wg <= 0:
             return None
         share = no / (no + wg)
-        if share <= self.SHARE:
+        if share <= self.TENSOR_SHARE:
             self._run = 0
             return None
         self._run += 1
