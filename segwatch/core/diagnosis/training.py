@@ -300,30 +300,53 @@ class OptimLrSuspicious(Rule):
 
 
 class OptimParamsNotStepped(Rule):
+    """Parameters that get gradients but that the optimizer never updates:
+
+    * ``no_optim`` > 0 in 2 consecutive samples (gradients outside every param group);
+    * ``never_stepped`` > 0 in 3 consecutive samples while the optimizer does step;
+    * backward() keeps running but *none* of the parameters the shim tracks (those of the
+      model, or of the optimizer) receives a gradient (``with_grad == 0``, ``no_grad > 0``)
+      in 3 consecutive samples. backward() would raise if nothing required a gradient,
+      so the gradients went elsewhere: typically the optimizer was built for a model that
+      was then replaced (the training loop uses a new instance).
+    """
     id = "optim.params_not_stepped"
     events = ("step",)
 
     def __init__(self) -> None:
         self._no_optim = 0
         self._never = 0
+        self._orphan = 0
         self._last_opt = None
+        self._last_bwd = None
 
     def check(self, state, ev):
         no_optim = fint(ev.get("no_optim")) or 0
         never = fint(ev.get("never_stepped")) or 0
         opt = fint(ev.get("optimizer_steps_total"))
+        bwd = fint(ev.get("backward_total"))
+        wg, ng = fint(ev.get("with_grad")), fint(ev.get("no_grad"))
         self._no_optim = self._no_optim + 1 if no_optim > 0 else 0
         advancing = opt is not None and opt >= 2 and (self._last_opt is None or opt > self._last_opt)
         if opt is not None:
             self._last_opt = opt
         self._never = self._never + 1 if (never > 0 and advancing) else 0
-        if self._no_optim < 2 and self._never < 3:
+        bwd_adv = bwd is not None and self._last_bwd is not None and bwd > self._last_bwd
+        if bwd is not None:
+            self._last_bwd = bwd
+        self._orphan = self._orphan + 1 if (wg == 0 and ng and ng > 0 and bwd_adv) else 0
+        if self._no_optim < 2 and self._never < 3 and self._orphan < 3:
             return None
+        if no_optim > 0:
+            why = "parameters with gradients are in no optimizer group"
+        elif self._never >= 3:
+            why = "parameters with gradients never change across optimizer steps"
+        else:
+            why = ("backward() runs but none of the tracked parameters gets a gradient: "
+                   "the optimizer holds other parameters than the ones being trained")
         return self.make(state, ev, {
-            "no_optim": no_optim, "never_stepped": never, "with_grad": fint(ev.get("with_grad")),
-            "optimizer_steps_total": opt,
-            "why": "parameters with gradients are in no optimizer group" if no_optim > 0
-            else "parameters with gradients never change across optimizer steps",
+            "no_optim": no_optim, "never_stepped": never, "with_grad": wg, "no_grad": ng,
+            "optimizer_steps_total": opt, "backward_total": bwd, "why": why,
         })
 
 
@@ -446,7 +469,10 @@ class ModelFrozen(Rule):
                 })
             return None
         no, wg = fint(ev.get("no_grad")), fint(ev.get("with_grad"))
-        if no is None or wg is None or no + wg <= 0:
+        if no is None or not wg or no + wg <= 0:
+            # with_grad == 0 while backward() ran: the gradients went to parameters the
+            # optimizer does not hold (optim.params_not_stepped), not a frozen model
+            self._run = 0
             return None
         share = no / (no + wg)
         if share <= self.TENSOR_SHARE:
