@@ -241,6 +241,12 @@ def test_miou_stuck_from_evals_and_from_script():
         r2.script_metric(2.7, step=s)
     st2, _ = feed(r2.events, cfg())
     assert st2.findings["metric.miou_stuck"].evidence["source"] == "script output"
+    # the same weights evaluated three times at one step: not stuck
+    r4 = Run()
+    for i in range(3):
+        r4.eval(300, m, index=i)
+        r4.script_metric(12.5, step=300)
+    assert "metric.miou_stuck" not in feed(r4.events, cfg())[0].findings
     # two identical then a change: quiet
     r3 = Run()
     for s, v in ((10, 5.0), (20, 5.0), (30, 6.0)):

@@ -294,7 +294,7 @@ class RunState:
             return []
         rank = event.get("rank") or 0
         try:
-            if rank == 0 or typ in ("hello", "probe", "bye", "overhead"):
+            if rank == 0 or typ in ("probe", "bye", "overhead"):
                 handler(event)
             else:
                 self._on_other_rank(event)

@@ -75,13 +75,22 @@ class MetricEvalAborted(Rule):
 
 class MetricMiouStuck(Rule):
     """N consecutive evaluations with bit-identical mIoU, from segwatch's own matrices or
-    from the values the script printed (``script_metric``)."""
+    from the values the script printed (``script_metric``). Evaluations at the same
+    training step (the same weights evaluated again) count as one."""
     id = "metric.miou_stuck"
     events = ("eval", "script_metric")
 
     def __init__(self) -> None:
         self._own: deque = deque(maxlen=64)
         self._script: deque = deque(maxlen=64)
+
+    @staticmethod
+    def _push(series: deque, step: int, value: float) -> None:
+        """Evaluations of the same step (no training in between) count once: the last."""
+        if series and series[-1][0] == step:
+            series[-1] = (step, value)
+        else:
+            series.append((step, value))
 
     def _stuck(self, state, series: deque, n: int) -> bool:
         if len(series) < n:
@@ -97,7 +106,7 @@ class MetricMiouStuck(Rule):
             e = state.evals[-1]
             if e.get("miou") is None:
                 return None
-            self._own.append((e["step"], float(e["miou"])))
+            self._push(self._own, e["step"], float(e["miou"]))
             series, source = self._own, "segwatch evaluations"
         else:
             if ev.get("name", "miou") != "miou":
@@ -106,7 +115,7 @@ class MetricMiouStuck(Rule):
             if not finite(v):
                 return None
             step = fint(ev.get("step"))
-            self._script.append((state.step if step is None else step, float(v)))
+            self._push(self._script, state.step if step is None else step, float(v))
             series, source = self._script, "script output"
         if not self._stuck(state, series, n):
             return None
