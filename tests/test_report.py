@@ -102,3 +102,15 @@ def test_report_extensions_and_roundtrip_through_wire():
     for key in ("miou_mmseg", "inferred_ignore", "overhead", "probes_disabled", "dropped", "script_metrics"):
         assert key in rep
     assert rep["inferred_ignore"] == 255
+
+
+def test_advice_names_this_runs_values():
+    from segwatch.core.advice import advice_text
+    st, _ = feed(faulty_events(), cfg())
+    adv = {f["id"]: f["advice"] for f in st.report()["findings"]}
+    assert adv["label.ignore_mismatch"].endswith("Here: the labels use 255, the config says -1.")
+    # missing or odd evidence never breaks the text
+    base = advice_text("pred.collapse", "en")
+    assert advice_text("pred.collapse", "en", {}) == base
+    assert advice_text("pred.collapse", "en", {"class": 3, "share": "x"}) == base
+    assert advice_text("no.such.id", "zh")

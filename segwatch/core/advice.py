@@ -243,6 +243,29 @@ ADVICE: dict[str, dict[str, str]] = {
     },
 }
 
+#: One more sentence naming this run's values, filled from the finding's evidence
+#: (left out when a value is missing).
+DETAIL: dict[str, dict[str, str]] = {
+    "pred.collapse": {"en": "Here: class {class} ({class_name}) covers {share:.1%} of the predicted pixels.",
+                      "zh": "本次：类别 {class}（{class_name}）占预测像素的 {share:.1%}。"},
+    "metric.single_class_signature": {"en": "Here: p_c = {p_c:.4f} for class {class}, so mIoU = {expected_miou:.3f}%.",
+                                      "zh": "本次：类别 {class} 的 p_c = {p_c:.4f}，因此 mIoU = {expected_miou:.3f}%。"},
+    "label.ignore_mismatch": {"en": "Here: the labels use {data_value}, the config says {configured}.",
+                              "zh": "本次：标签使用 {data_value}，配置为 {configured}。"},
+    "label.out_of_range": {"en": "Here: values {values} outside {valid_range}.",
+                           "zh": "本次：取值 {values} 超出 {valid_range}。"},
+    "config.num_classes_mismatch": {"en": "Here: the model outputs {out_channels} channels, the config says {num_classes}.",
+                                    "zh": "本次：模型输出 {out_channels} 个通道，配置为 {num_classes}。"},
+    "metric.eval_aborted": {"en": "Here: {exception} at {where}: {message}",
+                            "zh": "本次：{where} 处抛出 {exception}：{message}"},
+    "metric.script_disagrees": {"en": "Here: the script printed {script_miou}, segwatch computed {segwatch_miou_guide:.2f}.",
+                                "zh": "本次：脚本打印 {script_miou}，segwatch 计算得到 {segwatch_miou_guide:.2f}。"},
+    "data.nonfinite": {"en": "Here: input '{key}'.", "zh": "本次：输入 '{key}'。"},
+    "data.not_normalized": {"en": "Here: input '{key}'.", "zh": "本次：输入 '{key}'。"},
+    "model.pretrained_not_loaded": {"en": "Here: {loaded} of {total} keys loaded.",
+                                    "zh": "本次：{total} 个键中只加载了 {loaded} 个。"},
+}
+
 _GENERIC = {"en": "See the evidence for details.", "zh": "详情见证据。"}
 
 
@@ -250,8 +273,19 @@ def _pick(table: dict[str, str], lang: str) -> str:
     return table.get(lang) or table.get("en") or ""
 
 
-def advice_text(finding_id: str, lang: str = "en") -> str:
-    return _pick(ADVICE.get(finding_id, _GENERIC), lang)
+def advice_text(finding_id: str, lang: str = "en", evidence: dict | None = None) -> str:
+    """The advice for an id; with ``evidence``, followed by a sentence naming its values."""
+    text = _pick(ADVICE.get(finding_id, _GENERIC), lang)
+    tmpl = DETAIL.get(finding_id)
+    if evidence and tmpl:
+        ev = {k: ("?" if v is None else v) for k, v in evidence.items()}
+        try:
+            detail = _pick(tmpl, lang).format_map(ev)
+        except (KeyError, ValueError, TypeError, IndexError):
+            detail = ""
+        if detail:
+            text = f"{text} {detail}" if lang != "zh" else f"{text}{detail}"
+    return text
 
 
 def finding_title(finding_id: str, lang: str = "en") -> str:

@@ -93,9 +93,10 @@ class Finding:
             self.last_step = self.first_step
 
     def advice(self, lang: str = "en") -> str:
+        """Concrete advice in ``lang`` ("en"/"zh"), ending with this run's values."""
         from .advice import advice_text
 
-        return advice_text(self.id, lang)
+        return advice_text(self.id, lang, self.evidence)
 
     def title(self, lang: str = "en") -> str:
         from .advice import finding_title
