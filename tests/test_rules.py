@@ -160,7 +160,7 @@ def test_signature_from_script_output_and_val_labels():
 def test_low_diversity_at_evaluation():
     rng = np.random.RandomState(2)
     r = Run()
-    warm(r, 200, rng)
+    warm(r, 200, rng, loss_fn=lambda s: 1.0 + 0.01 * (s % 3))
     gt = label_hist(rng, C, 20000)
     m = np.zeros((C, C), dtype=np.int64)
     m[:, 0] = gt // 2
@@ -171,6 +171,15 @@ def test_low_diversity_at_evaluation():
     f = st.findings["pred.low_diversity"]
     assert f.evidence["pred_classes"] == 3 and f.evidence["gt_classes"] == C
     assert "pred.collapse" not in st.findings
+    # while the loss still falls fast: one evaluation is forgiven, the second is not
+    r = Run()
+    warm(r, 40, rng, loss_fn=lambda s: 5.0 * math.exp(-s / 15))
+    r.eval(20, m, index=0)
+    st, _ = feed(r.events, cfg(policy__grace_steps=20))
+    assert "pred.low_diversity" not in st.findings
+    r.eval(40, m, index=1)
+    st, _ = feed(r.events, cfg(policy__grace_steps=20))
+    assert st.findings["pred.low_diversity"].evidence["evaluations"] == 2
 
 
 def test_low_diversity_in_training_only_when_loss_stopped_falling():

@@ -148,25 +148,40 @@ class PredLowDiversity(Rule):
     def __init__(self) -> None:
         self._len = 0
         self._first = 0
+        self._low_evals = 0
 
     def check(self, state, ev):
         k = int(state.cfg("thresholds", "min_pred_classes", 5))
         if ev["type"] == "eval":
-            if ev.get("aborted") or not isinstance(ev.get("matrix"), list):
-                return None
-            m = state.confusion
-            if m is None or m.sum() <= 0:
-                return None
-            step = fint(ev.get("step")) or 0
-            npred = int(np.count_nonzero(m.sum(axis=0)))
-            ngt = int(np.count_nonzero(m.sum(axis=1)))
-            if 2 <= npred < k and ngt >= k and eval_gate(state, step):
-                return self.make(state, ev, {
-                    "source": "evaluation confusion matrix", "pred_classes": npred,
-                    "gt_classes": ngt, "min_pred_classes": k, "eval_index": fint(ev.get("index")),
-                    "predicted": [int(i) for i in np.flatnonzero(m.sum(axis=0))],
-                }, phase="val")
+            return self._check_eval(state, ev, k)
+        return self._check_train(state, ev, k)
+
+    def _check_eval(self, state, ev, k: int):
+        """At evaluation, after the grace window: fewer than k predicted classes while the
+        labels hold >= k. A young model still learning fast gets one more evaluation: it
+        fires when the loss has stopped falling, or at the second such evaluation in a row."""
+        if ev.get("aborted") or not isinstance(ev.get("matrix"), list):
             return None
+        m = state.confusion
+        if m is None or m.sum() <= 0:
+            return None
+        step = fint(ev.get("step")) or 0
+        npred = int(np.count_nonzero(m.sum(axis=0)))
+        ngt = int(np.count_nonzero(m.sum(axis=1)))
+        if not (2 <= npred < k and ngt >= k and eval_gate(state, step)):
+            self._low_evals = 0
+            return None
+        self._low_evals += 1
+        if self._low_evals < 2 and state.loss_still_falling() is True:
+            return None
+        return self.make(state, ev, {
+            "source": "evaluation confusion matrix", "pred_classes": npred,
+            "gt_classes": ngt, "min_pred_classes": k, "eval_index": fint(ev.get("index")),
+            "evaluations": self._low_evals,
+            "predicted": [int(i) for i in np.flatnonzero(m.sum(axis=0))],
+        }, phase="val")
+
+    def _check_train(self, state, ev, k: int):
         if ev.get("phase") != "train":
             return None
         step = fint(ev.get("step")) or 0
