@@ -148,13 +148,16 @@ def test_signature_from_script_output_and_val_labels():
     st, _ = feed(r.events, cfg())
     f = st.findings["metric.single_class_signature"]
     assert f.evidence["class"] == 0 and f.evidence["source"].startswith("script")
+    c = st.findings["pred.collapse"]
+    assert c.evidence["class"] == 0 and c.first_step == f.first_step == 150
     # one matching value is a coincidence, not a signature
     r = Run()
     warm(r, 200, loss_fn=lambda s: 2.0)
     r.batch(100, phase="val", hist=vh)
     r.script_metric(round(float(expected[3]), 2), step=100)
     r.script_metric(35.2, step=200)
-    assert "metric.single_class_signature" not in feed(r.events, cfg())[0].findings
+    st, _ = feed(r.events, cfg())
+    assert "metric.single_class_signature" not in st.findings and "pred.collapse" not in st.findings
 
 
 def test_low_diversity_at_evaluation():
@@ -227,6 +230,15 @@ def test_cm_empty_zero_matrix_and_null_matrix():
     r4.batch(1, hist=label_hist(np.random.RandomState(0)))
     r4.eval(10, None)
     assert "metric.cm_empty" not in feed(r4.events, cfg())[0].findings
+    # no matrix (logits not found) but every validation label of the pass is ignore
+    r5 = Run()
+    for s in range(1, 21):
+        r5.step(s)
+    for i in range(4):
+        r5.batch(20, phase="val", hist=np.zeros(C, int), ignore=2048, index=i)
+    r5.eval(20, None)
+    f = feed(r5.events, cfg())[0].findings["metric.cm_empty"]
+    assert "valid class" in f.evidence["why"]
     # no labels ever seen and no matrix: nothing to say
     r3 = Run()
     r3.eval(0, None)

@@ -149,6 +149,8 @@ class RunState:
         self.batches = {"train": 0, "val": 0}
         # cumulative label pixels per phase: [total, ignore, out-of-range]
         self.label_totals = {"train": [0, 0, 0], "val": [0, 0, 0]}
+        # validation labels of the evaluation pass in progress: [pixels, in-range pixels, batches]
+        self._val_pass = [0, 0, 0]
 
         # evaluation
         self.miou: list[tuple[int, float, float]] = []   # (step, guide, mmseg)
@@ -417,6 +419,10 @@ class RunState:
             if isinstance(oor_d, dict):
                 tot[2] += sum(_int(c) or 0 for c in oor_d.values())
         h = _hist(labels.get("hist"))
+        if phase == "val":
+            self._val_pass[0] += _int(labels.get("total")) or 0
+            self._val_pass[1] += int(h.sum()) if h is not None else 0
+            self._val_pass[2] += 1
         if h is not None:
             if not self.num_classes:
                 self.num_classes = len(h)
@@ -530,7 +536,11 @@ class RunState:
             "size_mismatch": ev.get("size_mismatch"), "pixels": ev.get("pixels"),
             "miou": None, "miou_mmseg": None, "pixel_acc": None,
             "pred_classes": None, "gt_classes": None, "t": ev.get("t"),
+            # what the validation batches of this pass carried (seen by the batch probe)
+            "label_pixels": self._val_pass[0], "label_valid": self._val_pass[1],
+            "label_batches": self._val_pass[2],
         }
+        self._val_pass = [0, 0, 0]
         nc = _int(ev.get("num_classes"))
         if nc and not self.num_classes:
             self.num_classes = nc

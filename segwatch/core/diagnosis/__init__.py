@@ -41,11 +41,11 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     OptimParamsNotStepped,
     OptimStepsSkipped,
     ModelEvalModeInTraining,
+    MetricSingleClassSignature,   # before PredCollapse, which reads its script-side verdict
     PredCollapse,
     PredLowDiversity,
     MetricEvalAborted,
     MetricCmEmpty,
-    MetricSingleClassSignature,
     MetricMiouStuck,
     MetricScriptDisagrees,
     DistRankDivergence,

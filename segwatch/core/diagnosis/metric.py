@@ -26,10 +26,15 @@ class MetricCmEmpty(Rule):
             return None  # metric.eval_aborted explains it
         m = ev.get("matrix")
         labels_seen = state.label_totals["val"][0] > 0 or state.label_totals["train"][0] > 0
+        e = state.latest_eval() or {}
+        # the validation batches of this pass held labels, none of them countable (all
+        # ignore or out of range): whatever the script does, its matrix is empty
+        no_valid = (e.get("label_batches") or 0) > 0 and (e.get("label_pixels") or 0) > 0 \
+            and (e.get("label_valid") or 0) == 0
         if isinstance(m, list) and m:
             if state.confusion is None or state.confusion.sum() > 0:
                 return None
-        elif not labels_seen or state.out_channels is None:
+        elif not no_valid and (not labels_seen or state.out_channels is None):
             # No matrix: an empty confusion matrix only if the shim did find the logits
             # (model/preds seen); otherwise it simply could not observe this evaluation.
             return None
@@ -37,9 +42,12 @@ class MetricCmEmpty(Rule):
         oor = fint(ev.get("oor")) or 0
         sm = fint(ev.get("size_mismatch")) or 0
         reasons = []
-        if m is None or (isinstance(m, list) and not m):
+        if no_valid:
+            reasons.append("no validation label pixel of this evaluation is a valid class "
+                           "(all ignore or out of range)")
+        elif m is None or (isinstance(m, list) and not m):
             reasons.append("no logits were paired with labels")
-        if vt and vi >= vt:
+        if vt and vi >= vt and not no_valid:
             reasons.append("every validation label pixel is the ignore value")
         if oor:
             reasons.append(f"{oor} label pixels outside 0..C-1 were not counted")

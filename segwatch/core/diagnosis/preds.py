@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import metrics as _metrics
-from .base import Rule, fint, r4
+from .base import Rule, ffloat, fint, r4
 
 #: a training sample is "one class" when its top class covers at least this share
 COLLAPSE_SHARE = 0.995
@@ -65,8 +65,12 @@ def signature(state, m: np.ndarray | None, c: int) -> dict:
 
 
 class PredCollapse(Rule):
+    """One predicted class: from training ``preds`` samples after the grace window
+    (persistent), from an evaluation's confusion matrix, or (when the shim could not see
+    the predictions) from the script's printed mIoU matching p_c / C twice in a row,
+    which ``metric.single_class_signature`` establishes just before this rule runs."""
     id = "pred.collapse"
-    events = ("preds", "eval")
+    events = ("preds", "eval", "script_metric")
 
     def __init__(self) -> None:
         self._cls: int | None = None
@@ -80,6 +84,8 @@ class PredCollapse(Rule):
     def check(self, state, ev):
         if ev["type"] == "eval":
             return self._check_eval(state, ev)
+        if ev["type"] == "script_metric":
+            return self._check_script(state, ev)
         if ev.get("phase") != "train":
             return None
         step = fint(ev.get("step")) or 0
@@ -119,6 +125,23 @@ class PredCollapse(Rule):
         }
         evidence.update(signature(state, state.confusion, c))
         return self.make(state, ev, evidence, phase="train")
+
+    def _check_script(self, state, ev):
+        sig = state.findings.get("metric.single_class_signature")
+        if sig is None or not str(sig.evidence.get("source", "")).startswith("script"):
+            return None
+        step = fint(ev.get("step"))
+        step = state.step if step is None else step
+        if sig.last_step != step or sig.evidence.get("observed_miou") != r4(ffloat(ev.get("value"))):
+            return None
+        e = sig.evidence
+        return self.make(state, ev, {
+            "source": "script mIoU = p_c / C (predictions not observed)",
+            "class": e.get("class"), "class_name": e.get("class_name"),
+            "p_c": e.get("p_c"), "expected_miou": e.get("expected_miou"),
+            "observed_miou": e.get("observed_miou"), "evaluations": e.get("evaluations"),
+            "formula": "mIoU = 100 * p_c / C",
+        }, phase="val", step=step)
 
     def _check_eval(self, state, ev):
         if ev.get("aborted"):
