@@ -95,3 +95,20 @@ def test_low_diversity_warns_and_misalignment_fails():
         r.batch(s, hist=label_hist(np.random.RandomState(s)), align=0.1, align_flipped=0.6)
     st, _ = feed(r.events, cfg())
     assert states(st)["augmentation_keeps_labels"] == "fail"
+
+
+def test_evidence_follows_the_state_language():
+    en, _ = feed(healthy_run(steps=120).events, cfg(), lang="en")
+    zh, _ = feed(healthy_run(steps=120).events, cfg(), lang="zh")
+    assert [c.state for c in en.checklist] == [c.state for c in zh.checklist]
+    for a, b in zip(en.checklist, zh.checklist):
+        assert a.evidence and b.evidence
+    assert any(any("\u4e00" <= ch <= "\u9fff" for ch in c.evidence) for c in zh.checklist)
+    assert not any(any("\u4e00" <= ch <= "\u9fff" for ch in c.evidence) for c in en.checklist)
+    # every template formats in both languages with its own fields
+    from segwatch.core.checklist import TEXT
+    import string
+    for key, (e, z) in TEXT.items():
+        fe = {f for _, f, _, _ in string.Formatter().parse(e) if f}
+        fz = {f for _, f, _, _ in string.Formatter().parse(z) if f}
+        assert fe == fz, key

@@ -1,7 +1,8 @@
 """The guide's quick checklist, live: 5 pre-run items and 4 in-run items.
 
-Each item is pending / ok / warn / fail with a one-line evidence string, derived from
-RunState and its findings (``build_checklist(state)``; RunState.checklist calls it).
+Each item is pending / ok / warn / fail with a one-line evidence string in the state's
+language (English or Chinese), derived from RunState and its findings
+(``build_checklist(state)``; RunState.checklist calls it).
 """
 from __future__ import annotations
 
@@ -54,6 +55,66 @@ def _first(state, *ids):
     return None
 
 
+#: evidence templates, English and Chinese (``str.format`` fields)
+TEXT: dict[str, tuple[str, str]] = {
+    "nc.mismatch": ("model outputs {got} channels, config says {want}", "模型输出 {got} 个通道，配置为 {want}"),
+    "nc.oor": ("labels hold values outside {rng}: {values}", "标签中有超出 {rng} 的值：{values}"),
+    "nc.ok": ("model outputs {got} channels = num_classes", "模型输出 {got} 个通道 = num_classes"),
+    "nc.inferred": ("num_classes not configured; using the logits' {got} channels",
+                    "未配置 num_classes；使用 logits 的 {got} 个通道"),
+    "nc.wait_cfg": ("configured {want}; waiting for the model's output", "已配置 {want}；等待模型输出"),
+    "nc.wait": ("waiting for the model's output", "等待模型输出"),
+    "ig.mismatch": ("data uses {data}, config says {cfg}", "数据使用 {data}，配置为 {cfg}"),
+    "ig.all": ("a batch is entirely ignore ({value})", "有批次全部为 ignore（{value}）"),
+    "ig.wait": ("ignore_index {cfg}; waiting for labels", "ignore_index {cfg}；等待标签"),
+    "ig.auto": ("auto: inferred {value} ({pct:.1f}% of label pixels)", "auto：推断为 {value}（占标签像素 {pct:.1f}%）"),
+    "ig.auto_none": ("auto: no ignore value in the labels so far", "auto：目前标签中没有 ignore 值"),
+    "ig.ok": ("ignore_index {cfg}: {pct:.1f}% of label pixels", "ignore_index {cfg}：占标签像素 {pct:.1f}%"),
+    "lr.bad": ("{why}", "{why}"),
+    "lr.wait": ("waiting for the first optimizer step", "等待第一次优化器更新"),
+    "lr.ok": ("lr {lr} (expected {exp})", "学习率 {lr}（期望 {exp}）"),
+    "lr.ok_noexp": ("lr {lr} (no expected_lr configured)", "学习率 {lr}（未配置 expected_lr）"),
+    "pt.bad": ("{loaded}/{total} keys loaded into {module}", "{module} 只加载了 {loaded}/{total} 个键"),
+    "pt.ok": ("{loaded}/{total} keys loaded into {module}", "{module} 加载了 {loaded}/{total} 个键"),
+    "pt.none": ("no load_state_dict call seen: training from scratch?", "未见 load_state_dict 调用：是否在从头训练？"),
+    "pt.wait": ("no load_state_dict call seen yet", "尚未见到 load_state_dict 调用"),
+    "aug.bad": ("{id}: {why}", "{id}：{why}"),
+    "aug.ok": ("{n} training batches checked", "已检查 {n} 个训练批次"),
+    "aug.wait": ("waiting for training batches", "等待训练批次"),
+    "loss.bad": ("{id} since step {step}", "自第 {step} 步起 {id}"),
+    "loss.flat": ("loss flat over the first window (ratio {ratio})", "前期 Loss 没有下降（比值 {ratio}）"),
+    "loss.wait": ("{n} loss samples so far", "目前有 {n} 个 loss 样本"),
+    "loss.ok": ("loss {loss}, down {pct:.0f}% (last vs first quarter)", "Loss {loss}，下降了 {pct:.0f}%（末四分之一对比首四分之一）"),
+    "loss.notyet": ("loss {loss}, not falling yet (ratio {ratio:.2f})", "Loss {loss}，尚未下降（比值 {ratio:.2f}）"),
+    "grad.bad": ("{id}: grad norm {g}", "{id}：梯度范数 {g}"),
+    "grad.wait": ("no gradient norm sampled yet", "尚未采样到梯度范数"),
+    "grad.val": ("grad norm {g} (range {lo}..{hi})", "梯度范数 {g}（范围 {lo}..{hi}）"),
+    "pred.collapse": ("only class {c} ({name}) predicted", "只预测出类别 {c}（{name}）"),
+    "pred.low": ("{n} classes predicted (< {k})", "只预测出 {n} 个类别（< {k}）"),
+    "pred.eval": ("{n} classes predicted at evaluation {i}", "第 {i} 次评估预测出 {n} 个类别"),
+    "pred.train": ("{n} classes in the last training sample", "最近一次训练采样中有 {n} 个类别"),
+    "pred.grace": (" (grace window)", "（宽限期内）"),
+    "pred.wait": ("no prediction sampled yet", "尚未采样到预测"),
+    "miou.stuck": ("mIoU {v} over {n} evaluations", "mIoU 连续 {n} 次评估都是 {v}"),
+    "miou.aborted": ("evaluation raised {exc}: printed mIoU is stale", "评估抛出 {exc}：打印的 mIoU 是旧值"),
+    "miou.empty": ("empty confusion matrix: {why}", "混淆矩阵为空：{why}"),
+    "miou.sig": ("mIoU = p_c/C = {v}", "mIoU = p_c/C = {v}"),
+    "miou.ok": ("mIoU {a:.2f} -> {b:.2f} over {n} evaluations", "mIoU 在 {n} 次评估中从 {a:.2f} 变为 {b:.2f}"),
+    "miou.same": ("mIoU {b:.2f} unchanged over {n} evaluations", "mIoU 在 {n} 次评估中保持 {b:.2f} 不变"),
+    "miou.one": ("one evaluation so far: mIoU {a:.2f}", "目前只有一次评估：mIoU {a:.2f}"),
+    "miou.wait": ("no evaluation yet", "尚未评估"),
+}
+
+
+def _t(state, key: str, **kw) -> str:
+    en, zh = TEXT[key]
+    tmpl = zh if getattr(state, "lang", "en") == "zh" else en
+    try:
+        return tmpl.format(**kw)
+    except (KeyError, ValueError, TypeError, IndexError):  # an odd value: keep the words
+        return tmpl
+
+
 def _fmt(x) -> str:
     if x is None:
         return "?"
@@ -67,21 +128,22 @@ def _num_classes(state) -> ChecklistItem:
     f = _first(state, "config.num_classes_mismatch")
     if f:
         e = f.evidence
-        it.state, it.evidence = "fail", f"model outputs {e.get('out_channels')} channels, config says {e.get('num_classes')}"
+        it.state, it.evidence = "fail", _t(state, "nc.mismatch", got=e.get("out_channels"), want=e.get("num_classes"))
         return it
     f = _first(state, "label.out_of_range")
     if f:
-        it.state, it.evidence = "fail", f"labels hold values outside {f.evidence.get('valid_range')}: {f.evidence.get('values')}"
+        it.state = "fail"
+        it.evidence = _t(state, "nc.oor", rng=f.evidence.get("valid_range"), values=f.evidence.get("values"))
         return it
     want, got = state.configured_num_classes, state.out_channels
     if got and want and got == want:
-        it.state, it.evidence = "ok", f"model outputs {got} channels = num_classes"
+        it.state, it.evidence = "ok", _t(state, "nc.ok", got=got)
     elif got and not want:
-        it.state, it.evidence = "warn", f"num_classes not configured; using the logits' {got} channels"
+        it.state, it.evidence = "warn", _t(state, "nc.inferred", got=got)
     elif want:
-        it.evidence = f"configured {want}; waiting for the model's output"
+        it.evidence = _t(state, "nc.wait_cfg", want=want)
     else:
-        it.evidence = "waiting for the model's output"
+        it.evidence = _t(state, "nc.wait")
     return it
 
 
@@ -90,25 +152,25 @@ def _ignore_label(state) -> ChecklistItem:
     f = _first(state, "label.ignore_mismatch")
     if f:
         e = f.evidence
-        it.state, it.evidence = "fail", f"data uses {e.get('data_value')}, config says {e.get('configured')}"
+        it.state, it.evidence = "fail", _t(state, "ig.mismatch", data=e.get("data_value"), cfg=e.get("configured"))
         return it
     f = _first(state, "label.all_ignored")
     if f:
-        it.state, it.evidence = "fail", f"a batch is entirely ignore ({f.evidence.get('ignore_value')})"
+        it.state, it.evidence = "fail", _t(state, "ig.all", value=f.evidence.get("ignore_value"))
         return it
     tot = state.label_totals["train"][0] + state.label_totals["val"][0]
     if tot <= 0:
-        it.evidence = f"ignore_index {state.ignore_index!r}; waiting for labels"
+        it.evidence = _t(state, "ig.wait", cfg=repr(state.ignore_index))
         return it
     ign = state.label_totals["train"][1] + state.label_totals["val"][1]
     if state.ignore_is_auto:
         if state.inferred_ignore is not None:
             n = state.oor_totals.get(state.inferred_ignore, 0) + ign
-            it.state, it.evidence = "ok", f"auto: inferred {state.inferred_ignore} ({100.0 * n / tot:.1f}% of label pixels)"
+            it.state, it.evidence = "ok", _t(state, "ig.auto", value=state.inferred_ignore, pct=100.0 * n / tot)
         else:
-            it.state, it.evidence = "ok", "auto: no ignore value in the labels so far"
+            it.state, it.evidence = "ok", _t(state, "ig.auto_none")
         return it
-    it.state, it.evidence = "ok", f"ignore_index {state.ignore_index!r}: {100.0 * ign / tot:.1f}% of label pixels"
+    it.state, it.evidence = "ok", _t(state, "ig.ok", cfg=repr(state.ignore_index), pct=100.0 * ign / tot)
     return it
 
 
@@ -116,15 +178,15 @@ def _learning_rate(state) -> ChecklistItem:
     it = ChecklistItem("learning_rate")
     f = _first(state, "optim.lr_suspicious")
     if f:
-        it.state, it.evidence = "warn", str(f.evidence.get("why", "suspicious learning rate"))
+        it.state, it.evidence = "warn", _t(state, "lr.bad", why=f.evidence.get("why", "suspicious learning rate"))
         return it
     if not state.lr:
-        it.evidence = "waiting for the first optimizer step"
+        it.evidence = _t(state, "lr.wait")
         return it
     lr = state.lr.last_value()
     exp = state.cfg("train", "expected_lr")
     it.state = "ok"
-    it.evidence = f"lr {_fmt(lr)}" + (f" (expected {_fmt(exp)})" if exp else " (no expected_lr configured)")
+    it.evidence = _t(state, "lr.ok", lr=_fmt(lr), exp=_fmt(exp)) if exp else _t(state, "lr.ok_noexp", lr=_fmt(lr))
     return it
 
 
@@ -133,17 +195,19 @@ def _pretrained(state) -> ChecklistItem:
     f = _first(state, "model.pretrained_not_loaded")
     if f:
         e = f.evidence
-        it.state, it.evidence = "fail", f"{e.get('loaded')}/{e.get('total')} keys loaded into {e.get('module')}"
+        it.state = "fail"
+        it.evidence = _t(state, "pt.bad", loaded=e.get("loaded"), total=e.get("total"), module=e.get("module"))
         return it
     if state.state_dicts:
         d = state.state_dicts[-1]
-        it.state, it.evidence = "ok", f"{d.get('loaded')}/{d.get('total')} keys loaded into {d.get('module')}"
+        it.state = "ok"
+        it.evidence = _t(state, "pt.ok", loaded=d.get("loaded"), total=d.get("total"), module=d.get("module"))
         return it
     ended = state.status in ("finished", "killed", "failed", "lost")
     if ended or state.step > state.grace_steps:
-        it.state, it.evidence = "warn", "no load_state_dict call seen: training from scratch?"
+        it.state, it.evidence = "warn", _t(state, "pt.none")
     else:
-        it.evidence = "no load_state_dict call seen yet"
+        it.evidence = _t(state, "pt.wait")
     return it
 
 
@@ -152,12 +216,12 @@ def _augmentation(state) -> ChecklistItem:
     f = _first(state, "label.misaligned", "label.interpolated", "label.shape_mismatch")
     if f:
         it.state = "fail" if f.severity == "error" else "warn"
-        it.evidence = f"{f.id}: {f.evidence.get('why') or f.evidence.get('source') or ''}".rstrip(": ")
+        it.evidence = _t(state, "aug.bad", id=f.id, why=f.evidence.get("why") or f.evidence.get("source") or "")
         return it
     if state.batches["train"] >= 5:
-        it.state, it.evidence = "ok", f"{state.batches['train']} training batches checked"
+        it.state, it.evidence = "ok", _t(state, "aug.ok", n=state.batches["train"])
     else:
-        it.evidence = "waiting for training batches"
+        it.evidence = _t(state, "aug.wait")
     return it
 
 
@@ -165,19 +229,19 @@ def _loss_falling(state) -> ChecklistItem:
     it = ChecklistItem("loss_falling")
     f = _first(state, "loss.nonfinite", "loss.diverging")
     if f:
-        it.state, it.evidence = "fail", f"{f.id} since step {f.first_step}"
+        it.state, it.evidence = "fail", _t(state, "loss.bad", id=f.id, step=f.first_step)
         return it
     f = _first(state, "loss.plateau")
     if f:
-        it.state, it.evidence = "warn", f"loss flat over the first window (ratio {_fmt(f.evidence.get('ratio_last_to_first'))})"
+        it.state, it.evidence = "warn", _t(state, "loss.flat", ratio=_fmt(f.evidence.get("ratio_last_to_first")))
         return it
     r = state.loss_ratio()
     if r is None:
-        it.evidence = f"{len(state.loss)} loss samples so far"
+        it.evidence = _t(state, "loss.wait", n=len(state.loss))
     elif r < 0.98:
-        it.state, it.evidence = "ok", f"loss {_fmt(state.loss.last_value())}, down {100 * (1 - r):.0f}% (last vs first quarter)"
+        it.state, it.evidence = "ok", _t(state, "loss.ok", loss=_fmt(state.loss.last_value()), pct=100 * (1 - r))
     else:
-        it.evidence = f"loss {_fmt(state.loss.last_value())}, not falling yet (ratio {r:.2f})"
+        it.evidence = _t(state, "loss.notyet", loss=_fmt(state.loss.last_value()), ratio=r)
     return it
 
 
@@ -185,17 +249,17 @@ def _grad(state) -> ChecklistItem:
     it = ChecklistItem("grad_norm_in_range")
     f = _first(state, "grad.nonfinite", "grad.exploding", "grad.vanishing")
     if f:
-        it.state, it.evidence = "fail", f"{f.id}: grad norm {_fmt(f.evidence.get('grad_norm'))}"
+        it.state, it.evidence = "fail", _t(state, "grad.bad", id=f.id, g=_fmt(f.evidence.get("grad_norm")))
         return it
     if not state.grad_norm:
-        it.evidence = "no gradient norm sampled yet"
+        it.evidence = _t(state, "grad.wait")
         return it
     g = state.grad_norm.last_value()
     lo = state.cfg("thresholds", "grad_norm_min", 1e-7)
     hi = state.cfg("thresholds", "grad_norm_max", 1000.0)
     inside = g is not None and lo <= g <= hi
     it.state = "ok" if inside else "warn"
-    it.evidence = f"grad norm {_fmt(g)} (range {_fmt(lo)}..{_fmt(hi)})"
+    it.evidence = _t(state, "grad.val", g=_fmt(g), lo=_fmt(lo), hi=_fmt(hi))
     return it
 
 
@@ -204,28 +268,30 @@ def _diverse(state) -> ChecklistItem:
     f = _first(state, "pred.collapse")
     if f:
         e = f.evidence
-        it.state, it.evidence = "fail", f"only class {e.get('class')} ({e.get('class_name') or '?'}) predicted"
+        it.state, it.evidence = "fail", _t(state, "pred.collapse", c=e.get("class"), name=e.get("class_name") or "?")
         return it
     f = _first(state, "pred.low_diversity")
     if f:
-        it.state, it.evidence = "warn", f"{f.evidence.get('pred_classes')} classes predicted (< {f.evidence.get('min_pred_classes')})"
+        it.state = "warn"
+        it.evidence = _t(state, "pred.low", n=f.evidence.get("pred_classes"), k=f.evidence.get("min_pred_classes"))
         return it
     k = int(state.cfg("thresholds", "min_pred_classes", 5))
     e = state.latest_eval()
     if e and e.get("pred_classes") is not None:
         n = e["pred_classes"]
         it.state = "ok" if n >= min(k, e.get("gt_classes") or k) else "pending"
-        it.evidence = f"{n} classes predicted at evaluation {e.get('index')}"
+        it.evidence = _t(state, "pred.eval", n=n, i=e.get("index"))
         return it
     if state.pred_unique:
         n = int(state.pred_unique.last_value())
         gt = int(np.count_nonzero(state.gt_hist)) if state.gt_hist.size else k
         if n >= min(k, max(gt, 1)):
             it.state = "ok"
-        it.evidence = f"{n} classes in the last training sample" + (
-            " (grace window)" if state.step <= state.grace_steps and it.state == "pending" else "")
+        it.evidence = _t(state, "pred.train", n=n)
+        if state.step <= state.grace_steps and it.state == "pending":
+            it.evidence += _t(state, "pred.grace")
         return it
-    it.evidence = "no prediction sampled yet"
+    it.evidence = _t(state, "pred.wait")
     return it
 
 
@@ -234,25 +300,26 @@ def _miou(state) -> ChecklistItem:
     f = _first(state, "metric.cm_empty", "metric.eval_aborted", "metric.miou_stuck", "metric.single_class_signature")
     if f:
         it.state = "fail"
+        e = f.evidence
         if f.id == "metric.miou_stuck":
-            it.evidence = f"mIoU {_fmt(f.evidence.get('value'))} over {f.evidence.get('evaluations')} evaluations"
+            it.evidence = _t(state, "miou.stuck", v=_fmt(e.get("value")), n=e.get("evaluations"))
         elif f.id == "metric.eval_aborted":
-            it.evidence = f"evaluation raised {f.evidence.get('exception')}: printed mIoU is stale"
+            it.evidence = _t(state, "miou.aborted", exc=e.get("exception"))
         elif f.id == "metric.cm_empty":
-            it.evidence = f"empty confusion matrix: {f.evidence.get('why')}"
+            it.evidence = _t(state, "miou.empty", why=e.get("why"))
         else:
-            it.evidence = f"mIoU = p_c/C = {_fmt(f.evidence.get('expected_miou'))}"
+            it.evidence = _t(state, "miou.sig", v=_fmt(e.get("expected_miou")))
         return it
     vals = [g for _, g, _ in state.miou] or [v for _, v in state.script_metrics]
     if len(vals) >= 2:
         if max(vals) - min(vals) > 1e-9:
-            it.state, it.evidence = "ok", f"mIoU {vals[0]:.2f} -> {vals[-1]:.2f} over {len(vals)} evaluations"
+            it.state, it.evidence = "ok", _t(state, "miou.ok", a=vals[0], b=vals[-1], n=len(vals))
         else:
-            it.state, it.evidence = "warn", f"mIoU {vals[-1]:.2f} unchanged over {len(vals)} evaluations"
+            it.state, it.evidence = "warn", _t(state, "miou.same", b=vals[-1], n=len(vals))
     elif vals:
-        it.evidence = f"one evaluation so far: mIoU {vals[0]:.2f}"
+        it.evidence = _t(state, "miou.one", a=vals[0])
     else:
-        it.evidence = "no evaluation yet"
+        it.evidence = _t(state, "miou.wait")
     return it
 
 
