@@ -2,6 +2,63 @@
 
 ``build_rules()`` returns fresh instances in a fixed order (rule order is part of the
 determinism contract: the same events always raise the same findings in the same order).
+Each rule is O(1) per event (small private counters/windows). When they fire, in short
+(thresholds from the config where it has them; the others are justified in each module):
+
+=============================  ==========================================================
+pred.collapse                  training preds: top class >= 99.5 % of pixels (and not the
+                               labels' own >= 99 % class) in >= 3 consecutive samples over
+                               >= 5 steps, all after grace_steps; or an evaluation matrix
+                               with one predicted class (step > 0, after grace or loss not
+                               falling fast); or the printed mIoU = p_c/C twice
+pred.low_diversity             eval: 2..k-1 predicted classes while labels hold >= k, after
+                               grace (one eval forgiven while the loss falls fast); train:
+                               >= 5 samples over >= 10 steps after grace, loss stopped falling
+metric.cm_empty                eval matrix sums to 0; or null while logits were seen; or no
+                               validation label of the pass is countable
+metric.miou_stuck              miou_stuck_evals evaluations (distinct steps) with |delta| < 1e-9,
+                               from own matrices or from the script's printed values
+metric.single_class_signature  one predicted class and mIoU == 100 * p_c / C (rel 1e-6); or
+                               the printed mIoU equals 100 * p_c / C (val labels) twice
+metric.script_disagrees        script mIoU vs own eval of the same step: > 0.5 points off in
+                               both conventions (guide and mmseg; fractions accepted)
+metric.eval_aborted            eval event with aborted: true
+label.out_of_range             oor values other than the (configured / auto-inferred) ignore
+label.ignore_mismatch          the data's ignore-like value (< 0, >= 255 or >= 2C, most
+                               pixels) differs from the configured int ignore_index
+label.all_ignored              a batch whose pixels are all ignore (any phase)
+label.shape_mismatch           label H, W != image_shape; eval size_mismatch > 0
+label.interpolated             fractional > 0; boundary >= 1.5 in-between pixels per row in a
+                               batch, or a mean >= 0.4 per row over >= 3 batches
+label.misaligned               mirrored label fits better: >= 80 % of recent batches (error),
+                               >= 30 % of the last 16 vs validation (+0.25); train align far
+                               below val align
+label.class_imbalance          one class >= 90 % of labelled training pixels after >= 5 batches
+config.num_classes_mismatch    model out_channels / preds channels != configured num_classes
+loss.nonfinite                 a NaN/Inf loss or loss_nonfinite_total > 0 (immediately)
+loss.plateau                   first window: mean(last quarter) >= 0.98 x mean(first quarter)
+                               (< 1.25x), >= 8 samples over >= 30 steps
+loss.diverging                 4 rising 10-sample windows and > 1.5x the lowest; or 3 rising
+                               samples > 3x the lowest; or one sample > 100x lowest, 10x first
+grad.vanishing                 grad_norm < grad_norm_min in 3 consecutive samples (not when
+                               nothing got a gradient)
+grad.exploding                 grad_norm > grad_norm_max in 2 consecutive samples
+grad.nonfinite                 grad_nonfinite > 0 (3 consecutive samples under AMP)
+optim.lr_suspicious            a group at lr 0 for 3 samples; lr > 10x expected_lr twice;
+                               max lr < expected_lr / 10 after 10 samples and not ramping up
+optim.params_not_stepped       no_optim > 0 twice; never_stepped > 0 3 times while stepping;
+                               backward runs but no tracked parameter gets a gradient 3 times
+optim.steps_skipped            >= 80 % of >= 5 backward passes without a step plus AMP signs;
+                               or no step at all over >= 16 backward passes
+model.eval_mode_in_training    eval_modules > 0 in 2 consecutive samples (error if all)
+model.pretrained_not_loaded    a state_dict event with loaded / total < 0.5
+model.frozen                   trainable < 10 % of params; or > 75 % of parameter tensors
+                               without gradient (some with) in 3 consecutive samples
+data.nonfinite                 any input with nonfinite > 0
+data.not_normalized            a float, non-label input with |min|/|max| > 20 or |mean| > 10
+dist.*                         grad norms differ > 5 % across ranks (3 steps); identical
+                               batches on all ranks (3 times); a rank silent > 120 s
+=============================  ==========================================================
 """
 from __future__ import annotations
 
