@@ -514,7 +514,14 @@ class RunState:
                 pass
         ln = ev.get("layer_norms")
         if isinstance(ln, list):
-            self.layer_norms = [(str(p[0]), p[1]) for p in ln if isinstance(p, (list, tuple)) and len(p) >= 2]
+            norms = []
+            for p in ln:
+                if isinstance(p, (list, tuple)) and len(p) >= 2:
+                    try:
+                        norms.append((str(p[0]), as_float(p[1])))
+                    except Exception:
+                        norms.append((str(p[0]), None))
+            self.layer_norms = norms
         ep = _int(ev.get("epoch"))
         if ep is not None:
             self.epoch = ep
