@@ -815,3 +815,49 @@ def test_every_finding_id_has_advice_in_both_languages():
     for fid in rule_ids:
         assert ADVICE[fid]["en"] and ADVICE[fid]["zh"] and TITLES[fid]["en"] and TITLES[fid]["zh"]
         assert ADVICE[fid]["en"] != ADVICE[fid]["zh"]
+
+
+def test_long_healthy_run_with_warmup_poly_amp_hiccups_and_converged_evals():
+    """3000 steps: linear warmup from lr 0, poly decay to ~0, AMP GradScaler that meets an
+    inf now and then (skips that one step and halves its scale), gradient accumulation of
+    2, noisy converging loss, evaluations every 300 steps that saturate."""
+    rng = np.random.RandomState(11)
+    r = Run()
+    r.hello()
+    r.model()
+    r.state_dict()
+    scale = 65536.0
+    total, warm_steps, base = 3000, 150, 8e-5
+    ev_i = 0
+    opt = 0
+    for s in range(1, total + 1):
+        lr = base * s / warm_steps if s <= warm_steps else base * (1 - (s - warm_steps) / (total - warm_steps)) ** 0.9
+        hiccup = s % 397 == 0
+        if hiccup:
+            scale /= 2
+        elif s % 2000 == 0:
+            scale *= 2
+        stepped = (s % 2 == 0) and not hiccup
+        opt += int(stepped)
+        loss = 0.35 + 3.0 * math.exp(-s / 300) + abs(rng.normal(0, 0.12))
+        if s % 3 == 0:  # the shim samples
+            lh = label_hist(rng)
+            r.batch(s, hist=lh, ignore=200, align=float(rng.uniform(0.55, 0.62)),
+                    align_flipped=float(rng.uniform(0.48, 0.54)), boundary=0.0005)
+            k = min(C, 3 + s // 20)
+            ph = np.zeros(C, int)
+            ph[:k] = rng.multinomial(1000, np.ones(k) / k)
+            r.preds(s, ph, gt_hist=lh // 8)
+            r.backward = s - 1
+            r.opt_steps = opt - int(stepped)
+            r.step(s, loss=loss, grad_norm=float(rng.uniform(0.5, 20)), lr=[lr, lr * 10],
+                   scale=scale, grad_nonfinite=7 if hiccup else 0, skipped=not stepped,
+                   eval_modules=6, norm_modules=40)
+        if s % 300 == 0:
+            q = min(0.92, 0.3 + 0.1 * ev_i)
+            r.eval(s, eval_matrix(np.random.RandomState(100 + ev_i), q), index=ev_i)
+            ev_i += 1
+    st, _ = feed(r.events, cfg())
+    # norm_eval on 6 of 40 norm layers is a deliberate mmseg setting: a warning at most
+    assert set(st.findings) <= {"model.eval_mode_in_training"}, [f.to_dict() for f in st.findings.values()]
+    assert all(f.severity == "warning" for f in st.findings.values())
