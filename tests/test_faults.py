@@ -118,3 +118,46 @@ def test_fault_is_found(name, tmp_path):
     else:
         missing = [i for i in spec["expected"] if i not in ids]
         assert not missing, f"missing {missing}; found: {_describe(rep)}"
+
+
+# -- the bundled demo -------------------------------------------------------------------------
+
+def test_demo_is_self_contained():
+    import segwatch.demo as demo
+
+    src = demo.TRAIN_SCRIPT.read_text()
+    tree = ast.parse(src)
+    mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not any(m.split(".")[0] in ("segwatch", "tests", "_synth") for m in mods)
+    assert demo.CONFIG.is_file()
+    for f in demo.FAULTS:
+        assert f in src
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_demo_trains_alone():
+    import segwatch.demo as demo
+
+    proc = subprocess.run([sys.executable, str(demo.TRAIN_SCRIPT), "--fault", "none", "--epochs", "3",
+                           "--iters-per-epoch", "40"], capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mious = [float(m) for m in MIOU_RE.findall(proc.stdout)]
+    assert len(mious) == 3 and mious[-1] > mious[0] + 5, mious
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_demo_collapse_is_caught_and_killed(tmp_path):
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "segwatch", "demo", "--headless", "--on-collapse", "kill",
+           "--report", str(report), "--run-dir", str(tmp_path / "run"), "--", "--epochs", "4"]
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=170)
+    assert report.exists(), proc.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    ids = {f["id"] for f in rep["findings"]}
+    assert "pred.collapse" in ids, _describe(rep)
+    assert rep["action"] and rep["action"]["kind"] == "kill", rep["action"]
+    assert rep["action"]["finding"] in ("pred.collapse", "metric.single_class_signature"), rep["action"]
+    assert rep["exit_code"] != 0

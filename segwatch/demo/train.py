@@ -11,7 +11,7 @@ under segwatch with ``segwatch demo [--fault NAME]``, or alone with
 ``python train.py --fault none``.  CPU only, about a minute.
 
 Faults (``--fault``):
-  collapse   at iteration 150 the learning rate jumps x100 (a resumed schedule reads
+  collapse   at iteration 150 the learning rate jumps x300 (a resumed schedule reads
              the lr in the wrong units): the network dies and predicts one class
   labels     the label transform forgets ``gt - 1``: labels run 0..37 for 37 classes
              (CrossEntropyLoss will crash with "Target 37 is out of bounds")
@@ -236,7 +236,7 @@ def main(argv=None):
         else:
             lr = args.lr * (1 - (it - warmup) / (total - warmup + 1)) ** 0.9
         if fault == "collapse" and it >= 150:
-            lr *= 100  # the bug: a resumed schedule reads the lr in the wrong units
+            lr *= 300  # the bug: a resumed schedule reads the lr in the wrong units
         return lr
 
     it = 0
