@@ -1,0 +1,251 @@
+"""What every adapter shares: reaching the running shim, feeding it, never failing.
+
+Every function here is a cheap no-op when the process does not run under the segwatch shim
+(``segwatch run`` / ``python -m segwatch.shim``), and none of them ever raises into the
+caller: adapters run inside the user's training, which must not break because of us.
+
+The adapters feed the shim through the public API (``segwatch.watch``, ``segwatch.log_eval``,
+``segwatch.end_eval``, ``segwatch.log_metric``).  Three things the public API does not offer
+yet are done here through the shim object, read-only or through its own emitter, and each is
+isolated in one function so that it can move to a public call later:
+
+* ``emit_metric(..., source=...)``: a ``script_metric`` event with a ``source`` other than
+  ``"adapter"`` (``"metrics_class"``) and extra evidence fields;
+* ``auto_pairing_ok()``: whether the shim's own evaluation pass already pairs the model's
+  logits with the labels (then an adapter must not replace that independent matrix with the
+  script's own pairs);
+* ``eval_open()`` / ``eval_explicit()``: whether an evaluation pass is open.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+__all__ = ["shim", "active", "watch", "log_eval", "end_eval", "log_metric", "emit_metric",
+           "auto_pairing_ok", "eval_open", "eval_explicit", "safe", "to_percent", "find_miou",
+           "resize_logits_to", "shim_step", "note"]
+
+
+def shim():
+    """The installed shim object, or None."""
+    try:
+        mod = sys.modules.get("segwatch.shim.runtime")
+        if mod is None:
+            return None
+        s = mod.current()
+        return s if s is not None and getattr(s, "installed", False) and not getattr(s, "finished", False) else None
+    except Exception:
+        return None
+
+
+def active() -> bool:
+    return shim() is not None
+
+
+def safe(fn):
+    """Decorator: run ``fn`` only under the shim, swallow every error (reported once)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        s = shim()
+        if s is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # never break training
+            _fail(s, f"adapter:{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}", exc)
+            return None
+    return wrapper
+
+
+_failed: set[str] = set()
+
+
+def _fail(s, name: str, exc: BaseException) -> None:
+    if name in _failed:
+        return
+    _failed.add(name)
+    try:
+        s._fail(name, exc)
+    except Exception:
+        pass
+
+
+def note(message: str, name: str = "adapter") -> None:
+    s = shim()
+    if s is not None:
+        try:
+            s.note(message, name)
+        except Exception:
+            pass
+
+
+def shim_step() -> int | None:
+    s = shim()
+    return int(getattr(s, "step", 0)) if s is not None else None
+
+
+def watch(model, num_classes=None, ignore_index=None) -> None:
+    if shim() is None:
+        return
+    try:
+        import segwatch
+        segwatch.watch(model, num_classes=num_classes, ignore_index=ignore_index)
+    except Exception:
+        pass
+
+
+def resize_logits_to(logits, labels):
+    """Bilinear-upsample 4-D logits to the labels' spatial size (what the loss/metric does)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        return logits
+    if logits.dim() != 4 or not logits.is_floating_point():
+        return logits
+    lab_hw = tuple(labels.shape[-2:])
+    if tuple(logits.shape[-2:]) == lab_hw:
+        return logits
+    with torch.no_grad():
+        return F.interpolate(logits.detach().float(), size=lab_hw, mode="bilinear", align_corners=False)
+
+
+def log_eval(logits, labels, resize: bool = True) -> None:
+    """One evaluation batch; logits are resized to the labels first (unless ``resize=False``)."""
+    if shim() is None:
+        return
+    try:
+        import segwatch
+        import torch
+
+        if isinstance(labels, torch.Tensor) and labels.dim() == 4 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if resize:
+            logits = resize_logits_to(logits, labels)
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach()
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach()
+        segwatch.log_eval(logits, labels)
+    except Exception as exc:
+        s = shim()
+        if s is not None:
+            _fail(s, "adapter:log_eval", exc)
+
+
+def end_eval() -> None:
+    if shim() is None:
+        return
+    try:
+        import segwatch
+        segwatch.end_eval()
+    except Exception:
+        pass
+
+
+def eval_open() -> bool:
+    s = shim()
+    return s is not None and getattr(s, "_eval", None) is not None
+
+
+def eval_explicit() -> bool:
+    s = shim()
+    ev = getattr(s, "_eval", None) if s is not None else None
+    return bool(ev is not None and getattr(ev, "explicit", False))
+
+
+def auto_pairing_ok() -> bool:
+    """True when the open evaluation pass was paired by the shim itself (model logits with the
+    batch labels, same size) at least once: the shim's matrix is independent of the script."""
+    s = shim()
+    ev = getattr(s, "_eval", None) if s is not None else None
+    if ev is None or getattr(ev, "explicit", False):
+        return False
+    cm = getattr(ev, "cm", None)
+    if cm is None:
+        return False
+    try:
+        return int(getattr(cm, "updates", 0)) - int(getattr(cm, "size_mismatch", 0)) > 0
+    except Exception:
+        return False
+
+
+def log_metric(name: str, value, step=None) -> None:
+    if shim() is None:
+        return
+    try:
+        import segwatch
+        segwatch.log_metric(name, float(value), step=step)
+    except Exception:
+        pass
+
+
+def emit_metric(name: str, value, source: str = "adapter", step=None, line=None, **extra: Any) -> None:
+    """A ``script_metric`` event with an explicit ``source`` and extra evidence fields.
+
+    Falls back to ``segwatch.log_metric`` (source ``adapter``) when the shim object does not
+    expose its emitter."""
+    s = shim()
+    if s is None:
+        return
+    try:
+        v = float(value)
+        emit = getattr(s, "_emit", None)
+        if emit is None:
+            log_metric(name, v, step=step)
+            return
+        fields = {k: val for k, val in extra.items() if val is not None}
+        emit("script_metric", name=str(name), value=v if math.isfinite(v) else str(v).lower(),
+             step=int(s.step if step is None else step), line=line, source=source, **fields)
+    except Exception as exc:
+        _fail(s, "adapter:metric", exc)
+
+
+def to_percent(v: float, fraction: bool | None = None) -> float:
+    """A metric value in percent.  ``fraction=None``: values in [0, 1] are taken as fractions."""
+    v = float(v)
+    if fraction is None:
+        fraction = 0.0 <= v <= 1.0
+    return v * 100.0 if fraction else v
+
+
+_MIOU_KEYS = ("miou", "mean_iou", "meaniou", "m_iou", "jaccard", "iou")
+
+
+def _as_float(v) -> float | None:
+    try:
+        if hasattr(v, "detach"):
+            if v.numel() != 1:
+                return None
+            v = v.detach().float().cpu().item()
+        f = float(v)
+        return f
+    except Exception:
+        return None
+
+
+def find_miou(metrics: dict) -> tuple[str, float] | None:
+    """The (key, value) of an mIoU-like entry in a metrics dict: ``val/miou``, ``eval_mean_iou``,
+    ``mIoU``, ``val_jaccard``...  Per-class entries (``iou_3``, ``IoU.wall``) are skipped."""
+    if not isinstance(metrics, dict):
+        return None
+    best = None
+    for k, v in metrics.items():
+        key = str(k).lower().replace("-", "_").replace("/", "_").replace(".", "_")
+        leaf = key.split("_", 1)[1] if key.startswith(("val_", "eval_", "valid_", "validation_", "test_")) else key
+        rank = None
+        for i, cand in enumerate(_MIOU_KEYS):
+            if leaf == cand or leaf.endswith("_" + cand) or leaf.startswith(cand + "_epoch"):
+                rank = i
+                break
+        if rank is None or rank >= len(_MIOU_KEYS) - 1 and leaf != "iou":
+            continue
+        f = _as_float(v)
+        if f is None or not math.isfinite(f):
+            continue
+        if best is None or rank < best[0]:
+            best = (rank, str(k), f)
+    return (best[1], best[2]) if best else None
