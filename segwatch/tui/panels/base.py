@@ -1,0 +1,79 @@
+"""The base of every panel: a scrollable container that renders from RunState on demand.
+
+The app calls ``update_panel(state, view)`` only when the panel is visible and the state
+changed since its last render; a panel that raises shows the error instead of taking
+the app down.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+
+def sget(state: Any, name: str, default: Any = None) -> Any:
+    """An attribute of RunState, or ``default`` when this RunState does not have it."""
+    try:
+        value = getattr(state, name, default)
+    except Exception:  # a property of RunState that failed: show the rest
+        return default
+    return default if value is None else value
+
+
+def series_arrays(series: Any):
+    """(steps, values) of a core Series (or of a list of pairs), as lists."""
+    if series is None:
+        return [], []
+    try:
+        return list(series.steps()), list(series.values())
+    except AttributeError:
+        pairs = list(series)
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def series_last(series: Any):
+    if series is None:
+        return None
+    try:
+        item = series.last()
+    except AttributeError:
+        item = list(series)[-1] if series else None
+    if item is None:
+        return None
+    return item[1] if isinstance(item, tuple) else item
+
+
+class Panel(VerticalScroll):
+    """One tab's content. Subclasses implement ``render_state``."""
+
+    DEFAULT_CSS = """
+    Panel { height: 1fr; padding: 0 1; }
+    Panel > .panel-error { color: $error; }
+    """
+
+    def __init__(self, lang: str = "en", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lang = lang
+        self.seen_version = -1
+        self._error: Static | None = None
+
+    def update_panel(self, state: Any, view: Any) -> None:
+        try:
+            self.render_state(state, view)
+            if self._error is not None:
+                self._error.remove()
+                self._error = None
+        except Exception as exc:  # a viewer bug must not kill the app
+            msg = Text(f"panel error: {type(exc).__name__}: {exc}\n", style="bold red")
+            msg.append(traceback.format_exc(limit=3), style="dim")
+            if self._error is None:
+                self._error = Static(msg, classes="panel-error")
+                self.mount(self._error, before=0)
+            else:
+                self._error.update(msg)
+
+    def render_state(self, state: Any, view: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,140 @@
+"""The status header: script, status, step, epoch, it/s, elapsed, process-tree CPU/RAM,
+device memory, the shim's overhead share, loop progress/ETA and the last action."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+from segwatch.tui.panels.base import sget
+from segwatch.tui.text import fbytes, fduration, fint, fnum
+from segwatch.tui.view import TERMINAL, ViewInfo
+from segwatch.tui.widgets import hbar
+
+_STATUS_STYLE = {
+    "starting": "bold black on cyan",
+    "running": "bold black on green",
+    "paused": "bold black on yellow",
+    "finished": "bold black on green",
+    "killed": "bold white on red",
+    "failed": "bold white on red",
+    "lost": "bold white on magenta",
+}
+
+
+def status_label(status: str | None, exit_code: Any) -> tuple[str, str]:
+    if not status:
+        return "WAITING", "bold black on grey70"
+    label = status.upper()
+    style = _STATUS_STYLE.get(status, "bold")
+    if status in ("finished", "failed") and exit_code is not None:
+        label += f" (exit {exit_code})"
+        if exit_code not in (0, None):
+            style = "bold white on red"
+    elif status == "killed" and exit_code is not None:
+        label += f" (exit {exit_code})"
+    return label, style
+
+
+def elapsed_seconds(state: Any, view: ViewInfo, live: bool, now: float | None = None) -> float | None:
+    """Seconds the run has been going. A finished run (or a replay) uses the event
+    timestamps only, so the value is frozen and reproducible."""
+    started = sget(state, "started") or view.run_t0 or view.first_t
+    if not isinstance(started, (int, float)):
+        return None
+    status = sget(state, "status") or view.status
+    if status in TERMINAL:
+        end = sget(state, "ended") or view.status_t or view.last_t
+    elif live and not view.stream_ended:
+        end = now if now is not None else time.time()
+    else:
+        end = view.last_t
+    if not isinstance(end, (int, float)):
+        return None
+    return max(0.0, float(end) - float(started))
+
+
+class StatusHeader(Static):
+    DEFAULT_CSS = """
+    StatusHeader { height: auto; max-height: 4; padding: 0 1; background: $panel; }
+    """
+
+    def show(self, state: Any, view: ViewInfo, live: bool, title: str | None = None) -> None:
+        status = sget(state, "status") or view.status
+        exit_code = sget(state, "exit_code", view.exit_code)
+        label, style = status_label(status, exit_code)
+        script = sget(state, "script") or view.script or title or "?"
+        sps = sget(state, "steps_per_sec")
+
+        line1 = Text()
+        line1.append(f" {label} ", style=style)
+        line1.append("  ")
+        line1.append(str(script), style="bold")
+        line1.append("  step ", style="dim")
+        line1.append(fint(sget(state, "step", 0)), style="bold")
+        epoch = sget(state, "epoch")
+        if epoch is None:
+            epoch = view.loop_epoch
+        if epoch is not None:
+            line1.append("  epoch ", style="dim")
+            line1.append(fint(epoch))
+        line1.append("  ")
+        line1.append(f"{sps:.1f}" if isinstance(sps, (int, float)) else "–")
+        line1.append(" it/s", style="dim")
+        line1.append("  elapsed ", style="dim")
+        line1.append(fduration(elapsed_seconds(state, view, live)))
+
+        line2 = Text()
+        proc = view.proc or sget(state, "proc")
+        if isinstance(proc, dict) and proc:
+            cpu = proc.get("cpu")
+            line2.append("CPU ", style="dim")
+            line2.append(f"{cpu:.0f}%" if isinstance(cpu, (int, float)) else "–")
+            line2.append("  RAM ", style="dim")
+            line2.append(fbytes(proc.get("rss")))
+            if proc.get("procs"):
+                line2.append(f" ({proc['procs']} procs)", style="dim")
+            if proc.get("gpu_mem") is not None:
+                line2.append("  GPU mem ", style="dim")
+                line2.append(fbytes(proc.get("gpu_mem")))
+        else:
+            line2.append("CPU – RAM –", style="dim")
+        overhead = sget(state, "overhead")
+        share = overhead.get("share") if isinstance(overhead, dict) else None
+        line2.append("  overhead ", style="dim")
+        if isinstance(share, (int, float)):
+            budget = overhead.get("budget")
+            over = isinstance(budget, (int, float)) and share > budget
+            line2.append(f"{share * 100:.1f}%", style="bold red" if over else "")
+        else:
+            line2.append("–")
+        length, index = view.loop_length, view.loop_index
+        if length and index is not None:
+            done = min(index + 1, length)
+            frac = done / length
+            line2.append(f"  batch {done}/{length} ", style="dim")
+            line2.append(hbar(frac, 10), style="green")
+            line2.append(f" {frac * 100:.0f}%")
+            if status in ("running", "starting") and isinstance(sps, (int, float)) and sps > 0:
+                line2.append("  ETA epoch ", style="dim")
+                line2.append(fduration((length - done) / sps))
+
+        text = Text.assemble(line1, "\n", line2)
+        actions = sget(state, "actions", [])
+        action = view.last_action or (actions[-1] if actions else None)
+        if isinstance(action, dict) and action:
+            line3 = Text("\nlast action: ", style="dim")
+            kind = str(action.get("kind", "?"))
+            line3.append(kind.upper(), style="bold yellow" if kind != "kill" else "bold red")
+            by = action.get("by")
+            if by:
+                line3.append(f" by {by}")
+            if action.get("finding"):
+                line3.append(f"  ({action['finding']}")
+                if action.get("step") is not None:
+                    line3.append(f" @ step {fint(action['step'])}")
+                line3.append(")")
+            text.append_text(line3)
+        self.update(text)
