@@ -56,6 +56,13 @@ def elapsed_seconds(state: Any, view: ViewInfo, live: bool, now: float | None = 
     return max(0.0, float(end) - float(started))
 
 
+def _max_steps(state: Any) -> int | None:
+    """``train.max_steps`` of the run's config, when the user set it."""
+    train = getattr(sget(state, "config"), "train", None)
+    value = getattr(train, "max_steps", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 class StatusHeader(Static):
     DEFAULT_CSS = """
     StatusHeader { height: auto; max-height: 4; padding: 0 1; background: $panel; }
@@ -74,6 +81,9 @@ class StatusHeader(Static):
         line1.append(str(script), style="bold")
         line1.append("  step ", style="dim")
         line1.append(fint(sget(state, "step", 0)), style="bold")
+        max_steps = _max_steps(state)
+        if max_steps:
+            line1.append(f"/{fint(max_steps)}", style="dim")
         epoch = sget(state, "epoch")
         if epoch is None:
             epoch = view.loop_epoch
@@ -120,6 +130,10 @@ class StatusHeader(Static):
             if status in ("running", "starting") and isinstance(sps, (int, float)) and sps > 0:
                 line2.append("  ETA epoch ", style="dim")
                 line2.append(fduration((length - done) / sps))
+        if max_steps and status in ("running", "starting") and isinstance(sps, (int, float)) and sps > 0:
+            left = max(0, max_steps - int(sget(state, "step", 0)))
+            line2.append("  ETA run ", style="dim")
+            line2.append(fduration(left / sps))
 
         text = Text.assemble(line1, "\n", line2)
         actions = sget(state, "actions", [])

@@ -1,0 +1,313 @@
+"""The Textual app driven headless with Pilot: replay of the recorded run fixture,
+keys, tabs, Chinese advice, a live (fake) client with batching and controls, the
+screenshot helper, and importing the app without torch."""
+from __future__ import annotations
+
+import io
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from rich.console import Console
+
+from segwatch.protocol import make_event, read_events
+from segwatch.tui import SegwatchApp, screenshot
+from segwatch.tui.app import TABS, ConfirmKill, HelpScreen
+from segwatch.tui.messages import EventsArrived
+from segwatch.tui.panels.base import Panel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RUN_DIR = ROOT / "tests" / "data" / "recorded_run"
+SIZE = (100, 32)
+
+
+def recorded() -> list[dict]:
+    with open(RUN_DIR / "events.jsonl", "rb") as fh:
+        return list(read_events(fh))
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text (what a user would read)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True,
+                      force_terminal=True, color_system=None, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+class FakeClient:
+    """A RunClient stand-in: yields the given events (optionally held back by a gate)
+    and records the control commands it receives."""
+
+    def __init__(self, events, gate: threading.Event | None = None, hold_after: int | None = None):
+        self._events = list(events)
+        self.gate = gate
+        self.hold_after = hold_after
+        self.commands: list[str] = []
+
+    def events(self, follow: bool = True):
+        for i, ev in enumerate(self._events):
+            if self.gate is not None and self.hold_after is not None and i == self.hold_after:
+                self.gate.wait(10)
+            yield ev
+
+    def control(self, cmd: str) -> dict:
+        self.commands.append(cmd)
+        return {"ok": True, "cmd": cmd}
+
+
+async def wait_for(pilot, cond, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        await pilot.pause(0.05)
+    return cond()
+
+
+def panel_errors(app) -> list[str]:
+    return [str(w.render()) for w in app.query(".panel-error")]
+
+
+# --------------------------------------------------------------------- replay
+
+async def test_replay_header_checklist_findings():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "FINISHED (exit 0)" in text
+        assert "step 120" in text
+        assert "train.py" in text
+        assert "elapsed 0:00:21" in text          # from the event times, not the clock
+        assert "last action: RESUME by user" in text
+        # the checklist: nine items, each with its state icon
+        checklist = app.state.checklist
+        assert len(checklist) == 9
+        for item in checklist:
+            assert item.title("en")[:20] in text
+        assert "✗ predictions are diverse" in text
+        # the findings list shows the seeded collapse
+        assert "pred.collapse" in text
+        assert "metric.single_class_signature" in text
+        assert not panel_errors(app)
+
+
+async def test_overview_fits_80x24():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        lines = text.splitlines()
+        assert len(lines) == 24
+        assert "Checklist" in text and "Findings" in text
+        assert "pred.collapse" in text and "metric.miou_stuck" in text  # every finding visible
+        assert "mIoU is changing" in text                               # the last checklist item
+
+
+async def test_help_screen_opens_and_closes():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for key in ("pause", "resume", "kill", "detach", "quit"):
+            assert key in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_number_keys_switch_tabs_and_render_each_panel():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        from textual.widgets import TabbedContent
+
+        tabs = app.query_one("#tabs", TabbedContent)
+        for i, (pane, _, _) in enumerate(TABS):
+            await pilot.press(str(i + 1))
+            await pilot.pause()
+            assert tabs.active == pane
+            panel = app.query_one(f"#panel-{pane}", Panel)
+            assert panel.seen_version == app.version  # drawn when it became visible
+        assert not panel_errors(app)
+        await pilot.press("5")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "collapse signature" in text
+        assert "mIoU = p_c" in text
+        assert "wall" in text
+
+
+async def test_hidden_panels_are_not_redrawn():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        confusion = app.query_one("#panel-confusion", Panel)
+        assert confusion.seen_version == -1       # never shown, never rendered
+        app.ingest([make_event("output", t=1_700_000_100.0, stream="stdout", line="more")])
+        await pilot.pause(0.25)
+        assert confusion.seen_version == -1
+        assert app.query_one("#panel-overview", Panel).seen_version == app.version
+
+
+async def test_chinese_advice():
+    events = recorded()
+    app = SegwatchApp(events=events, lang="zh", live=False)
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        text = screen_text(app)
+        advice = app.state.findings["pred.collapse"].advice("zh")
+        assert advice[:8] in text
+        assert "诊断结果" in text
+        assert "建议" in text
+
+
+async def test_replay_controls_only_warn():
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await pilot.press("k")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmKill)   # nothing to kill in a replay
+        assert app.is_running
+
+
+async def test_minimal_stream_renders_every_panel():
+    events = [make_event("status", t=1_700_000_000.0, status="running", pid=1)]
+    app = SegwatchApp(events=events, live=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for i in range(len(TABS)):
+            await pilot.press(str(i + 1))
+            await pilot.pause()
+        assert not panel_errors(app)
+
+
+async def test_panel_error_is_contained(monkeypatch):
+    from segwatch.tui.panels import data
+
+    def broken(state, lang):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(data, "labels_block", broken)
+    app = SegwatchApp(events=recorded(), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        assert any("boom" in e for e in panel_errors(app))
+        await pilot.press("1")
+        await pilot.pause()
+        assert app.is_running
+
+
+# ---------------------------------------------------------------- live client
+
+async def test_live_client_batches_and_controls():
+    events = recorded()
+    gate = threading.Event()
+    client = FakeClient(events, gate=gate, hold_after=200)
+    batches: list[int] = []
+
+    def hook(message):
+        if isinstance(message, EventsArrived):
+            batches.append(len(message.events))
+
+    app = SegwatchApp(client=client, live=True)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        assert await wait_for(pilot, lambda: app.view.events >= 200)
+        assert app.state.step < 120              # the rest is held back: still live
+        text = screen_text(app)
+        assert "RUNNING" in text or "PAUSED" in text
+        gate.set()
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.2)
+        assert app.state.step == 120
+        assert sum(batches) == len(events)
+        assert len(batches) < len(events) / 10   # batched, not one message per event
+        # controls go to the client, in a worker
+        await pilot.press("p")
+        assert await wait_for(pilot, lambda: client.commands == ["pause"])
+        await pilot.press("r")
+        assert await wait_for(pilot, lambda: client.commands == ["pause", "resume"])
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmKill)
+        await pilot.press("n")                   # cancelled: nothing sent
+        await pilot.pause(0.2)
+        assert client.commands == ["pause", "resume"]
+        await pilot.press("k")
+        await pilot.pause()
+        await pilot.press("y")
+        assert await wait_for(pilot, lambda: client.commands == ["pause", "resume", "kill"])
+        await pilot.press("q")                   # quit = detach: never a kill
+        await pilot.pause()
+    assert app.return_value == "detached"
+    assert client.commands == ["pause", "resume", "kill"]
+
+
+async def test_live_action_is_shown_in_header_and_notified():
+    t0 = 1_700_000_000.0
+    events = [
+        make_event("status", t=t0, status="running", pid=7),
+        make_event("action", t=t0 + 1, kind="pause", finding="pred.collapse", step=57, by="policy"),
+        make_event("status", t=t0 + 1.1, status="paused", pid=7),
+    ]
+    app = SegwatchApp(client=FakeClient(events), live=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "PAUSED" in text
+        assert "last action: PAUSE by policy" in text
+        assert "pred.collapse @ step 57" in text
+        assert any("pause by policy" in n.message for n in app._notifications)
+
+
+async def test_control_error_is_reported():
+    class Failing(FakeClient):
+        def control(self, cmd):
+            raise ConnectionRefusedError("supervisor gone")
+
+    app = SegwatchApp(client=Failing([]), live=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("p")
+        assert await wait_for(pilot, lambda: any("supervisor gone" in n.message for n in app._notifications))
+
+
+# ------------------------------------------------------------------ helpers
+
+def test_screenshot_helper(tmp_path):
+    out = screenshot(recorded(), str(tmp_path / "shot.svg"), size=(100, 32))
+    svg = pathlib.Path(out).read_text()
+    assert svg.lstrip().startswith("<svg")
+    assert "pred.collapse" in svg
+
+
+def test_tui_imports_without_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import segwatch.tui, segwatch.tui.app\n"
+        "from segwatch.tui.panels import overview, data, loss, predictions, confusion, findings, output, header\n"
+        "app = segwatch.tui.SegwatchApp(events=[], live=False)\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+def test_fixture_is_reproducible(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "data"))
+    try:
+        import make_recorded_run
+    finally:
+        sys.path.pop(0)
+    make_recorded_run.write(tmp_path)
+    assert (tmp_path / "events.jsonl").read_bytes() == (RUN_DIR / "events.jsonl").read_bytes()
+    assert (tmp_path / "meta.json").read_bytes() == (RUN_DIR / "meta.json").read_bytes()
