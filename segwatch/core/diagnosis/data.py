@@ -24,7 +24,8 @@ class DataNonfinite(Rule):
 
     def check(self, state, ev):
         bad = []
-        for inp in ev.get("inputs") or ():
+        inputs = ev.get("inputs")
+        for inp in inputs if isinstance(inputs, list) else ():
             if isinstance(inp, dict) and (fint(inp.get("nonfinite")) or 0) > 0:
                 bad.append({"key": inp.get("key"), "nonfinite": fint(inp.get("nonfinite")),
                             "shape": inp.get("shape"), "dtype": inp.get("dtype")})
@@ -39,7 +40,8 @@ class DataNotNormalized(Rule):
 
     def check(self, state, ev):
         bad = []
-        for inp in ev.get("inputs") or ():
+        inputs = ev.get("inputs")
+        for inp in inputs if isinstance(inputs, list) else ():
             if not isinstance(inp, dict) or _label_like(inp):
                 continue
             mx, mn, mean = ffloat(inp.get("max")), ffloat(inp.get("min")), ffloat(inp.get("mean"))

@@ -69,7 +69,7 @@ class DistSameBatches(Rule):
         if ws < 2 or ev.get("phase") != "train":
             return None
         labels = ev.get("labels") if isinstance(ev.get("labels"), dict) else {}
-        inputs = ev.get("inputs") or []
+        inputs = ev.get("inputs") if isinstance(ev.get("inputs"), list) else []
         sig = (tuple(labels.get("hist") or ()),
                tuple(ffloat(i.get("mean")) for i in inputs if isinstance(i, dict)))
         if sig == ((), ()):
