@@ -216,7 +216,7 @@ class SegwatchApp(App):
                     self.ingest_errors += 1
         self.version += 1
         self._sw_dirty = True
-        if notify:
+        if notify and self.live:
             self._announce(events, new)
         return new
 
