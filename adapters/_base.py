@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["shim", "active", "watch", "log_eval", "end_eval", "log_metric", "emit_metric",
            "auto_pairing_ok", "eval_open", "eval_explicit", "safe", "to_percent", "find_miou",
-           "resize_logits_to", "shim_step", "note"]
+           "resize_logits_to", "shim_step", "note", "should_feed", "logits_and_labels", "pick"]
 
 
 def shim():
@@ -171,6 +171,61 @@ def auto_pairing_ok() -> bool:
         return int(getattr(cm, "updates", 0)) - int(getattr(cm, "size_mismatch", 0)) > 0
     except Exception:
         return False
+
+
+def should_feed() -> bool:
+    """Feed an evaluation batch explicitly (``log_eval``) only where the shim does not pair
+    the model's logits with the labels by itself: no pass open, an explicit pass already, or
+    a pass whose automatic pairs all failed (size mismatch: sliding window, 1/4-size logits).
+    Where the shim pairs by itself, its matrix stays independent of the script's outputs."""
+    if not active():
+        return False
+    if not eval_open() or eval_explicit():
+        return True
+    return not auto_pairing_ok()
+
+
+_LOGIT_KEYS = ("logits", "seg_logits", "preds", "pred", "predictions", "y_hat", "out", "outputs", "output")
+_LABEL_KEYS = ("labels", "label", "target", "targets", "gt", "gt_semantic_seg", "masks", "mask", "y",
+               "segmentation", "seg")
+
+
+def pick(d, keys):
+    """The first tensor-like value of ``d`` under one of ``keys`` (dicts and attributes)."""
+    for k in keys:
+        v = None
+        if isinstance(d, dict):
+            v = d.get(k)
+        elif d is not None and not isinstance(d, (list, tuple)):
+            v = getattr(d, k, None)
+        if v is not None and hasattr(v, "shape"):
+            return v
+    return None
+
+
+def logits_and_labels(outputs, batch=None):
+    """(logits, labels) from a step's outputs (a dict/ModelOutput with logits and labels, or a
+    logits tensor) and, for the labels, the batch (``label``-like key or the integer map)."""
+    import torch
+
+    logits = outputs if isinstance(outputs, torch.Tensor) else pick(outputs, _LOGIT_KEYS)
+    labels = None if isinstance(outputs, torch.Tensor) else pick(outputs, _LABEL_KEYS)
+    if labels is None and batch is not None:
+        labels = pick(batch, _LABEL_KEYS)
+        if labels is None:
+            try:
+                from segwatch.shim import stats as S
+                found = S.classify_batch(batch)[1]
+                labels = found[1] if found is not None else None
+            except Exception:
+                labels = None
+    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        return None, None
+    if logits.dim() not in (3, 4) or labels.dim() not in (3, 4) or logits.shape[0] != labels.shape[0]:
+        return None, None
+    if logits.dim() == 4 and not logits.is_floating_point():
+        return None, None
+    return logits, labels
 
 
 def log_metric(name: str, value, step=None) -> None:

@@ -1,0 +1,73 @@
+"""PyTorch Lightning adapter against the real ``lightning`` package (skipped without it)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pl = pytest.importorskip("lightning.pytorch", reason="lightning not installed (pip install lightning)")
+
+from test_adapters import ROOT, SCRIPTS, describe, errors, probes, run_cli  # noqa: E402
+
+SCRIPT = SCRIPTS / "lightning_train.py"
+CONFIG = SCRIPTS / "configs" / "synth13.yaml"
+
+
+def test_callback_is_a_real_lightning_callback():
+    from segwatch.adapters.lightning import SegwatchCallback, make_callback
+
+    assert issubclass(SegwatchCallback, pl.Callback)
+    assert make_callback(pl.Callback) is SegwatchCallback
+    cb = SegwatchCallback()
+    # outside segwatch every hook is a no-op
+    cb.on_validation_end(None, None)
+    cb.on_validation_batch_end(None, None, {"logits": None}, None, 0)
+    cb.on_train_batch_end(None, None, None, None, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_callback_by_hand_without_segwatch_trains():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--callback", "--epochs", "1"], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mIoU" in proc.stdout and "callbacks: SegwatchCallback" in proc.stdout
+
+
+def _check_healthy(rep, events):
+    assert rep["exit_code"] == 0
+    assert errors(rep) == [], describe(rep)
+    ids = {f["id"] for f in rep["findings"]}
+    assert not ids & {"metric.eval_aborted", "label.shape_mismatch", "metric.script_disagrees"}, describe(rep)
+    evals = [e for e in events if e.get("type") == "eval"]
+    # the sanity check (step 0) and 4 validation epochs, each ended cleanly and paired
+    assert len(evals) == 5 and all(not e["aborted"] and e["pixels"] > 0 for e in evals), evals
+    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    assert len(sm) == 4 and all(e["key"] == "val_miou" for e in sm), sm
+    assert sm[-1]["value"] > sm[0]["value"] + 10
+    assert rep["miou"] and rep["miou"][-1][1] == pytest.approx(sm[-1]["value"], abs=0.01)
+    assert probes(events) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_unmodified_script_under_segwatch_run_auto(tmp_path):
+    rep, events, proc = run_cli(tmp_path, SCRIPT, CONFIG)
+    _check_healthy(rep, events)
+    out = (tmp_path / "run" / "stdout.log").read_text()
+    assert "callbacks: SegwatchCallback" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_callback_added_by_hand(tmp_path):
+    rep, events, proc = run_cli(tmp_path, SCRIPT, CONFIG, "--callback", autodetect=False)
+    _check_healthy(rep, events)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_collapse_is_found(tmp_path):
+    rep, events, proc = run_cli(tmp_path, SCRIPT, CONFIG, "--fault", "collapse")
+    assert "pred.collapse" in {f["id"] for f in rep["findings"]}, describe(rep)
