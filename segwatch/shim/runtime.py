@@ -53,6 +53,27 @@ def _norm_types() -> tuple:
     return _NORM_TYPES
 
 
+class _OneThread:
+    """Run the shim's small CPU statistics on one intra-op thread.
+
+    Dozens of tiny reductions on a multi-threaded OpenMP pool pay a thread wake-up each; on a
+    busy machine that costs 10-30x the work itself. Training ops never run while a hook body
+    runs (same thread), so the previous setting is restored before they continue.
+    """
+    __slots__ = ("n",)
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n > 1:
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n > 1:
+            torch.set_num_threads(self.n)
+        return False
+
+
 def _one_line(exc: BaseException) -> str:
     s = f"{type(exc).__name__}: {exc}"
     return s.splitlines()[0][:300] if s else type(exc).__name__
@@ -96,20 +117,35 @@ class _Loader:
 
 
 class _Batch:
-    __slots__ = ("loader", "phase", "index", "images", "label", "device_label", "backward_seen",
+    """One fetched batch. Its tensors are classified lazily (only when a probe needs them)."""
+    __slots__ = ("loader", "phase", "index", "raw", "_cls", "device_label", "backward_seen",
                  "preds_done", "consumed", "step")
 
-    def __init__(self, loader, phase, index, images, label, step) -> None:
+    def __init__(self, loader, phase, index, raw, step) -> None:
         self.loader = loader
         self.phase = phase
         self.index = index
-        self.images = images
-        self.label = label
+        self.raw = raw
+        self._cls = None
         self.device_label = None
         self.backward_seen = False
         self.preds_done = False
         self.consumed = False
         self.step = step
+
+    def _classify(self):
+        if self._cls is None:
+            self._cls = S.classify_batch(self.raw)
+            self.raw = None
+        return self._cls
+
+    @property
+    def images(self):
+        return self._classify()[0]
+
+    @property
+    def label(self):
+        return self._classify()[1]
 
 
 class _Rec:
@@ -182,6 +218,8 @@ class Shim:
         self._any_batch = False
         # model
         self._root_ref = None
+        self._head_ref = None
+        self._head_hooked = False
         self._root_handles: list[Any] = []
         self._site_out = None
         self._site_name = None
@@ -348,7 +386,13 @@ class Shim:
 
         self._patch(torch.nn.Module, "load_state_dict", load_state_dict)
 
-        self._start_discovery()
+        root = self._root()
+        if root is not None:
+            # re-installed (benchmark blocks): hook the known root again, no new discovery
+            self._hook_root(root, self._head_ref() if self._head_ref is not None else None)
+        else:
+            self._start_discovery()
+        self.sampler.skip_wall()
         return self
 
     def uninstall(self, finish: bool = True, reason: str = "uninstall") -> None:
@@ -425,8 +469,6 @@ class Shim:
         return ls
 
     def _on_iter(self, loader: Any, it: Any) -> None:
-        if os.getpid() != self.pid:
-            return
         t0 = time.perf_counter()
         self._inject("dataloader")
         ls = self._loader_state(loader)
@@ -442,11 +484,11 @@ class Shim:
         if self._eval is not None and self._eval.loader is ls:
             # the same loader restarts before the previous pass was exhausted
             self._end_eval(aborted=True)
-        self.sampler.spend(None, time.perf_counter() - t0)
+        self.sampler.spend("oneoff", time.perf_counter() - t0)
 
     def _on_exhausted(self, it: Any) -> None:
         ls = getattr(it, "_segwatch_loader", None)
-        if ls is None or os.getpid() != self.pid:
+        if ls is None:
             return
         t0 = time.perf_counter()
         ls.passes += 1
@@ -454,7 +496,7 @@ class Shim:
             self.epoch = ls.passes
         if self._eval is not None and self._eval.loader is ls:
             self._end_eval(aborted=False)
-        self.sampler.spend(None, time.perf_counter() - t0)
+        self.sampler.spend("oneoff", time.perf_counter() - t0)
 
     def _phase(self, ls: _Loader) -> str:
         if not torch.is_grad_enabled():
@@ -464,19 +506,21 @@ class Shim:
         return "val"
 
     def _on_batch(self, it: Any, batch: Any) -> None:
+        # hot path: runs for every batch; keep the unsampled branch to a few attribute reads
         ls = getattr(it, "_segwatch_loader", None)
-        if ls is None or os.getpid() != self.pid:
+        if ls is None:
             return
         t0 = time.perf_counter()
-        self._inject("dataloader")
+        if self.fault:
+            self._inject("dataloader")
         index = ls.index
-        ls.index += 1
+        ls.index = index + 1
         prev = self._cur
         if prev is not None and not prev.backward_seen:
             prev.loader.nobackward += 1
-        phase = self._phase(ls)
-        images, label = S.classify_batch(batch)
-        b = _Batch(ls, phase, index, images, label, self.step)
+        tl = self._train_loader
+        phase = "train" if torch.is_grad_enabled() and (tl is None or ls is tl or ls.had_backward) else "val"
+        b = _Batch(ls, phase, index, batch, self.step)
         self._cur = b
         self._any_batch = True
         probe = None
@@ -494,9 +538,9 @@ class Shim:
         else:
             if self._eval is not None and not self._eval.explicit:
                 self._end_eval(aborted=True)
-            if self._root_ref is not None and not self._disc_handles:
+            if self._root_ref is not None:
                 self._batches_without_root += 1
-                if self._batches_without_root >= 3:
+                if self._batches_without_root >= 3 and not self._disc_handles:
                     # batches keep coming but the hooked root is not called: a new model?
                     self._start_discovery()
             k = self.step + 1
@@ -515,7 +559,7 @@ class Shim:
                                       "length": b.loader.length, "epoch": self.epoch, "labels": None,
                                       "inputs": [], "image_shape": None, "align": None, "align_flipped": None}
             dev: dict[str, torch.Tensor] = {}
-            with torch.no_grad():
+            with torch.no_grad(), _OneThread():
                 for i, (key, x) in enumerate(b.images[:8]):
                     fields["inputs"].append({"key": key, "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")})
                     dev[f"in{i}"] = S.input_stats(x)
@@ -616,7 +660,8 @@ class Shim:
         self.sampler.skip_wall()
         # batch / preds records of the pass: one read-back
         try:
-            self._flush_records(ev.records)
+            with _OneThread():
+                self._flush_records(ev.records)
         except Exception as e:
             self._fail("eval", e)
         fields: dict[str, Any] = {"index": ev.index, "batches": ev.batches,
@@ -670,7 +715,7 @@ class Shim:
                 self.num_classes = int(logits.shape[1])
             if ev.loader is None:
                 ev.batches += 1
-            with torch.no_grad():
+            with torch.no_grad(), _OneThread():
                 pred = logits.max(1).indices if logits.dim() == 4 else logits
                 self._eval_update(ev, pred, labels)
             self.sampler.spend("eval", time.perf_counter() - t0)
@@ -726,7 +771,7 @@ class Shim:
     def _g_post(self, module, args, kwargs, output):
         d = self._disc_depth
         self._disc_depth = max(0, d - 1)
-        if not self._on("discovery") or os.getpid() != self.pid:
+        if not self._on("discovery") or not self.installed:
             return
         t0 = time.perf_counter()
         try:
@@ -745,7 +790,7 @@ class Shim:
         except Exception as exc:
             self._fail("discovery", exc)
             self._stop_discovery()
-        self.sampler.spend(None, time.perf_counter() - t0)
+        self.sampler.spend("oneoff", time.perf_counter() - t0)
 
     def _consider_root(self, module, args, kwargs, output) -> None:
         if self._forced_root is not None and module is not self._forced_root():
@@ -827,11 +872,8 @@ class Shim:
         self._changed = None
         self._had_grad = set()
         self._norm_snapshots = 0
-        self._root_handles.append(root.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-        self._root_handles.append(root.register_forward_hook(self._root_post))
-        if head is not None:
-            self._root_handles.append(head.register_forward_hook(self._head_post))
-        self._batches_without_root = 0
+        self._head_ref = weakref.ref(head) if head is not None else None
+        self._hook_root(root, head)
         self._stop_discovery()
         if self.num_classes is None:
             self.num_classes = int(out_channels)
@@ -850,6 +892,21 @@ class Shim:
                    num_classes=self.cfg_num_classes if self.cfg_num_classes is not None else self.num_classes,
                    device=dev, norm_modules=len(self._norm_mods))
 
+    def _hook_root(self, root, head) -> None:
+        for h in self._root_handles:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._root_handles = [root.register_forward_hook(self._root_post, with_kwargs=True)]
+        # the head (decode head / classifier) is hooked only when the root does not return
+        # the logits itself (DFormer style: the loss in training)
+        self._head_hooked = False
+        if head is not None and self._site_name != "root":
+            self._root_handles.append(head.register_forward_hook(self._head_post))
+            self._head_hooked = True
+        self._batches_without_root = 0
+
     def watch(self, model: torch.nn.Module, num_classes: int | None = None, ignore_index: int | None = None) -> None:
         if num_classes:
             self.num_classes = int(num_classes)
@@ -865,57 +922,57 @@ class Shim:
         self._start_discovery()
 
     # root / head instance hooks ----------------------------------------------------------
-    def _root_pre(self, module, args, kwargs):
-        if not self._on("forward"):
-            return None
-        t0 = time.perf_counter()
-        try:
-            self._inject("forward")
-            self._site_out = None
-            self._batches_without_root = 0
-            b = self._cur
-            if b is not None and b.label is not None and b.device_label is None:
-                lab = b.label[1]
-                for _, t in S.iter_tensors(list(args) + [kwargs] if kwargs else list(args)):
-                    if t is not lab and tuple(t.shape) == tuple(lab.shape) and t.dtype == lab.dtype:
-                        b.device_label = t
-                        break
-        except Exception as exc:
-            self._fail("forward", exc)
-        self.sampler.spend(None, time.perf_counter() - t0)
-        return None
-
     def _head_post(self, module, args, output):
-        try:
-            self._site_out = output
-        except Exception:
-            pass
+        self._site_out = output
 
-    def _root_post(self, module, args, output):
+    def _root_post(self, module, args, kwargs, output):
         if not self._on("forward"):
             return None
         t0 = time.perf_counter()
         probe = None
         try:
+            if self.fault:
+                self._inject("forward")
+            self._batches_without_root = 0
+            site_out = self._site_out
+            self._site_out = None
             b = self._cur
+            val = (not torch.is_grad_enabled()) or (b is not None and b.phase == "val")
+            if not val and (not self.sampler.due("preds", self.step + 1) or (b is not None and b.preds_done)
+                            or not self._on("preds")):
+                self.sampler.spend(None, time.perf_counter() - t0)
+                return None
             B = None
             if b is not None and b.images:
                 B = b.images[0][1].shape[0]
+            if b is not None and b.label is not None and b.device_label is None:
+                # the labels as the model received them (already on its device), if passed in
+                lab = b.label[1]
+                for _, t in S.iter_tensors([list(args), dict(kwargs or {})]):
+                    if t is not lab and tuple(t.shape) == tuple(lab.shape) and t.dtype == lab.dtype:
+                        b.device_label = t
+                        break
             logits = S.find_logits(output, B, self.num_classes)
+            site = "root"
             if logits is not None and self.cfg_num_classes and logits.shape[1] != self.cfg_num_classes \
-                    and self._head_name is not None and self._site_out is not None:
+                    and site_out is not None:
                 logits = None
-            if logits is None and self._site_out is not None:
-                logits = S.find_logits(self._site_out, B, self.num_classes)
-            self._site_out = None
+            if logits is None and site_out is not None:
+                logits = S.find_logits(site_out, B, self.num_classes)
+                site = self._head_name or "head"
+            if logits is None and site_out is None and self._head_ref is not None and not self._head_hooked:
+                head = self._head_ref()
+                if head is not None:   # the root stopped returning logits (training): watch the head
+                    self._root_handles.append(head.register_forward_hook(self._head_post))
+                    self._head_hooked = True
             if logits is not None:
-                probe = self._on_logits(logits, b)
+                probe = self._on_logits(logits, b, site)
         except Exception as exc:
             self._fail("forward", exc)
         self.sampler.spend(probe, time.perf_counter() - t0)
         return None
 
-    def _on_logits(self, logits: torch.Tensor, b: _Batch | None) -> str | None:
+    def _on_logits(self, logits: torch.Tensor, b: _Batch | None, site: str | None = None) -> str | None:
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
         val = (not torch.is_grad_enabled()) or (b is not None and b.phase == "val")
@@ -931,12 +988,12 @@ class Shim:
                     return "eval"
                 b.consumed = True
                 lab = b.device_label if b.device_label is not None else b.label[1]
-                with torch.no_grad():
+                with torch.no_grad(), _OneThread():
                     pred = logits.detach().max(1).indices
                     if not ev.explicit:
                         self._eval_update(ev, pred, lab)
                     if self._on("preds") and len(ev.records) < 8000:
-                        rec = self._preds_record(logits, lab, "val", pred=pred, full=True)
+                        rec = self._preds_record(logits, lab, "val", pred=pred, full=True, site=site)
                         if rec is not None:
                             ev.records.append(rec)
             except Exception as exc:
@@ -956,15 +1013,17 @@ class Shim:
         lab = None
         if b is not None and b.label is not None:
             lab = b.device_label if b.device_label is not None else b.label[1]
-        rec = self._preds_record(logits, lab, "train")
+        rec = self._preds_record(logits, lab, "train", site=site)
         if rec is not None:
             self._pending.append(rec)
         return "preds"
 
-    def _preds_record(self, logits, lab, phase, pred=None, full=False) -> _Rec | None:
+    def _preds_record(self, logits, lab, phase, pred=None, full=False, site=None) -> _Rec | None:
         try:
             self._inject("preds")
-            with torch.no_grad():
+            fields_stride = 1
+            shape = list(logits.shape)
+            with torch.no_grad(), _OneThread():
                 n = self.num_classes or logits.shape[1]
                 h, w = logits.shape[-2:]
                 lab_r = None
@@ -977,10 +1036,18 @@ class Shim:
                         if lab_r.device != logits.device:
                             lab_r = lab_r.to(logits.device, non_blocking=True)
                 if pred is None:
+                    # training: the prediction histogram on a strided subsample of the logits
+                    st = S.subsample_stride(logits.shape, 1 << 20)
+                    if st > 1:
+                        logits = logits[..., ::st, ::st]
+                        h, w = logits.shape[-2:]
+                        if lab_r is not None:
+                            lab_r = lab_r[..., ::st, ::st]
+                        fields_stride = st
                     pred = logits.detach().max(1).indices
                 dev = self._pred_stats_from(pred, logits.shape[1], n, lab_r)
-            fields = {"phase": phase, "shape": list(logits.shape), "channels": int(logits.shape[1]),
-                      "site": self._site_name}
+            fields = {"phase": phase, "shape": shape, "channels": int(logits.shape[1]),
+                      "site": site or self._site_name, "stride": fields_stride}
             return _Rec("preds", self.step, fields, dev, self._preds_post)
         except Exception as exc:
             self._fail("preds", exc)
@@ -1019,7 +1086,7 @@ class Shim:
     # =====================================================================================
     # backward
     def _backward(self, orig, tensors, args, kwargs):
-        if self._in_backward or not self.installed or os.getpid() != self.pid:
+        if self._in_backward or not self.installed:
             return orig(tensors, *args, **kwargs)
         self._in_backward = True
         try:
@@ -1044,21 +1111,20 @@ class Shim:
         return result
 
     def _pre_backward(self, tensors) -> None:
-        self._inject("backward")
+        if self.fault:
+            self._inject("backward")
         loss = tensors
         if isinstance(loss, (list, tuple)):
             loss = loss[0] if loss else None
         # a finished step that did not step the optimizer (AMP skip) is read back here
-        self._maybe_readback()
-        self.step += 1
-        s = self.step
+        if self._pending or self._losses:
+            self._maybe_readback()
+        s = self.step = self.step + 1
         if isinstance(loss, torch.Tensor):
-            l = loss.detach()
-            if l.numel() != 1:
-                l = l.float().mean()
-            self._losses.append((s, l.reshape(())))
+            self._losses.append((s, loss.detach()))
             if len(self._losses) > 4096:
-                self._readback()
+                self.sampler.mark("readback", -10 ** 9)
+                self._maybe_readback()
         b = self._cur
         if b is not None:
             if not b.backward_seen:
@@ -1090,21 +1156,23 @@ class Shim:
 
     def _post_backward(self) -> str | None:
         s = self.step
-        rec_fields: dict[str, Any] = {"epoch": self.epoch}
+        if not (self._on("grads") and self.sampler.due("grads", s)):
+            self._step_rec = None
+            return None
+        self.sampler.mark("grads", s)
+        rec_fields: dict[str, Any] = {"epoch": self.epoch, "backward_total": s,
+                                      "optimizer_steps_total": self.optimizer_steps}
         dev: dict[str, torch.Tensor] = {}
-        probe = None
-        if self._on("grads") and self.sampler.due("grads", s):
-            self.sampler.mark("grads", s)
-            probe = "grads"
-            try:
-                self._inject("grads")
-                self._grad_stats(rec_fields, dev)
-            except Exception as exc:
-                self._fail("grads", exc)
-        self._step_rec = _Rec("step", s, rec_fields, dev, self._step_post) if probe else None
-        if self._step_rec is not None:
-            self._pending.append(self._step_rec)
-        return probe
+        try:
+            self._inject("grads")
+            self._grad_stats(rec_fields, dev)
+        except Exception as exc:
+            self._fail("grads", exc)
+            self._step_rec = None
+            return "grads"
+        self._step_rec = _Rec("step", s, rec_fields, dev, self._step_post)
+        self._pending.append(self._step_rec)
+        return "grads"
 
     def _grad_stats(self, f: dict, dev: dict) -> None:
         params = self._grad_params()
@@ -1130,7 +1198,7 @@ class Shim:
         if not with_grad:
             return
         grads = [g for _, g in with_grad]
-        with torch.no_grad():
+        with torch.no_grad(), _OneThread():
             try:
                 norms = torch._foreach_norm(grads)
                 vec = torch.stack([x.float() for x in norms]) if len({x.dtype for x in norms}) > 1 else torch.stack(norms).float()
@@ -1178,61 +1246,78 @@ class Shim:
     # =====================================================================================
     # optimizer
     def _opt_pre(self, optimizer, args, kwargs):
-        if not self.installed or not self._on("optimizer") or os.getpid() != self.pid:
+        if not self.installed or not self._on("optimizer"):
             return None
         t0 = time.perf_counter()
         probe = None
         try:
-            self._inject("optimizer")
-            self._optims.add(optimizer)
+            if self.fault:
+                self._inject("optimizer")
+            if optimizer not in self._optims:
+                self._optims.add(optimizer)
             rec = self._step_rec
             if rec is not None and rec.step == self.step:
                 rec.fields["lr"] = self._lrs()
-                if self._on("update") and self.sampler.due("update", self.step) and self._root_params:
+                if self._on("update") and self._root_params and self.sampler.due("update", self.step):
                     self.sampler.mark("update", self.step)
                     probe = "update"
-                    with torch.no_grad():
-                        ps = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-                        if ps:
-                            self._snap = (optimizer, ps, [p.detach().clone() for p in ps])
+                    try:
+                        self._inject("update")
+                        with torch.no_grad(), _OneThread():
+                            ps = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                            if ps:
+                                self._snap = (optimizer, ps, [p.detach().clone() for p in ps])
+                    except Exception as exc:
+                        self._snap = None
+                        self._fail("update", exc)
         except Exception as exc:
             self._fail("optimizer", exc)
         self.sampler.spend(probe, time.perf_counter() - t0)
         return None
 
     def _opt_post(self, optimizer, args, kwargs):
-        if not self.installed or not self._on("optimizer") or os.getpid() != self.pid:
+        if not self.installed or not self._on("optimizer"):
             return None
         t0 = time.perf_counter()
         probe = None
         try:
             self.optimizer_steps += 1
+            rec = self._step_rec
+            if rec is not None and rec.step == self.step:
+                rec.fields["optimizer_steps_total"] = self.optimizer_steps
             snap = self._snap
             if snap is not None and snap[0] is optimizer:
                 self._snap = None
                 probe = "update"
-                with torch.no_grad():
-                    _, ps, old = snap
-                    diffs = torch._foreach_sub([p.detach() for p in ps], old)
-                    dn = torch.stack([x.float() for x in torch._foreach_norm(diffs)]).norm()
-                    wn_list = torch._foreach_norm([p.detach() for p in ps])
-                    wn = torch.stack([x.float() for x in wn_list]).norm()
-                    rec = self._step_rec
-                    if rec is not None and rec.step == self.step:
-                        rec.dev["ratio"] = torch.stack([dn, wn.to(dn.device)])
-                    # parameters whose values never change over the optimizer steps seen
-                    allw = torch._foreach_norm([p.detach() for _, p in self._root_params])
-                    vec = torch.stack([x.float().to(allw[0].device) for x in allw])
-                    if self._wn_prev is not None and self._wn_prev.shape == vec.shape:
-                        ch = vec != self._wn_prev
-                        self._changed = ch if self._changed is None else (self._changed | ch)
-                    self._wn_prev = vec
-                    self._norm_snapshots += 1
-            self._maybe_readback()
+                try:
+                    self._update_stats(snap, rec)
+                except Exception as exc:
+                    self._fail("update", exc)
         except Exception as exc:
             self._fail("optimizer", exc)
+        if self._pending or self._losses:
+            self._maybe_readback()
         self.sampler.spend(probe, time.perf_counter() - t0)
         return None
+
+    def _update_stats(self, snap, rec) -> None:
+        """||dw|| / ||w|| of this optimizer step, and which parameters' values changed."""
+        with torch.no_grad(), _OneThread():
+            _, ps, old = snap
+            cur = [p.detach() for p in ps]
+            diffs = torch._foreach_sub(cur, old)
+            dn = torch.stack([x.float() for x in torch._foreach_norm(diffs)]).norm()
+            wn = torch.stack([x.float() for x in torch._foreach_norm(cur)]).norm()
+            if rec is not None and rec.step == self.step:
+                rec.dev["ratio"] = torch.stack([dn, wn.to(dn.device)])
+            # parameters whose values never change over the optimizer steps seen
+            allw = torch._foreach_norm([p.detach() for _, p in self._root_params])
+            vec = torch.stack([x.float().to(allw[0].device) for x in allw])
+            if self._wn_prev is not None and self._wn_prev.shape == vec.shape:
+                ch = vec != self._wn_prev
+                self._changed = ch if self._changed is None else (self._changed | ch)
+            self._wn_prev = vec
+            self._norm_snapshots += 1
 
     def _lrs(self) -> list:
         out = []
@@ -1247,15 +1332,29 @@ class Shim:
     # =====================================================================================
     # read-back
     def _maybe_readback(self) -> None:
-        if (self._pending or self._losses) and self.sampler.readback_due(self.step):
-            self._readback()
+        if not (self._pending or self._losses):
+            return
+        if not self._on("readback"):
+            # nothing can be read back any more: keep memory bounded
+            self._pending = []
+            self._losses = []
+            self._step_rec = None
+            return
+        if self.sampler.readback_due(self.step):
+            try:
+                self._readback()
+            except Exception as exc:
+                self._fail("readback", exc)
+                self._pending = []
+                self._losses = []
+                self._step_rec = None
 
     def _gather(self, recs: list[_Rec], extra: list[torch.Tensor]) -> tuple[dict, list[list[float]]]:
         """One read-back (one transfer per device) of the records' tensors and ``extra``."""
         for r in recs:
             d = r.fields.pop("_deferred", None)
             if d is not None and r.fields.get("labels") is not None and self.num_classes is not None:
-                with torch.no_grad():
+                with torch.no_grad(), _OneThread():
                     self._label_dev(d, r.dev, r.fields)
         tensors: list[torch.Tensor] = []
         slots: list[tuple[_Rec, str]] = []
@@ -1295,17 +1394,19 @@ class Shim:
             self._step_rec = None
         extra = []
         if losses:
-            with torch.no_grad():
+            with torch.no_grad(), _OneThread():
                 devs = {}
                 for _, l in losses:
-                    devs.setdefault(l.device, []).append(l.float())
+                    l = l.float()
+                    devs.setdefault(l.device, []).append(l.reshape(()) if l.numel() == 1 else l.mean())
                 extra = [torch.stack(v) for v in devs.values()]
                 order = list(devs.keys())
         changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
         if changed is not None:
             extra.append(changed)
         # one transfer per device for every pending record, the losses and the change mask
-        per, out_extra = self._gather(recs, extra)
+        with _OneThread():
+            per, out_extra = self._gather(recs, extra)
         step_recs = [r for r in recs if r.type == "step"]
         loss_vals: dict[int, float] = {}
         if losses:
@@ -1348,10 +1449,11 @@ class Shim:
             r.fields.update({k: v for k, v in base.items() if k not in r.fields})
             if r.step in nf_before:
                 r.fields["loss_nonfinite_total"] = nf_before[r.step]
-        self._emit_recs(recs, per)
+        with _OneThread():
+            self._emit_recs(recs, per)
         for s in sorted(light):
             f = dict(base)
-            f.update(loss=loss_vals.get(s), grad_norm=None, grad_nonfinite=None, lr=self._lrs(),
+            f.update(loss=loss_vals.get(s), backward_total=s, grad_norm=None, grad_nonfinite=None, lr=self._lrs(),
                      layer_norms=None, update_ratio=None, no_optim=None, with_grad=None, no_grad=None,
                      eval_modules=None, norm_modules=None, scale=None, sampled=False,
                      loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
@@ -1367,7 +1469,8 @@ class Shim:
         sm = self.sampler
         share = sm.last_share if sm.last_share is not None else (sm.share_total() or 0.0)
         self._emit("overhead", step=self.step, share=share, budget=sm.budget, intervals=sm.intervals(),
-                   dropped=self.emitter.dropped, share_total=sm.share_total(), windows=sm.windows,
+                   dropped=self.emitter.dropped, share_total=sm.share_total(), share_steady=sm.share_steady(),
+                   windows=sm.windows,
                    warmup=self.step <= sm.warmup, eval_s=round(sm.eval_spent, 6),
                    cost_ms={p: (round(c * 1e3, 4) if c is not None else None) for p, c in sm.cost.items()},
                    final=final)
@@ -1394,16 +1497,16 @@ class Shim:
         try:
             self._inject("state_dict")
             own = list(module.state_dict().keys())
+            given = set(state_dict.keys()) if hasattr(state_dict, "keys") else set()
             if result is not None and hasattr(result, "missing_keys"):
                 missing = list(result.missing_keys)
                 unexpected = list(result.unexpected_keys)
             else:
-                given = set(state_dict.keys()) if hasattr(state_dict, "keys") else set()
                 owns = set(own)
                 missing = [k for k in own if k not in given]
                 unexpected = [k for k in given if k not in owns]
             self._emit("state_dict", step=self.step, module=type(module).__name__, missing=len(missing),
-                       unexpected=len(unexpected), total=len(own), loaded=len(own) - len(missing),
+                       unexpected=len(unexpected), total=len(own), loaded=sum(1 for k in own if k in given),
                        strict=bool(strict), examples_missing=missing[:5],
                        examples_unexpected=[str(k) for k in unexpected[:5]],
                        error=_one_line(exc) if exc is not None else None)
@@ -1420,6 +1523,18 @@ class Shim:
 
 # ---------------------------------------------------------------------------------------
 _CURRENT: Shim | None = None
+
+
+def _after_fork_in_child() -> None:
+    """DataLoader workers (and any fork) inherit the patches: make them pass-through there."""
+    s = _CURRENT
+    if s is not None:
+        s.installed = False
+        s.finished = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current() -> Shim | None:

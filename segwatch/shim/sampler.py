@@ -24,7 +24,7 @@ PROBES = ("batch", "preds", "grads", "update", "readback")
 class Sampler:
     def __init__(self, budget: float = 0.01, debug: bool = False, warmup: int = 20,
                  window: int = 20, max_interval: int = 1000, readback_min: int = 1,
-                 readback_cap: int = 10, target: float = 0.7) -> None:
+                 readback_cap: int = 10, target: float = 0.6) -> None:
         self.budget = float(budget) if budget and budget > 0 else 0.01
         self.debug = bool(debug)
         self.warmup = int(warmup)
@@ -53,6 +53,9 @@ class Sampler:
         self.wall_total = 0.0
         self.steps_total = 0
         self.eval_spent = 0.0
+        # after the warm-up window (the schedule is adaptive from there on)
+        self.steady_spent = 0.0
+        self.steady_wall = 0.0
         self._last_step_t: float | None = None
         self._skip_wall = False
 
@@ -79,7 +82,9 @@ class Sampler:
         self.spent_total += seconds
         if probe is None:
             self._w_base += seconds
-        elif probe == "eval":
+        elif probe == "eval" or probe == "oneoff":
+            # evaluation passes (observed whole, not sampled) and one-off work (model
+            # discovery, epoch boundaries) are kept out of the per-step training budget
             self.eval_spent += seconds
             self.spent_total -= seconds
         else:
@@ -112,11 +117,20 @@ class Sampler:
         return self.spent_total / self.wall_total
 
     # -- adaptation -------------------------------------------------------------------
+    def share_steady(self) -> float | None:
+        """Share since the end of the warm-up (what the adaptive schedule achieved)."""
+        if self.steady_wall <= 0:
+            return None
+        return self.steady_spent / self.steady_wall
+
     def _close_window(self) -> None:
         steps = max(1, self._w_steps)
         wall = self._w_wall
         spent = self._w_base + sum(self._w_spent.values())
         self.last_share = spent / wall if wall > 0 else None
+        if self.windows > 0:
+            self.steady_spent += spent
+            self.steady_wall += wall
         for p in PROBES:
             if self._w_calls[p]:
                 c = self._w_spent[p] / self._w_calls[p]
@@ -136,8 +150,9 @@ class Sampler:
         avail = self.target * self.budget * step_time - base
         probes = [p for p in PROBES if self.cost[p] is not None]
         if avail <= 0:
+            # not even the unsampled hooks fit: back off quickly (x4 per window), not at once
             for p in probes:
-                self.interval[p] = self.max_interval
+                self.interval[p] = min(self.max_interval, max(2, self.interval[p] * 4))
             return
         # water-filling: cheapest first, each takes at most an equal share of what is left
         probes.sort(key=lambda p: self.cost[p])
