@@ -216,27 +216,51 @@ class MetricSingleClassSignature(Rule):
 
 
 class MetricScriptDisagrees(Rule):
-    """The script's printed mIoU vs segwatch's own for the same evaluation (same step),
-    in both conventions (guide: NaN->0 over all C; mmseg: mean over present classes)."""
+    """The script's printed mIoU vs segwatch's own, in both conventions (guide: NaN->0
+    over all C; mmseg: mean over present classes; a value printed as a fraction, or
+    parsed as one, is accepted too).
+
+    Pairing: the shim's eval event and the script's output line travel separately and
+    may arrive in either order, and the supervisor stamps the line with the latest step
+    it knows. A script metric is paired with the latest evaluation if that one has the
+    same step, or if training has not moved on since it; otherwise it waits for the next
+    evaluation. It is judged against the paired evaluation and the one before it, and
+    raises the finding only if it agrees with neither (so a line that arrives late can
+    not cause a false alarm). Aborted evaluations are left to metric.eval_aborted.
+    """
     id = "metric.script_disagrees"
     events = ("eval", "script_metric")
 
     def __init__(self) -> None:
-        self._pending: deque = deque(maxlen=8)   # script metrics seen before their eval
+        self._pending: deque = deque(maxlen=8)   # (step, value, line) before their eval
+        self._evals: deque = deque(maxlen=2)     # the last two usable evaluations
 
-    def _compare(self, state, ev, e: dict, value: float, line, step: int):
+    @staticmethod
+    def _agrees(value: float, e: dict) -> bool:
         g, mm = e.get("miou"), e.get("miou_mmseg")
-        if g is None:
-            return None
-        cands = [value] + ([value * 100.0] if 0.0 <= value <= 1.0 else [])
+        cands = [value]
+        if 0.0 <= value <= 1.0:
+            cands.append(value * 100.0)
+        if 0.0 <= value <= 100.0:
+            cands.append(value / 100.0)
         for v in cands:
-            if abs(v - g) <= DISAGREE_POINTS or (finite(mm) and abs(v - mm) <= DISAGREE_POINTS):
-                return None
+            if g is not None and abs(v - g) <= DISAGREE_POINTS:
+                return True
+            if finite(mm) and abs(v - mm) <= DISAGREE_POINTS:
+                return True
+        return False
+
+    def _judge(self, state, ev, value: float, line, step: int):
+        evals = list(self._evals)
+        if not evals or any(self._agrees(value, e) for e in evals):
+            return None
+        e = evals[-1]
+        g, mm = e.get("miou"), e.get("miou_mmseg")
         return self.make(state, ev, {
             "script_miou": r4(value), "segwatch_miou_guide": r4(g),
             "segwatch_miou_mmseg": r4(mm) if finite(mm) else None,
             "difference": r4(min(abs(value - g), abs(value - mm) if finite(mm) else math.inf)),
-            "eval_index": e.get("index"), "step": step, "line": line,
+            "eval_index": e.get("index"), "eval_step": e.get("step"), "step": step, "line": line,
         }, phase="val", step=step)
 
     def check(self, state, ev):
@@ -249,23 +273,23 @@ class MetricScriptDisagrees(Rule):
             step = fint(ev.get("step"))
             step = state.step if step is None else step
             e = state.latest_eval()
-            if e is not None and e["step"] == step:
-                if e.get("aborted"):
+            if e is not None and (e["step"] == step or state.step <= e["step"]):
+                if e.get("aborted") or e.get("miou") is None:
                     return None
-                return self._compare(state, ev, e, v, ev.get("line"), step)
+                return self._judge(state, ev, v, ev.get("line"), step)
             self._pending.append((step, v, ev.get("line")))
             return None
-        # an eval: compare with script metrics of the same step that came before it
         e = state.latest_eval()
-        if e is None or not self._pending:
+        if e is None:
             return None
-        step = e["step"]
-        mine = [p for p in self._pending if p[0] == step]
-        self._pending = deque((p for p in self._pending if p[0] > step), maxlen=8)
-        if e.get("aborted"):
+        if e.get("aborted") or e.get("miou") is None:
+            self._pending.clear()
             return None
+        self._evals.append(e)
+        mine = [p for p in self._pending if p[0] <= e["step"]]
+        self._pending = deque((p for p in self._pending if p[0] > e["step"]), maxlen=8)
         for s, v, line in mine:
-            f = self._compare(state, ev, e, v, line, s)
+            f = self._judge(state, ev, v, line, s)
             if f is not None:
                 return f
         return None

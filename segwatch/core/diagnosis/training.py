@@ -400,6 +400,12 @@ class OptimStepsSkipped(Rule):
 
 
 class ModelEvalModeInTraining(Rule):
+    """BatchNorm/Dropout-like modules in eval mode during a training backward.
+
+    Every such module in eval mode is the forgotten ``model.train()`` after validation:
+    a state, not noise, so one sample suffices (the shim may sample rarely after its
+    warm-up) and it is an error. Only some of them (mmseg's ``norm_eval`` freezing the
+    backbone's BN on purpose) is a warning after 2 consecutive samples."""
     id = "model.eval_mode_in_training"
     events = ("step",)
     PERSIST = 2
@@ -413,10 +419,10 @@ class ModelEvalModeInTraining(Rule):
             self._run = 0
             return None
         self._run += 1
-        if self._run < self.PERSIST:
-            return None
         total = fint(ev.get("norm_modules"))
         every = total is not None and n >= total
+        if self._run < self.PERSIST and not every:
+            return None
         return self.make(state, ev, {
             "eval_modules": n, "norm_modules": total, "samples": self._run,
             "all": every,
