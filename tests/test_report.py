@@ -114,3 +114,14 @@ def test_advice_names_this_runs_values():
     assert advice_text("pred.collapse", "en", {}) == base
     assert advice_text("pred.collapse", "en", {"class": 3, "share": "x"}) == base
     assert advice_text("no.such.id", "zh")
+
+
+def test_miou_falls_back_to_the_scripts_values():
+    r = Run()
+    r.script_metric(12.5, step=10)
+    r.script_metric(20.25, step=20)
+    rep = feed(r.events, cfg())[0].report()
+    check_schema(rep)
+    assert rep["miou"] == [[10, 12.5], [20, 20.25]] and rep["miou_source"] == "script"
+    st, _ = feed(faulty_events(), cfg())
+    assert st.report()["miou_source"] == "segwatch"

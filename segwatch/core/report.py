@@ -32,6 +32,14 @@ def _num(v):
 def build_report(state, exit_code=None) -> dict:
     lang = state.lang
     code = exit_code if exit_code is not None else state.exit_code
+    # segwatch's own evaluations (guide convention); when the shim could not observe any,
+    # the values the script printed, so that the curve is never silently empty
+    if state.miou:
+        miou, source = [[int(s), _num(g)] for s, g, _ in state.miou], "segwatch"
+    elif state.script_metrics:
+        miou, source = [[int(s), _num(v)] for s, v in state.script_metrics], "script"
+    else:
+        miou, source = [], None
     rep = {
         "schema": SCHEMA,
         "script": state.script,
@@ -40,8 +48,9 @@ def build_report(state, exit_code=None) -> dict:
         "action": _action(state),
         "findings": [f.to_dict(lang) for f in state.findings.values()],
         "checklist": [c.to_dict(lang) for c in state.checklist],
-        "miou": [[int(s), _num(g)] for s, g, _ in state.miou],
+        "miou": miou,
         # extensions
+        "miou_source": source,
         "miou_mmseg": [[int(s), _num(m)] for s, _, m in state.miou],
         "status": state.status,
         "lang": lang,
