@@ -84,7 +84,31 @@ def _hist(v: Any) -> np.ndarray | None:
 
 
 class RunState:
-    """Bounded, deterministic state of one run, built from its events."""
+    """Bounded, deterministic state of one run, built from its events.
+
+    Read-only attributes for viewers (docs/ARCHITECTURE.md):
+
+    - identity: ``config``, ``script``, ``pid``, ``status`` (starting|running|paused|finished|
+      killed|failed|lost), ``exit_code``, ``started``/``ended`` (unix s), ``world_size``
+    - progress: ``step`` (max training step seen), ``epoch``, ``steps_per_sec``
+    - dataset: ``num_classes``, ``class_names`` (or None), ``ignore_index`` (int|"auto"|None),
+      ``inferred_ignore`` (e.g. 255), ``label_totals`` {phase: [pixels, ignore, oor]}
+    - series (``Series``: steps(), values(), last(), tail(n), len): ``loss``, ``grad_norm``,
+      ``lr`` (max over groups; ``lr_groups`` = last list), ``update_ratio``,
+      ``pred_unique`` and ``dominant_share`` (training preds samples)
+    - last samples: ``layer_norms`` [(name, norm)], ``last_labels`` (batch.labels dict),
+      ``last_inputs`` (batch.inputs list), ``pred_hist``/``gt_hist`` (np int64, last preds),
+      ``label_hist``/``val_label_hist`` (cumulative np int64)
+    - evaluation: ``miou`` [(step, guide %, mmseg %)], ``confusion`` (last C x C np int64 or
+      None), ``evals`` [summary dicts: index, step, miou, miou_mmseg, pixel_acc, pred_classes,
+      gt_classes, aborted, exception, pixels, oor, size_mismatch, ...],
+      ``script_metrics`` [(step, value)]
+    - diagnosis: ``findings`` {id: Finding} (first-raised order), ``checklist`` (property:
+      9 ``ChecklistItem``), ``policy_for(finding)`` -> warn|pause|kill
+    - supervisor side: ``actions`` [dicts], ``output`` deque[(stream, line)] (last 2000),
+      ``proc``, ``overhead``, ``probes_disabled``, ``counters`` (events, invalid, dropped,
+      mirrored_findings, errors), ``errors`` (first few internal exceptions)
+    """
 
     def __init__(self, config=None, lang: str = "en", history: int = 4096) -> None:
         from .diagnosis import build_rules
