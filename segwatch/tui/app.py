@@ -11,9 +11,9 @@ The app never kills a run by itself: ``q`` and ``d`` detach, ``k`` asks first.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Any, Iterable
 
@@ -51,9 +51,9 @@ TABS: list[tuple[str, type[Panel], str]] = [
 ]
 
 REFRESH_INTERVAL = 0.1   # at most ~10 redraws per second
-BATCH_MAX = 5000         # events per EventsArrived message
+BATCH_MAX = 2000         # events per EventsArrived message
 BATCH_WAIT = 0.05        # seconds the reader waits to fill a batch
-MAX_IN_FLIGHT = 4        # batches posted and not yet ingested
+MAX_IN_FLIGHT = 2        # batches posted and not yet ingested
 
 KEYS_EN = [
     ("p", "pause the training (SIGSTOP to its process group)"),
@@ -242,6 +242,9 @@ class SegwatchApp(App):
             self.ingest(message.events, notify=True)
         finally:
             self._sw_in_flight.release()
+        # under a flood of batches the timer's turn comes late: keep ~10 redraws/s anyway
+        if time.monotonic() - self._sw_last_header >= REFRESH_INTERVAL:
+            self.refresh_view()
 
     def on_stream_ended(self, message: StreamEnded) -> None:
         self.view.stream_ended = True
@@ -252,57 +255,50 @@ class SegwatchApp(App):
             self.notify("the run's event stream ended" if self.lang != "zh" else "事件流已结束", timeout=5)
 
     def _read_events(self) -> None:
-        """Worker thread: read the client's events and post them in batches."""
+        """Worker thread: read the client's events and post them in batches.
+
+        A pump thread drains the client's (blocking) generator into a deque; this loop
+        takes what has accumulated every ``BATCH_WAIT`` seconds (at most ``BATCH_MAX`` at a
+        time) and posts it, with at most ``MAX_IN_FLIGHT`` batches waiting for the app.
+        """
         worker = get_current_worker()
-        source: queue.Queue = queue.Queue(maxsize=4 * BATCH_MAX)
-        end = object()
+        buf: deque = deque()
+        done = threading.Event()
         failure: list[str] = []
+        stop = self._sw_stop
+        high = 4 * BATCH_MAX
 
         def pump() -> None:
             try:
                 for ev in self.client.events(follow=self.live):
-                    while True:
-                        try:
-                            source.put(ev, timeout=0.2)
-                            break
-                        except queue.Full:
-                            if self._sw_stop.is_set():
-                                return
-                    if self._sw_stop.is_set():
+                    buf.append(ev)
+                    if len(buf) > high:  # the app is behind: wait (bounded memory)
+                        while len(buf) > BATCH_MAX and not stop.is_set():
+                            time.sleep(0.005)
+                    if stop.is_set():
                         return
             except Exception as exc:  # the stream failing is shown, never fatal
                 failure.append(f"{type(exc).__name__}: {exc}")
-            source.put(end)
+            finally:
+                done.set()
 
         threading.Thread(target=pump, name="segwatch-pump", daemon=True).start()
-        while not worker.is_cancelled and not self._sw_stop.is_set():
-            try:
-                item = source.get(timeout=0.2)
-            except queue.Empty:
+        while not worker.is_cancelled and not stop.is_set():
+            finished = done.is_set()  # read before draining: nothing is appended after it
+            if not buf:
+                if finished:
+                    self.post_message(StreamEnded(failure[0] if failure else None))
+                    return
+                time.sleep(BATCH_WAIT / 2)
                 continue
-            batch: list[dict] = []
-            deadline = time.monotonic() + BATCH_WAIT
-            finished = False
-            while True:
-                if item is end:
-                    finished = True
-                    break
-                batch.append(item)
-                if len(batch) >= BATCH_MAX:
-                    break
-                remaining = deadline - time.monotonic()
-                try:
-                    item = source.get(timeout=remaining) if remaining > 0 else source.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                while not self._sw_in_flight.acquire(timeout=0.2):
-                    if self._sw_stop.is_set() or worker.is_cancelled:
-                        return
-                self.post_message(EventsArrived(batch))
-            if finished:
-                self.post_message(StreamEnded(failure[0] if failure else None))
-                return
+            if len(buf) < BATCH_MAX and not finished:
+                time.sleep(BATCH_WAIT)  # let a batch accumulate
+            n = min(len(buf), BATCH_MAX)
+            batch = [buf.popleft() for _ in range(n)]
+            while not self._sw_in_flight.acquire(timeout=0.2):
+                if stop.is_set() or worker.is_cancelled:
+                    return
+            self.post_message(EventsArrived(batch))
 
     # ----------------------------------------------------------------- refresh
     def _tick(self) -> None:
