@@ -46,3 +46,61 @@ def test_parsed(line, value):
 ])
 def test_not_parsed(line):
     assert parse_miou(line) is None
+
+
+# ---------------------------------------------------------------- the scale of values <= 1
+from segwatch.supervisor.miou_parse import MiouResolver  # noqa: E402
+
+
+def test_resolver_unambiguous_values_are_immediate():
+    r = MiouResolver()
+    [f] = r.line("mIoU 0.70%", 10, 0.0)
+    assert f["value"] == 0.70 and f["scale_by"] == "sign"
+    assert r.scale is None                      # a sign says nothing about the next line
+    [f] = r.line("mIoU: 45.2", 20, 0.0)
+    assert f["value"] == 45.2 and f["scale_by"] == "range"
+    assert r.scale == "percent"                 # this script prints percent
+    [f] = r.line("mIoU: 0.70", 30, 0.0)
+    assert f["value"] == 0.70 and f["scale_by"] == "run"
+
+
+def test_resolver_eval_before_line_guide_style_percent():
+    # the guide's code: miou*100, round(., 2) -> "mIoU: 0.70" means 0.70 %
+    r = MiouResolver()
+    assert r.evaluation(0.6981, 0.8071, 1.0) == []
+    [f] = r.line("epoch 2: mIoU: 0.70", 200, 1.1)
+    assert f["value"] == pytest.approx(0.70) and f["scale"] == "percent" and f["scale_by"] == "eval"
+    assert f["step"] == 200 and f["raw"] == 0.70
+    assert r.scale == "percent"
+
+
+def test_resolver_line_before_eval_fraction_style():
+    r = MiouResolver()
+    assert r.line("miou=0.4123", 300, 5.0) == []      # waits for segwatch's evaluation
+    [f] = r.evaluation(41.0, 44.0, 5.2)
+    assert f["value"] == pytest.approx(41.23) and f["scale"] == "fraction" and f["step"] == 300
+    assert r.scale == "fraction"
+    [f] = r.line("miou=0.5", 400, 9.0)               # known from now on
+    assert f["value"] == 50.0 and f["scale_by"] == "run"
+
+
+def test_resolver_without_evaluation_defaults_to_fraction():
+    r = MiouResolver(wait=3.0)
+    assert r.line("mIoU: 0.25", 7, 10.0) == []
+    assert r.due(12.0) == []
+    [f] = r.due(13.5)
+    assert f["value"] == 25.0 and f["scale_by"] == "default"
+    assert r.line("mIoU: 0.3", 8, 20.0) == []
+    [f] = r.due(20.1, final=True)                     # the run ended: nothing is lost
+    assert f["value"] == 30.0
+
+
+def test_resolver_an_eval_is_used_once():
+    r = MiouResolver()
+    r.evaluation(0.7, 0.8, 0.0)
+    assert r.line("mIoU: 0.70", 1, 0.1)[0]["scale_by"] == "eval"
+    r2 = MiouResolver()
+    r2.evaluation(30.0, 31.0, 0.0)   # ambiguous match: neither reading is close -> no fixed scale
+    [f] = r2.line("mIoU: 0.9", 1, 0.1)
+    assert r2.scale is None and f["scale_by"] == "eval"
+    assert r2.line("mIoU: 0.1", 2, 0.2) == []        # no fresh evaluation: waits

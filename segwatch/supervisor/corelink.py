@@ -197,5 +197,21 @@ def last_value(series: Any) -> float | None:
     return v
 
 
+def latest_eval_miou(state: Any) -> tuple[float | None, float | None]:
+    """segwatch's own (guide, mmseg) mIoU of the latest evaluation, in percent."""
+    try:
+        e = state.latest_eval()
+        if e:
+            g, m = e.get("miou"), e.get("miou_mmseg")
+            return (float(g) if g is not None else None, float(m) if m is not None else None)
+    except Exception:
+        pass
+    try:
+        last = state.miou[-1]
+        return (float(last[1]), float(last[2]) if len(last) > 2 and last[2] is not None else None)
+    except Exception:
+        return None, None
+
+
 def finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)

@@ -37,7 +37,7 @@ from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, ma
 
 from . import corelink
 from .headless import PREFIX, finding_line, status_line
-from .miou_parse import parse_miou
+from .miou_parse import MiouResolver
 from .process import ProcessTree, exit_status
 from .replay import finalize_report
 from .store import RunStore, socket_path_for
@@ -51,6 +51,7 @@ POLICIES = ("warn", "pause", "kill")
 _EOL = re.compile(rb"[\r\n]")
 MAX_OUTPUT_LINE = 8192      # longer child output lines are cut in the event (the .log keeps all)
 MAX_CLIENT_BUFFER = 64 << 20  # a subscriber this far behind is dropped
+PAUSED_REMINDER = 60.0     # seconds between headless reminders that the run is paused
 DRAIN_AFTER_EXIT = 3.0      # seconds to collect the shim's last events after the child exited
 
 
@@ -157,6 +158,7 @@ class Supervisor:
         self._kill_deadline = 0.0
         self._killed_by: str | None = None  # "policy" | "user" | "signal"
         self._paused = False
+        self._paused_note = 0.0
         self._exited_at: float | None = None
         self._closed_conn_invalid = 0
         self._closed_conn_oversized = 0
@@ -164,6 +166,7 @@ class Supervisor:
         self._rejected_types = 0
         self._crash: str | None = None
         self._finished = False
+        self._miou = MiouResolver()
 
     # ------------------------------------------------------------------ public
     def run(self) -> int:
@@ -327,18 +330,25 @@ class Supervisor:
                 self._handle_signal(self._signals.pop(0))
 
             now = time.monotonic()
+            self._script_metrics(self._miou.due(now))
             if self._killing and now >= self._kill_deadline:
                 self._escalate()
             if self._exited_at is None and self.child.poll() is not None:
                 self._exited_at = now
                 self.exit_code = exit_status(self.child.returncode)
             if now >= next_proc and self._exited_at is None:
-                next_proc = now + self.proc_interval
+                # a stopped tree changes little: sample it less often
+                next_proc = now + (max(self.proc_interval, 10.0) if self._paused else self.proc_interval)
                 self._sample_proc()
             if self.headless and now >= next_status:
                 next_status = now + self.interval
                 if self._exited_at is None:
-                    self._say(status_line(self.state, self.status))
+                    if not self._paused:
+                        self._say(status_line(self.state, self.status))
+                    elif now - self._paused_note >= PAUSED_REMINDER:
+                        self._paused_note = now
+                        self._say(status_line(self.state, self.status)
+                                  + f" | resume: segwatch ctl {self.run_dir} resume")
             if self._exited_at is not None:
                 pipes_open = bool(self._pipes)
                 shim_open = any(c.shim for c in self._conns.values())
@@ -441,12 +451,12 @@ class Supervisor:
         if len(text) > MAX_OUTPUT_LINE:
             text = text[:MAX_OUTPUT_LINE] + "…"
         self._emit(make_event("output", stream=stream, line=text))
-        value = parse_miou(text)
-        if value is not None:
-            self._emit(make_event(
-                "script_metric", name="miou", value=value, step=corelink.safe_int(getattr(self.state, "step", 0)),
-                line=text[:500], source="output", rank=0, world_size=1,
-            ))
+        step = corelink.safe_int(getattr(self.state, "step", 0))
+        self._script_metrics(self._miou.line(text, step, time.monotonic()))
+
+    def _script_metrics(self, items: list[dict]) -> None:
+        for fields in items:
+            self._emit(make_event("script_metric", name="miou", source="output", rank=0, world_size=1, **fields))
 
     # ------------------------------------------------------------------ sockets
     def _accept(self, srv: socket.socket, tcp: bool) -> None:
@@ -590,6 +600,9 @@ class Supervisor:
         new = self.state.ingest(ev)
         for finding in new:
             self._on_finding(finding)
+        if ev.get("type") == "eval" and not ev.get("rank"):
+            guide, mmseg = corelink.latest_eval_miou(self.state)
+            self._script_metrics(self._miou.evaluation(guide, mmseg, time.monotonic()))
 
     def _on_finding(self, finding: Any) -> None:
         try:
@@ -626,6 +639,7 @@ class Supervisor:
         self._record_action("pause", finding, by)
         self.tree.pause()
         self._paused = True
+        self._paused_note = time.monotonic()
         self._set_status("paused", pid=self.child.pid)
         if self.headless:
             why = f" ({finding} at step {self.state.step})" if finding else ""
@@ -712,6 +726,10 @@ class Supervisor:
         else:
             if self.exit_code is None:
                 self.exit_code = 1 if self._crash else 0
+        try:
+            self._script_metrics(self._miou.due(time.monotonic(), final=True))
+        except Exception:
+            pass
         # events the shim wrote to its fallback file while the socket was unreachable
         try:
             for ev in self.store.take_shim_fallback():
