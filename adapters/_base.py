@@ -157,6 +157,39 @@ def eval_explicit() -> bool:
     return bool(ev is not None and getattr(ev, "explicit", False))
 
 
+class _PassLoader:
+    """Stands in for the DataLoader of an evaluation pass the adapter took over: same id
+    (``num``) and length, but never the loader itself, so that the loader running dry (one
+    batch early, under a look-ahead fetcher such as accelerate's) does not end the pass."""
+    __slots__ = ("num", "length", "index", "passes", "had_backward", "nobackward", "ref")
+
+    def __init__(self, ls) -> None:
+        self.num = getattr(ls, "num", None)
+        self.length = getattr(ls, "length", None)
+        self.index = getattr(ls, "index", 0)
+        self.passes = getattr(ls, "passes", 0)
+        self.had_backward = False
+        self.nobackward = 0
+        self.ref = None
+
+
+def detach_pass_from_loader() -> bool:
+    """Let the adapter end the open explicit evaluation pass (``end_eval``) rather than the
+    loader's exhaustion.  Stand-in for a public ``segwatch.begin_eval()`` (docs/ADAPTERS.md)."""
+    s = shim()
+    ev = getattr(s, "_eval", None) if s is not None else None
+    if ev is None or not getattr(ev, "explicit", False):
+        return False
+    ls = getattr(ev, "loader", None)
+    if ls is None or isinstance(ls, _PassLoader):
+        return False
+    try:
+        ev.loader = _PassLoader(ls)
+        return True
+    except Exception:
+        return False
+
+
 def auto_pairing_ok() -> bool:
     """True when the open evaluation pass was paired by the shim itself (model logits with the
     batch labels, same size) at least once: the shim's matrix is independent of the script."""

@@ -92,7 +92,7 @@ class SegModule(pl.LightningModule):
         miou = float(iou.mean())
         self.log("val_miou", miou)
         if not self.trainer.sanity_checking:
-            print(f"epoch {self.current_epoch}: mIoU: {miou * 100:.2f}", flush=True)
+            print(f"epoch {self.current_epoch}: val_miou {miou:.4f}", flush=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
