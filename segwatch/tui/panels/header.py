@@ -2,6 +2,7 @@
 device memory, the shim's overhead share, loop progress/ETA and the last action."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -73,6 +74,7 @@ class StatusHeader(Static):
         exit_code = sget(state, "exit_code", view.exit_code)
         label, style = status_label(status, exit_code)
         script = sget(state, "script") or view.script or title or "?"
+        script = os.path.basename(str(script).rstrip("/")) or str(script)
         sps = sget(state, "steps_per_sec")
 
         line1 = Text()
