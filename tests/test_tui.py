@@ -311,3 +311,39 @@ def test_fixture_is_reproducible(tmp_path):
     make_recorded_run.write(tmp_path)
     assert (tmp_path / "events.jsonl").read_bytes() == (RUN_DIR / "events.jsonl").read_bytes()
     assert (tmp_path / "meta.json").read_bytes() == (RUN_DIR / "meta.json").read_bytes()
+
+
+# ------------------------------------------------------------ small pieces
+
+def test_run_app_picks_the_source(monkeypatch):
+    from segwatch.tui import app as app_mod
+
+    seen = {}
+
+    def fake_run(self, *a, **k):
+        seen["client"], seen["events"], seen["live"], seen["lang"] = (
+            self.client, len(self._sw_initial), self.live, self.lang)
+        return "detached"
+
+    monkeypatch.setattr(app_mod.SegwatchApp, "run", fake_run)
+    assert app_mod.run_app(recorded(), lang="zh") == "detached"
+    assert seen["client"] is None and seen["events"] > 100 and seen["live"] is False and seen["lang"] == "zh"
+    client = FakeClient([])
+    app_mod.run_app(client, lang=None)
+    assert seen["client"] is client and seen["live"] is True and seen["lang"] == "en"
+
+
+def test_plot_rows_marks_nonfinite_and_scales():
+    from segwatch.tui.widgets import hbar, plot_rows, top_classes
+    import numpy as np
+
+    rows, lo, hi = plot_rows([1.0, 2.0, float("nan"), 4.0], width=10, height=3)
+    assert (lo, hi) == (1.0, 4.0)
+    assert rows[-1].plain[2] == "!"            # the NaN column
+    assert rows[0].plain[3] == "█"             # the maximum fills the top row
+    rows, lo, hi = plot_rows([1e-6, 1e-3, 1.0], width=3, height=2, log=True)
+    assert abs(lo - 1e-6) < 1e-12 and abs(hi - 1.0) < 1e-9
+    assert hbar(0.5, 4) == "██  " and hbar(1.0, 3) == "███" and hbar(float("nan"), 2) == "  "
+    m = np.zeros((5, 5), dtype=np.int64)
+    m[:, 3] = [10, 0, 5, 0, 1]
+    assert top_classes(m, 2) == [0, 3]
