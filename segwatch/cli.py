@@ -185,15 +185,26 @@ def _tui_available() -> tuple[bool, str]:
     return True, ""
 
 
-def _open_app(client: Any = None, events: list | None = None, lang: str = "en", live: bool = True) -> Any:
+def _open_app(client: Any = None, events: list | None = None, lang: str = "en", live: bool = True,
+              meta: dict | None = None, title: str | None = None) -> Any:
+    """Run the app on a client (live/attached) or a list of events (replay)."""
     import segwatch.tui.app as app
+    from segwatch.supervisor import corelink
 
+    if meta is None and client is not None:
+        try:
+            meta = client.meta()
+        except Exception:
+            meta = {}
+    config = corelink.config_from_dict((meta or {}).get("config_resolved"))
+    source = events if events is not None else client
     if hasattr(app, "run_app"):
-        return app.run_app(client=client, events=events, lang=lang, live=live) if events is not None \
-            else app.run_app(client=client, lang=lang, live=live)
-    kwargs: dict[str, Any] = {"client": client, "lang": lang, "live": live}
+        return app.run_app(source, lang=lang, live=live, title=title, config=config)
+    kwargs: dict[str, Any] = {"lang": lang, "live": live}
     if events is not None:
         kwargs["events"] = events
+    else:
+        kwargs["client"] = client
     return app.SegwatchApp(**kwargs).run()
 
 
@@ -268,7 +279,7 @@ def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], r
         return daemon.poll() or 1
     client = RunClient(run_dir)
     try:
-        _open_app(client=client, lang=ns.lang, live=True)
+        _open_app(client=client, lang=ns.lang, live=True, title=f"segwatch — {run_dir.name}")
     finally:
         client.close()
     meta = store.read_meta()
@@ -343,7 +354,7 @@ def _follow_headless(client: Any, lang: str, interval: float, state: Any = None)
 
 
 def cmd_attach(argv: Sequence[str]) -> int:
-    from segwatch.supervisor import RunClient
+    from segwatch.supervisor import ControlError, RunClient
 
     p = argparse.ArgumentParser(prog="segwatch attach", allow_abbrev=False,
                                 description="Open the app on a run: a run directory, ssh://host/path/to/run, "
@@ -356,9 +367,12 @@ def cmd_attach(argv: Sequence[str]) -> int:
     ns = p.parse_args(argv)
     try:
         client = RunClient(ns.target, token=ns.token)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    except (OSError, ControlError) as exc:
+        _err(f"cannot attach to {ns.target}: {exc}")
+        return 1
     try:
         headless = ns.headless or not sys.stdout.isatty()
         if not headless:
@@ -368,7 +382,7 @@ def cmd_attach(argv: Sequence[str]) -> int:
                 headless = True
         if headless:
             return _follow_headless(client, ns.lang, ns.interval)
-        _open_app(client=client, lang=ns.lang, live=True)
+        _open_app(client=client, lang=ns.lang, live=True, title=f"segwatch — {ns.target}")
         return 0
     finally:
         client.close()
@@ -396,7 +410,8 @@ def cmd_replay(argv: Sequence[str]) -> int:
             print(f"[segwatch] the app is not available ({why}); printing instead", file=sys.stderr)
             headless = True
     if not headless:
-        _open_app(client=None, events=rep.event_list, lang=rep.lang, live=False)
+        _open_app(events=rep.event_list, lang=rep.lang, live=False, meta=rep.meta,
+                  title=f"segwatch replay — {Path(rep.run_dir).name}")
         return 0
     print(f"[segwatch] replayed {rep.events} events from {rep.run_dir}"
           + (f" ({rep.invalid} invalid lines skipped)" if rep.invalid else ""))

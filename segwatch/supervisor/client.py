@@ -294,7 +294,10 @@ class _StreamClient:
 
         client = cls(rfile, write, closer)
         client.token = token
-        client._send(make_event("control", cmd="subscribe", token=token))
+        ack = client.control("subscribe", timeout=5.0)
+        if not ack.get("ok"):
+            client.close()
+            raise ControlError(f"the supervisor refused: {ack.get('error')}")
         return client
 
     token: str | None = None

@@ -51,6 +51,7 @@ POLICIES = ("warn", "pause", "kill")
 _EOL = re.compile(rb"[\r\n]")
 MAX_OUTPUT_LINE = 8192      # longer child output lines are cut in the event (the .log keeps all)
 MAX_CLIENT_BUFFER = 64 << 20  # a subscriber this far behind is dropped
+ECHO_HOLD = 0.2            # seconds a partial child output line is held before it is echoed anyway
 PAUSED_REMINDER = 60.0     # seconds between headless reminders that the run is paused
 DRAIN_AFTER_EXIT = 3.0      # seconds to collect the shim's last events after the child exited
 
@@ -150,6 +151,8 @@ class Supervisor:
         self._conns: dict[int, _Conn] = {}
         self._pipes: dict[int, tuple[str, Any]] = {}
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self._echo_pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self._echo_since: dict[str, float] = {}
         self._signals: list[int] = []
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, Any] = {}
@@ -331,6 +334,8 @@ class Supervisor:
 
             now = time.monotonic()
             self._script_metrics(self._miou.due(now))
+            if self._echo_since:
+                self._echo_flush()
             if self._killing and now >= self._kill_deadline:
                 self._escalate()
             if self._exited_at is None and self.child.poll() is not None:
@@ -412,6 +417,10 @@ class Supervisor:
         if not data:
             self._sel.unregister(fd)
             del self._pipes[fd]
+            if self.echo and self._echo_pending[name]:
+                self._echo_write(name, bytes(self._echo_pending[name]))
+                self._echo_pending[name].clear()
+                self._echo_since.pop(name, None)
             rest = bytes(self._partial[name])
             self._partial[name].clear()
             if rest:
@@ -423,13 +432,7 @@ class Supervisor:
             return
         self.store.log_output(name, data)
         if self.echo:
-            dst = self._out if name == "stdout" else self._err
-            if dst is not None:
-                try:
-                    dst.write(data)
-                    dst.flush()
-                except (OSError, ValueError):
-                    pass
+            self._echo(name, data)
         buf = self._partial[name]
         buf.extend(data)
         while True:
@@ -445,6 +448,45 @@ class Supervisor:
             del buf[: m.start() + 1]
             if line.strip():
                 self._output_line(name, line)
+
+    def _echo(self, name: str, data: bytes) -> None:
+        """Pass child output through to our stdout/stderr, whole lines at a time (a line end
+        is \n or \r), so segwatch's own lines on stderr never land inside a child's line; a
+        partial line is held at most ECHO_HOLD seconds (then written as it is)."""
+        pend = self._echo_pending[name]
+        pend.extend(data)
+        cut = max(pend.rfind(b"\n"), pend.rfind(b"\r"))
+        if cut < 0:
+            if len(pend) < 65536:
+                self._echo_since.setdefault(name, time.monotonic())
+                return
+            cut = len(pend) - 1
+        self._echo_write(name, bytes(pend[: cut + 1]))
+        del pend[: cut + 1]
+        if pend:
+            self._echo_since[name] = time.monotonic()
+        else:
+            self._echo_since.pop(name, None)
+
+    def _echo_flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for name, since in list(self._echo_since.items()):
+            if force or now - since >= ECHO_HOLD:
+                pend = self._echo_pending[name]
+                if pend:
+                    self._echo_write(name, bytes(pend))
+                    pend.clear()
+                self._echo_since.pop(name, None)
+
+    def _echo_write(self, name: str, data: bytes) -> None:
+        dst = self._out if name == "stdout" else self._err
+        if dst is None:
+            return
+        try:
+            dst.write(data)
+            dst.flush()
+        except (OSError, ValueError):
+            pass
 
     def _output_line(self, stream: str, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -825,6 +867,7 @@ class Supervisor:
                 rest = bytes(buf)
                 buf.clear()
                 self._output_line(name, rest)
+        self._echo_flush(force=True)
 
     def build_report(self, proto: dict | None = None) -> dict:
         report = self.state.report(self.exit_code)
