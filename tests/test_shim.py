@@ -96,3 +96,170 @@ def test_script_sees_argv_name_and_path(tmp_path):
     assert got["name"] == "__main__"
     assert got["argv"] == [str(TINY), "--steps", "1", "--info-out", str(info)]
     assert got["path0"] == str(SCRIPTS)
+
+
+def test_label_value_equal_to_num_classes_is_out_of_range(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--labels", "oor", "--steps", "4", config=cfg(37, ignore=255))
+    assert proc.returncode == 0, proc.stderr
+    labs = [e["labels"] for e in of(ev, "batch") if e["phase"] == "train"]
+    assert labs and all(l["oor"].get("37", 0) > 0 for l in labs)
+    assert all(l["max"] == 37 and l["oor_total"] == l["oor"]["37"] for l in labs)
+    assert len(labs[0]["hist"]) == 37 and sum(labs[0]["hist"]) + labs[0]["oor_total"] == labs[0]["total"]
+
+
+def test_ignore_255_with_configured_minus_one(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--labels", "ignore255", "--steps", "4", "--eval",
+                        config=cfg(37, ignore=-1))
+    assert proc.returncode == 0, proc.stderr
+    lab = of(ev, "batch")[0]["labels"]
+    assert lab["ignore_value"] == -1 and lab["ignore"] == 0
+    assert lab["oor"] == {"255": 2 * 32 * 3}
+    e = of(ev, "eval")[0]
+    assert e["oor"] == 3 * 2 * 32 * 3 and e["ignore_index"] == -1
+
+
+def test_dformer_style_loss_in_model_preds_from_decode_head(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--dict-batch", "--loss-in-model", "--steps", "6", "--eval", config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    m = of(ev, "model")[0]
+    assert m["site"] == "decode_head" and m["out_channels"] == 5
+    train = [e for e in of(ev, "preds") if e["phase"] == "train"]
+    assert len(train) >= 5
+    assert all(e["shape"] == [2, 5, 16, 16] and e["site"] == "decode_head" for e in train)
+    assert all(e["gt_hist"] is not None and e["valid"] == 2 * 16 * 16 for e in train)
+    # dict batches: images and depth found by key, labels by key
+    b = of(ev, "batch")[0]
+    assert [i["key"] for i in b["inputs"]] == ["data", "modal_x"] and b["labels"]["key"] == "label"
+    # at evaluation the root returns full-size logits: the matrix is counted at full size
+    e = of(ev, "eval")[0]
+    assert e["aborted"] is False and e["pixels"] == 3 * 2 * 32 * 32 and e["size_mismatch"] == 0
+
+
+def test_eval_matrix_equals_the_scripts_own(tmp_path):
+    ref_path = tmp_path / "ref.json"
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "5", "--eval", "--ref-out", str(ref_path), config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads(ref_path.read_text())
+    evals = of(ev, "eval")
+    assert len(evals) == 1
+    e = evals[0]
+    assert e["matrix"] == ref
+    assert e["batches"] == 3 and e["expected"] == 3 and e["aborted"] is False and e["exception"] is None
+    assert e["num_classes"] == 5 and e["step"] == 5
+    val_batches = [b for b in of(ev, "batch") if b["phase"] == "val"]
+    assert len(val_batches) == 3                       # every evaluation batch is observed
+    assert len([p for p in of(ev, "preds") if p["phase"] == "val"]) == 3
+
+
+def test_nan_loss_counted_and_reported_quickly(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "40", "--nan-at", "30", config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    steps = sorted(of(ev, "step"), key=lambda e: e["step"])
+    nan_steps = [e for e in steps if as_float(e["loss"]) is not None and as_float(e["loss"]) != as_float(e["loss"])]
+    assert nan_steps and nan_steps[0]["step"] == 30   # the first NaN step is reported as such
+    assert ev[-1]["loss_nonfinite_total"] == 11
+    # timely: an event with the NaN was emitted within 10 steps of its appearance
+    first = next(i for i, e in enumerate(ev) if e["type"] == "step" and e.get("loss_nonfinite_total", 0) > 0)
+    later = [e["step"] for e in ev[:first] if e["type"] == "step"]
+    assert max(later, default=0) < 30 + 10
+
+
+def test_amp_gradscaler_skips_every_step(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "12", "--amp-nan", config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    last = max(of(ev, "step"), key=lambda e: e["step"])
+    assert last["backward_total"] == 12 and last["optimizer_steps_total"] == 0
+    assert ev[-1]["optimizer_steps_total"] == 0 and ev[-1]["backward_total"] == 12
+    sampled = [e for e in of(ev, "step") if e.get("scale") is not None]
+    assert sampled and sampled[0]["scale"] == 65536.0
+    assert sampled[1]["scale"] < sampled[0]["scale"]   # the scaler backs off on every skipped step
+    assert all(e["grad_nonfinite"] > 0 for e in sampled)
+
+
+def test_swallowed_eval_exception_reported_as_aborted(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "3", "--eval", "--eval-raise", config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluation failed" in proc.stderr           # the script logged and swallowed it
+    e = of(ev, "eval")[0]
+    assert e["aborted"] is True and e["batches"] == 2 and e["expected"] == 3
+    assert e["exception"]["type"] == "IndexError"
+    assert e["exception"]["where"].startswith("train_tiny.py:")
+    assert "out of bounds" in e["exception"]["message"]
+
+
+def test_load_state_dict_module_prefix_loads_nothing(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "1", "--lsd-prefix", config=cfg(5))
+    assert proc.returncode == 0, proc.stderr
+    assert "10 missing 11 unexpected" in proc.stdout    # return value unchanged
+    sd = of(ev, "state_dict")[0]
+    assert sd["loaded"] == 0 and sd["strict"] is False and sd["module"] == "Net"
+    assert sd["unexpected"] == 11 and sd["total"] == 11 and sd["missing"] == 10
+    assert sd["examples_missing"][0] == "stem.0.weight"
+
+
+def test_injected_probe_failure_training_continues(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "8", "--eval", config=cfg(5),
+                        env={"SEGWATCH_FAULT_INJECT": "preds"})
+    assert proc.returncode == 0, proc.stderr
+    probes = of(ev, "probe")
+    assert [(p["name"], p["status"]) for p in probes] == [("preds", "disabled")]
+    assert "fault injected" in probes[0]["error"]
+    assert not of(ev, "preds")
+    assert ev[-1]["type"] == "bye" and ev[-1]["disabled"] == ["preds"] and ev[-1]["step"] == 8
+    assert of(ev, "eval")[0]["matrix"] is not None      # other probes keep working
+
+
+def test_head_with_more_channels_than_classes_is_found(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--head", "40", "--steps", "3", "--eval",
+                        config=cfg(37))
+    assert proc.returncode == 0, proc.stderr
+    m = of(ev, "model")[0]
+    assert m["out_channels"] == 40 and m["num_classes"] == 37
+    p = of(ev, "preds")[0]
+    assert p["channels"] == 40 and len(p["hist"]) == 37
+
+
+def test_no_config_num_classes_from_logits(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert of(ev, "model")[0]["num_classes"] == 5
+    b = of(ev, "batch")[0]
+    assert len(b["labels"]["hist"]) == 5               # deferred until the class count was known
+
+
+def test_socket_mode(tmp_path):
+    import socket
+    import threading
+
+    path = str(tmp_path / "s.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    chunks: list[bytes] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    proc, file_events = run_shim(tmp_path, TINY, "--steps", "4", config=cfg(5), env={"SEGWATCH_SOCKET": path})
+    th.join(10)
+    srv.close()
+    assert proc.returncode == 0, proc.stderr
+    assert file_events == []                              # everything went over the socket
+    ev = list(read_events(b"".join(chunks).splitlines(keepends=True)))
+    assert ev[0]["type"] == "hello" and ev[-1]["type"] == "bye"
+    assert any(e["type"] == "step" for e in ev)
+
+
+def test_unreachable_socket_falls_back_to_file(tmp_path):
+    proc, ev = run_shim(tmp_path, TINY, "--steps", "2", config=cfg(5),
+                        env={"SEGWATCH_SOCKET": str(tmp_path / "nobody.sock")})
+    assert proc.returncode == 0, proc.stderr
+    assert ev[0]["type"] == "hello" and ev[-1]["type"] == "bye"

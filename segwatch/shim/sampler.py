@@ -11,6 +11,8 @@ the first ``warmup`` steps: faults that are there from the start are seen at onc
 
 by water-filling: the cheapest probes get their interval first, the remaining budget is
 shared by the others. Intervals shrink again when steps get slower or probes cheaper.
+The read-back (which carries every step's loss, so a NaN loss is seen) is the exception:
+it happens at least every ``readback_cap`` (10) steps, its cost taken off the budget first.
 ``debug`` = every probe every step.
 """
 from __future__ import annotations
@@ -31,8 +33,8 @@ class Sampler:
         self.window = int(window)
         self.max_interval = int(max_interval)
         self.readback_min = max(1, int(readback_min))
-        # Read back at least every ``readback_cap`` steps while the budget allows it, so that
-        # step-level faults are reported within that many steps.
+        # Read back at least every ``readback_cap`` steps (every step's loss travels with it),
+        # so that a non-finite loss is reported within that many steps.
         self.readback_cap = max(self.readback_min, int(readback_cap))
         self.target = target
         self.interval = {p: 1 for p in PROBES}
@@ -48,6 +50,7 @@ class Sampler:
         self._w_start_step = 0
         self.last_share: float | None = None
         self.windows = 0
+        self._tight = 1.0
         # totals
         self.spent_total = 0.0
         self.wall_total = 0.0
@@ -147,8 +150,26 @@ class Sampler:
         self._w_wall = 0.0
 
     def _adapt(self, step_time: float, base: float) -> None:
-        avail = self.target * self.budget * step_time - base
-        probes = [p for p in PROBES if self.cost[p] is not None]
+        # closed loop on top of the cost model: a window that measured more than the budget
+        # (preemption, cold caches, a cost estimate that lags) tightens the next ones
+        sh = self.last_share
+        if sh is not None and self.windows > 0:
+            if sh > 0.9 * self.budget:
+                self._tight = min(64.0, self._tight * 1.5)
+            elif sh < 0.4 * self.budget:
+                self._tight = max(1.0, self._tight / 1.25)
+        avail = self.target * self.budget * step_time / self._tight - base
+        # The read-back carries every step's loss: it is what reports a NaN loss. It is
+        # cheap and kept within ``readback_cap`` steps whatever the budget says; its cost
+        # is taken off the budget before the other probes share the rest.
+        rc = self.cost["readback"]
+        if rc is not None:
+            n = sum(1 for p in PROBES if self.cost[p] is not None)
+            share = avail / n if avail > 0 else 0.0
+            iv = math.ceil(rc / share) if share > 0 else self.readback_cap
+            self.interval["readback"] = min(self.readback_cap, max(self.readback_min, iv))
+            avail -= rc / self.interval["readback"]
+        probes = [p for p in PROBES if p != "readback" and self.cost[p] is not None]
         if avail <= 0:
             # not even the unsampled hooks fit: back off quickly (x4 per window), not at once
             for p in probes:
@@ -161,15 +182,9 @@ class Sampler:
         for i, p in enumerate(probes):
             share = left / (n - i)
             iv = max(1, math.ceil(self.cost[p] / share)) if share > 0 else self.max_interval
-            if p == "readback":
-                iv = max(self.readback_min, iv)
             iv = min(self.max_interval, iv)
             self.interval[p] = iv
             left -= self.cost[p] / iv
-        # read back at least as often as the timeliness cap, when the budget allows
-        if self.interval["readback"] > self.readback_cap and self.cost["readback"] is not None:
-            if self.cost["readback"] / self.readback_cap <= max(0.0, left) + self.cost["readback"] / self.interval["readback"]:
-                self.interval["readback"] = self.readback_cap
 
     def intervals(self) -> dict[str, int]:
         if self.debug:
