@@ -37,8 +37,11 @@ class ProcessTree:
         except psutil.Error:
             pass
 
-    def members(self) -> list[psutil.Process]:
-        """Live processes of the tree (root first), refreshing the remembered set."""
+    def members(self, scan_group: bool = True) -> list[psutil.Process]:
+        """Live processes of the tree (root first), refreshing the remembered set.
+
+        ``scan_group=False`` skips the scan of every process on the machine for members of
+        the child's process group (needed only for workers whose parent already died)."""
         found: dict[int, psutil.Process] = {}
         root = self._known.get(self.pid)
         if root is not None:
@@ -57,7 +60,8 @@ class ProcessTree:
                         found[p.pid] = p
                 except psutil.Error:
                     pass
-        for p in psutil.process_iter():
+        root_alive = root is not None and root.pid in found
+        for p in (psutil.process_iter() if scan_group or not root_alive else ()):
             if p.pid in found or p.pid == os.getpid():
                 continue
             try:
@@ -130,7 +134,7 @@ class ProcessTree:
         rss = 0
         n = 0
         stopped = 0
-        for p in self.members():
+        for p in self.members(scan_group=False):
             try:
                 with p.oneshot():
                     cpu += p.cpu_percent(None)

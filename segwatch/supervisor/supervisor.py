@@ -167,6 +167,7 @@ class Supervisor:
         self._closed_conn_oversized = 0
         self._proto_errors: list[str] = []
         self._rejected_types = 0
+        self._store_errors = 0
         self._crash: str | None = None
         self._finished = False
         self._miou = MiouResolver()
@@ -636,6 +637,12 @@ class Supervisor:
             if len(self._proto_errors) < 10:
                 self._proto_errors.append(str(exc))
             return
+        except OSError as exc:
+            # disk full, run dir removed...: the training goes on, viewers miss this event
+            self._store_errors += 1
+            if self._store_errors == 1:
+                self._say(f"{PREFIX} cannot write to the run directory ({exc}); events are being lost")
+            line = encode(ev)
         for conn in list(self._conns.values()):
             if conn.subscribed:
                 self._send(conn, line)
@@ -730,7 +737,7 @@ class Supervisor:
         for c in self._conns.values():
             errors.extend(c.decoder.errors)
         return {"invalid": invalid, "oversized": oversized, "rejected_types": self._rejected_types,
-                "errors": errors[:10]}
+                "errors": errors[:10], "store_errors": self._store_errors}
 
     def _final_status(self) -> str:
         if self._killed_by is not None:
