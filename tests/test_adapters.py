@@ -207,6 +207,19 @@ def test_dformer_collapse_is_found(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
+def test_dformer_metrics_update_never_called_with_sliding_eval(tmp_path):
+    # segwatch cannot pair crops with full labels and the script feeds nothing: both matrices
+    # are empty, and the report says so
+    rep, events, proc = run_cli(tmp_path, DFORMER / "train.py", DFORMER / "segwatch.yaml",
+                                "--fault", "no-update", "--sliding")
+    ids = {f["id"] for f in rep["findings"]}
+    assert ids & {"metric.cm_empty", "metric.script_disagrees"}, describe(rep)
+    mc = _metrics_class_events(events)
+    assert mc and all(m["pixels"] == 0 and m["updates"] == 0 for m in mc), mc
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_dformer_metrics_update_never_called(tmp_path):
     rep, events, proc = run_cli(tmp_path, DFORMER / "train.py", DFORMER / "segwatch.yaml", "--fault", "no-update")
     ids = {f["id"] for f in rep["findings"]}
@@ -215,3 +228,90 @@ def test_dformer_metrics_update_never_called(tmp_path):
     assert mc and all(m["pixels"] == 0 and m["updates"] == 0 and m["value"] == 0 for m in mc), mc
     # segwatch's own matrix is not empty: the model is fine, the script's metric is not
     assert all(e["pixels"] > 0 for e in events if e.get("type") == "eval")
+
+
+# -- in-process with the real shim (fast) -------------------------------------------------------
+
+@pytest.fixture
+def shim_mem():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from segwatch import shim as S
+
+    cfg = {"dataset": {"num_classes": 3, "ignore_index": 255}}
+    s = S.install(config=cfg, emitter=S.MemoryEmitter(encode_events=True), hello=False)
+    try:
+        yield s
+    finally:
+        S.uninstall(finish=False)
+
+
+def _fresh_metrics_class():
+    ns: dict = {}
+    src = (DFORMER / "utils" / "metrics_new.py").read_text()
+    exec(compile(src, "metrics_new_copy.py", "exec"), ns)
+    return ns["Metrics"]
+
+
+def test_metrics_class_under_the_shim_emits_script_metric(shim_mem):
+    import torch
+    from segwatch.adapters import dformer
+
+    Metrics = _fresh_metrics_class()
+    dformer.patch_metrics_class(Metrics)
+    m = Metrics(3, 255, "cpu")
+    logits = torch.zeros(2, 3, 4, 4)
+    logits[:, 1] = 1.0                       # predicts class 1 everywhere
+    labels = torch.ones(2, 4, 4, dtype=torch.long)
+    labels[0, 0] = 255
+    m.update(logits, labels)                 # no pass open: fed explicitly to segwatch
+    ious, miou = m.compute_iou()
+    evs = shim_mem.emitter.of_type("eval")
+    sms = shim_mem.emitter.of_type("script_metric")
+    assert len(evs) == 1 and evs[0]["explicit"] and evs[0]["pixels"] == 28
+    assert len(sms) == 1
+    sm = sms[0]
+    assert sm["source"] == "metrics_class" and sm["value"] == miou == pytest.approx(100 / 3, abs=0.01)
+    assert sm["pixels"] == 28 and sm["updates"] == 1 and sm["matrix"] == evs[0]["matrix"]
+    m.compute_iou()                          # the same matrix again: no second event
+    assert len(shim_mem.emitter.of_type("script_metric")) == 1
+
+
+def test_adapter_errors_are_reported_once_and_never_raise(shim_mem, monkeypatch):
+    import torch
+    from segwatch.adapters import _base as B
+    from segwatch.adapters import dformer
+
+    Metrics = _fresh_metrics_class()
+    dformer.patch_metrics_class(Metrics)
+
+    def boom(*a, **k):
+        raise RuntimeError("adapter bug")
+
+    monkeypatch.setattr(dformer, "metric_from_hist", boom)
+    monkeypatch.setattr(B, "_failed", set())
+    m = Metrics(3, 255, "cpu")
+    m.update(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+    for _ in range(3):
+        assert m.compute_iou()[1] == pytest.approx(100 / 3, abs=0.01)   # the script's own result
+    probes = [e for e in shim_mem.emitter.of_type("probe") if e["name"].startswith("adapter")]
+    assert len(probes) == 1 and "adapter bug" in probes[0]["error"]
+
+
+def test_autodetect_patches_an_already_imported_framework_class(shim_mem, monkeypatch):
+    from segwatch.adapters import _autodetect as A
+
+    mod = type(sys)("fake_lightning_trainer")
+    exec("class Trainer:\n    def __init__(self, callbacks=None):\n        self.callbacks = list(callbacks or [])\n",
+         mod.__dict__)
+    mod.Trainer.__module__ = "lightning.pytorch.trainer.trainer"
+    monkeypatch.setitem(sys.modules, "lightning.pytorch.trainer.trainer", mod)
+    attached = []
+    monkeypatch.setattr(A, "_attach", lambda name, obj: attached.append((name, obj)))
+    monkeypatch.setattr(A, "_ENABLED", set())
+    monkeypatch.setattr(builtins, "__build_class__", builtins.__build_class__)
+    monkeypatch.setattr(A, "_ORIG_BUILD_CLASS", None)
+    assert A.autodetect({"adapter": "lightning"}) == ["lightning"]
+    t = mod.Trainer()
+    assert attached == [("lightning", t)]
+    A.uninstall_class_hook()
