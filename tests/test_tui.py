@@ -221,8 +221,8 @@ async def test_live_client_batches_and_controls():
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         assert await wait_for(pilot, lambda: app.view.events >= 200)
         assert app.state.step < 120              # the rest is held back: still live
-        text = screen_text(app)
-        assert "RUNNING" in text or "PAUSED" in text
+        # the screen follows within a refresh tick (~0.1 s)
+        assert await wait_for(pilot, lambda: "RUNNING" in screen_text(app) or "PAUSED" in screen_text(app))
         gate.set()
         assert await wait_for(pilot, lambda: app.view.stream_ended)
         await pilot.pause(0.2)
@@ -260,7 +260,7 @@ async def test_live_action_is_shown_in_header_and_notified():
     app = SegwatchApp(client=FakeClient(events), live=True)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         assert await wait_for(pilot, lambda: app.view.stream_ended)
-        await pilot.pause(0.2)
+        assert await wait_for(pilot, lambda: "last action" in screen_text(app))
         text = screen_text(app)
         assert "PAUSED" in text
         assert "last action: PAUSE by policy" in text

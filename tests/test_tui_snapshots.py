@@ -75,3 +75,8 @@ def test_kill_confirmation(snap_compare):
 
     assert snap_compare(replay(client=_RecordedClient()), terminal_size=SIZE,
                         run_before=settle, press=["k"])
+
+
+def test_overview_wide(snap_compare):
+    """A large terminal: checklist and findings (with evidence and advice) side by side."""
+    assert snap_compare(replay(), terminal_size=(170, 40))

@@ -59,8 +59,15 @@ class Panel(VerticalScroll):
         self.lang = lang
         self.seen_version = -1
         self._error: Static | None = None
+        self._last: tuple[Any, Any] | None = None
+
+    def rerender(self) -> None:
+        """Draw again from the last state seen (after a resize that changes the layout)."""
+        if self._last is not None:
+            self.update_panel(*self._last)
 
     def update_panel(self, state: Any, view: Any) -> None:
+        self._last = (state, view)
         try:
             self.render_state(state, view)
             if self._error is not None:

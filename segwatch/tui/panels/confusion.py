@@ -45,6 +45,14 @@ def summary_block(state: Any, m: np.ndarray | None, lang: str) -> Text:
     acc = metrics.pixel_accuracy(m)
     t.append("   pixel acc ", style="dim")
     t.append(f"{fnum(acc, 4)}%")
+    history = sget(state, "miou", [])
+    if len(history) > 1:
+        t.append("\nhistory (guide / mmseg): ", style="dim")
+        t.append("  ".join(f"@{h[0]} {fnum(h[1], 3)}/{fnum(h[2], 3)}" for h in history[-6:]))
+    script = sget(state, "script_metrics", [])
+    if script:
+        t.append("\nthe script printed ", style="dim")
+        t.append("  ".join(f"@{s[0]} {fnum(s[1], 4)}" for s in script[-4:]))
     facts = _eval_facts(last)
     if facts:
         t.append("\n" + facts, style="yellow")

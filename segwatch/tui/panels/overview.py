@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from rich.text import Text
+from textual.containers import Container
 from textual.widgets import Static
 
 from segwatch.tui.panels.base import Panel, series_last, sget
@@ -62,12 +63,27 @@ def key_numbers(state: Any, lang: str, width: int = 100) -> Text:
 class OverviewPanel(Panel):
     DEFAULT_CSS = """
     OverviewPanel #keys { height: auto; }
+    OverviewPanel #overview-body { height: auto; layout: vertical; }
+    OverviewPanel.wide #overview-body { layout: horizontal; }
+    OverviewPanel.wide #overview-body > * { width: 1fr; }
+    OverviewPanel.wide #overview-checklist { margin-right: 2; }
     """
+    #: from this width on, the checklist and the findings stand side by side
+    WIDE = 160
 
     def compose(self):
         yield Static(id="keys")
-        yield ChecklistView(id="overview-checklist")
-        yield FindingsView(compact=True, id="overview-findings")
+        with Container(id="overview-body"):
+            yield ChecklistView(id="overview-checklist")
+            yield FindingsView(compact=True, id="overview-findings")
+
+    def on_resize(self, event) -> None:
+        wide = event.size.width >= self.WIDE
+        if wide != self.has_class("wide"):
+            self.set_class(wide, "wide")
+            # side by side there is room for the evidence and the advice
+            self.query_one("#overview-findings", FindingsView).compact = not wide
+            self.rerender()
 
     def render_state(self, state: Any, view: Any) -> None:
         self.query_one("#keys", Static).update(key_numbers(state, self.lang, self.size.width or 100))
