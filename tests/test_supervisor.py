@@ -100,6 +100,20 @@ def test_policy_kill_on_collapse(tmp_path):
     assert b"ERROR pred.collapse" in err.getvalue()
 
 
+def test_policy_on_nonfinite(tmp_path):
+    sup, _, err = _sup(tmp_path, "nan", on_nonfinite="kill", kill_timeout=2.0)
+    assert sup.run() == 128 + signal.SIGTERM
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["action"]["kind"] == "kill" and rep["action"]["finding"] == "loss.nonfinite"
+    assert rep["action"]["step"] >= 20
+    # warn (the default) only reports
+    sup, _, err = _sup(tmp_path / "w", "nan") if (tmp_path / "w").mkdir() is None else None
+    assert sup.run() == 0
+    rep = json.loads((tmp_path / "w" / "run" / "report.json").read_text())
+    assert rep["action"] is None and any(f["id"] == "loss.nonfinite" for f in rep["findings"])
+    assert b"ERROR loss.nonfinite" in err.getvalue()
+
+
 def test_pause_then_resume_via_control(tmp_path):
     sup, _, err = _sup(tmp_path, "collapse", "160", on_collapse="pause")
     th = threading.Thread(target=sup.run)

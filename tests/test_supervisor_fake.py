@@ -8,6 +8,7 @@ Modes (first argument):
     workers        starts two "worker" processes (like DataLoader workers), prints their pids,
                    then steps slowly for up to 60 s
     garbage N      N garbled lines and an oversized line on the socket, then valid events
+    nan            steps every 20 ms; the loss is NaN from step 20
     slow S         prints a step every 50 ms for S seconds
 """
 from __future__ import annotations
@@ -80,6 +81,10 @@ elif mode == "garbage":
     for i in range(1, 4):
         send("step", step=i, loss=0.5)
     print("sent", flush=True)
+elif mode == "nan":
+    for i in range(1, 200):
+        send("step", step=i, loss=float("nan") if i >= 20 else 1.0, grad_norm=1.0)
+        time.sleep(0.02)
 elif mode == "slow":
     t0 = time.time(); i = 0
     while time.time() - t0 < float(arg):

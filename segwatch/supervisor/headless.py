@@ -34,7 +34,10 @@ def _last_miou(state: Any) -> float | None:
 
 def status_line(state: Any, status: str | None = None) -> str:
     """One line: step, loss, gradient norm, predicted classes, mIoU, speed."""
-    parts = [f"step {getattr(state, 'step', 0) or 0}"]
+    step = getattr(state, "step", 0) or 0
+    parts = [f"step {step}"]
+    if not step and last_value(getattr(state, "loss", None)) is None:
+        parts = ["waiting for the first training step"]
     loss = last_value(getattr(state, "loss", None))
     if loss is not None:
         parts.append(f"loss {_fmt_num(loss, '.4g')}")
