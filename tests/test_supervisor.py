@@ -107,7 +107,8 @@ def test_policy_on_nonfinite(tmp_path):
     assert rep["action"]["kind"] == "kill" and rep["action"]["finding"] == "loss.nonfinite"
     assert rep["action"]["step"] >= 20
     # warn (the default) only reports
-    sup, _, err = _sup(tmp_path / "w", "nan") if (tmp_path / "w").mkdir() is None else None
+    (tmp_path / "w").mkdir()
+    sup, _, err = _sup(tmp_path / "w", "nan")
     assert sup.run() == 0
     rep = json.loads((tmp_path / "w" / "run" / "report.json").read_text())
     assert rep["action"] is None and any(f["id"] == "loss.nonfinite" for f in rep["findings"])
