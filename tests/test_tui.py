@@ -347,3 +347,11 @@ def test_plot_rows_marks_nonfinite_and_scales():
     m = np.zeros((5, 5), dtype=np.int64)
     m[:, 3] = [10, 0, 5, 0, 1]
     assert top_classes(m, 2) == [0, 3]
+
+
+def test_screenshot_command_reproduces_docs_screenshot(tmp_path):
+    from segwatch.tui.__main__ import main
+
+    out = tmp_path / "shot.svg"
+    assert main([str(RUN_DIR), str(out), "--title", "segwatch — recorded SUNRGBD collapse"]) == 0
+    assert out.read_bytes() == (ROOT / "docs" / "screenshot.svg").read_bytes()
