@@ -354,4 +354,6 @@ def test_screenshot_command_reproduces_docs_screenshot(tmp_path):
 
     out = tmp_path / "shot.svg"
     assert main([str(RUN_DIR), str(out), "--title", "segwatch — recorded SUNRGBD collapse"]) == 0
-    assert out.read_bytes() == (ROOT / "docs" / "screenshot.svg").read_bytes()
+    assert out.read_bytes() == (ROOT / "docs" / "screenshot.svg").read_bytes(), (
+        "docs/screenshot.svg is stale: python -m segwatch.tui tests/data/recorded_run docs/screenshot.svg "
+        "--title 'segwatch — recorded SUNRGBD collapse'")
