@@ -290,3 +290,26 @@ def test_shim_fallback_file_is_merged(tmp_path):
     assert any(e["type"] == "step" and e["step"] == 99 for e in evs)
     assert not fb.exists() and (tmp_path / "run" / "events.shim.jsonl.merged").exists()
     assert evs[-1]["type"] == "status"
+
+
+def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
+    from segwatch.supervisor.process import GpuMemProbe
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\necho '{os.getpid()}, 1024'\necho '1, 5'\n")
+    fake.chmod(0o755)
+    probe = GpuMemProbe(exe=str(fake))
+    assert probe.poll_once()
+    assert probe.total([os.getpid(), 999999]) == 1024 << 20
+    assert probe.total([999999]) is None
+    assert GpuMemProbe(exe=str(tmp_path / "absent")).poll_once() is False
+    # in a run: the child's pid is reported by the stand-in, and proc events carry it
+    script = tmp_path / "nvidia-smi-child"
+    script.write_text("#!/bin/sh\nfor p in $(pgrep -f fake_train.py); do echo \"$p, 10\"; done\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    os.replace(script, fake)
+    sup, _, _ = _sup(tmp_path, "slow", "3", proc_interval=0.5)
+    assert sup.run() == 0
+    mems = [e["gpu_mem"] for e in read_events(tmp_path / "run") if e["type"] == "proc"]
+    assert (10 << 20) in mems

@@ -128,13 +128,15 @@ class ProcessTree:
             psutil.wait_procs(alive, timeout=2.0)
         return len(procs)
 
-    def sample(self) -> dict:
-        """CPU percent (summed over the tree, since the previous sample) and RSS (bytes)."""
+    def sample(self, gpu: "GpuMemProbe | None" = None) -> dict:
+        """CPU percent (summed over the tree, since the previous sample), RSS and GPU memory
+        (bytes; null when unknown)."""
         cpu = 0.0
         rss = 0
         n = 0
         stopped = 0
-        for p in self.members(scan_group=False):
+        members = self.members(scan_group=False)
+        for p in members:
             try:
                 with p.oneshot():
                     cpu += p.cpu_percent(None)
@@ -144,7 +146,8 @@ class ProcessTree:
                 n += 1
             except psutil.Error:
                 continue
-        return {"cpu": round(cpu, 1), "rss": rss, "procs": n, "stopped": stopped, "gpu_mem": None}
+        gpu_mem = gpu.total(p.pid for p in members) if gpu is not None else None
+        return {"cpu": round(cpu, 1), "rss": rss, "procs": n, "stopped": stopped, "gpu_mem": gpu_mem}
 
 
 def _running(p: psutil.Process) -> bool:
@@ -161,3 +164,74 @@ def exit_status(returncode: int | None) -> int | None:
     if returncode < 0:
         return 128 + (-returncode)
     return returncode
+
+
+class GpuMemProbe:
+    """GPU memory of the tree's processes, from ``nvidia-smi`` in a background thread (so
+    the supervisor's loop never waits for it). ``total(pids)`` is None when nvidia-smi is
+    absent or failing, or when none of the pids holds GPU memory (a CPU run, or a container
+    whose nvidia-smi shows host pids)."""
+
+    QUERY = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+
+    def __init__(self, interval: float = 5.0, exe: str | None = None) -> None:
+        import shutil
+
+        self.exe = exe or shutil.which("nvidia-smi")
+        self.interval = interval
+        self.latest: dict[int, int] = {}
+        self.failures = 0
+        self._stop = None
+        self._thread = None
+
+    def start(self) -> "GpuMemProbe":
+        import threading
+
+        if self.exe is None:
+            return self
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="segwatch-gpumem", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def poll_once(self) -> bool:
+        import subprocess
+
+        try:
+            r = subprocess.run([self.exe, *self.QUERY], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if r.returncode != 0:
+            return False
+        found: dict[int, int] = {}
+        for line in r.stdout.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) < 2:
+                continue
+            try:
+                found[int(parts[0])] = found.get(int(parts[0]), 0) + int(float(parts[1]) * (1 << 20))
+            except ValueError:
+                continue
+        self.latest = found
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.poll_once():
+                self.failures = 0
+            else:
+                self.failures += 1
+                if self.failures >= 3:
+                    self.exe = None  # give up quietly: gpu_mem stays null
+                    return
+            self._stop.wait(self.interval)
+
+    def total(self, pids: Iterable[int]) -> int | None:
+        if not self.latest:
+            return None
+        vals = [self.latest[p] for p in pids if p in self.latest]
+        return sum(vals) if vals else None

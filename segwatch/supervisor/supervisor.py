@@ -38,7 +38,7 @@ from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, ma
 from . import corelink
 from .headless import PREFIX, finding_line, status_line
 from .miou_parse import MiouResolver
-from .process import ProcessTree, exit_status
+from .process import GpuMemProbe, ProcessTree, exit_status
 from .replay import finalize_report
 from .store import RunStore, socket_path_for
 
@@ -171,6 +171,7 @@ class Supervisor:
         self._crash: str | None = None
         self._finished = False
         self._miou = MiouResolver()
+        self._gpu: GpuMemProbe | None = None
 
     # ------------------------------------------------------------------ public
     def run(self) -> int:
@@ -298,6 +299,7 @@ class Supervisor:
             env=self._child_env(),
         )
         self.tree = ProcessTree(self.child.pid)
+        self._gpu = GpuMemProbe().start()
         for name, pipe in (("stdout", self.child.stdout), ("stderr", self.child.stderr)):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
@@ -724,7 +726,7 @@ class Supervisor:
         if self.tree is None:
             return
         try:
-            sample = self.tree.sample()
+            sample = self.tree.sample(self._gpu)
         except Exception:
             return
         self._emit(make_event("proc", **sample))
@@ -750,6 +752,8 @@ class Supervisor:
         if self._finished:
             return
         self._finished = True
+        if self._gpu is not None:
+            self._gpu.stop()
         # 1. the child's tree must be gone, whatever happened
         if self.child is not None:
             if self.child.poll() is None:
