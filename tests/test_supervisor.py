@@ -313,3 +313,27 @@ def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
     assert sup.run() == 0
     mems = [e["gpu_mem"] for e in read_events(tmp_path / "run") if e["type"] == "proc"]
     assert (10 << 20) in mems
+
+
+def test_output_lines_tqdm_and_colours(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    sys.stderr.write(f'\\r{i}/3 [progress]'); sys.stderr.flush()\n"
+        "sys.stderr.write('\\n')\n"
+        "print('\\x1b[32mval mIoU: 33.3\\x1b[0m', flush=True)\n"
+        "sys.stdout.write('no newline at the end')\n"
+    )
+    out, err = io.BytesIO(), io.BytesIO()
+    sup = Supervisor(str(script), [], run_dir=tmp_path / "run", use_shim=False, out=out, err=err,
+                     install_signals=False)
+    assert sup.run() == 0
+    evs = read_events(tmp_path / "run")
+    lines = [(e["stream"], e["line"]) for e in evs if e["type"] == "output"]
+    assert ("stderr", "2/3 [progress]") in lines and ("stderr", "0/3 [progress]") in lines
+    assert ("stdout", "val mIoU: 33.3") in lines            # colours stripped in the event
+    assert ("stdout", "no newline at the end") in lines
+    assert [e["value"] for e in evs if e["type"] == "script_metric"] == [33.3]
+    assert b"\x1b[32m" in out.getvalue()                     # ... but passed through unchanged
+    assert (tmp_path / "run" / "stdout.log").read_bytes().endswith(b"no newline at the end")

@@ -49,6 +49,7 @@ NONFINITE_FINDINGS = ("loss.nonfinite", "grad.nonfinite")
 POLICIES = ("warn", "pause", "kill")
 
 _EOL = re.compile(rb"[\r\n]")
+_ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")  # colours, cursor moves, titles
 MAX_OUTPUT_LINE = 8192      # longer child output lines are cut in the event (the .log keeps all)
 MAX_CLIENT_BUFFER = 64 << 20  # a subscriber this far behind is dropped
 ECHO_HOLD = 0.2            # seconds a partial child output line is held before it is echoed anyway
@@ -492,7 +493,9 @@ class Supervisor:
             pass
 
     def _output_line(self, stream: str, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        text = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
+        if not text.strip():
+            return
         if len(text) > MAX_OUTPUT_LINE:
             text = text[:MAX_OUTPUT_LINE] + "…"
         self._emit(make_event("output", stream=stream, line=text))
