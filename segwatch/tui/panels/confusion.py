@@ -115,7 +115,14 @@ class ConfusionPanel(Panel):
         yield Heatmap(id="cm-heatmap")
         yield Static(id="cm-table")
 
+    _drawn_key: tuple | None = None
+
     def render_state(self, state: Any, view: Any) -> None:
+        # the matrix changes once per evaluation: skip the (large) redraw in between
+        key = (len(sget(state, "evals", [])), id(sget(state, "confusion")), len(sget(state, "miou", [])),
+               len(sget(state, "script_metrics", [])), self.size.width)
+        if key == self._drawn_key:
+            return
         m = sget(state, "confusion")
         m = None if m is None else np.asarray(m, dtype=np.int64)
         self.query_one("#cm-summary", Static).update(summary_block(state, m, self.lang))
@@ -127,3 +134,4 @@ class ConfusionPanel(Panel):
         else:
             from rich.console import Group
             table.update(Group(Text(ui("h.per_class", self.lang), style="bold underline"), per_class_table(state, m)))
+        self._drawn_key = key  # only once everything was drawn
