@@ -49,10 +49,12 @@ def is_metrics_class(cls) -> bool:
 
 
 class _St:
-    __slots__ = ("updates", "fed", "last_sig", "__weakref__")
+    __slots__ = ("updates", "eval_updates", "total", "fed", "last_sig", "__weakref__")
 
     def __init__(self) -> None:
-        self.updates = 0
+        self.updates = 0        # update() calls since the last emitted metric
+        self.eval_updates = 0   # ... of which during an evaluation (pass open or autograd off)
+        self.total = 0          # update() calls ever
         self.fed = 0
         self.last_sig = None
 
@@ -104,8 +106,14 @@ def _on_update(obj, args, kwargs) -> None:
     if st is None:
         return
     st.updates += 1
+    st.total += 1
     if not B.active():
         return
+    import torch
+
+    if not B.eval_open() and torch.is_grad_enabled():
+        return      # a training-time metric (train mIoU): not an evaluation batch
+    st.eval_updates += 1
     preds = args[0] if args else kwargs.get("pred", kwargs.get("preds"))
     labels = args[1] if len(args) > 1 else kwargs.get("target", kwargs.get("labels", kwargs.get("label")))
     if preds is None or labels is None:
@@ -133,7 +141,9 @@ def _on_compute(obj, result) -> None:
         if 0.0 <= ret <= 1.0 and abs(ret * 100.0 - miou_h) < abs(ret - miou_h):
             value = ret * 100.0
     updates = st.updates if st is not None else None
-    sig = (pixels, updates, round(value, 6))
+    if st is not None and st.updates > 0 and st.eval_updates == 0:
+        return  # a training-time Metrics instance: its mIoU is not an evaluation's
+    sig = (pixels, st.total if st is not None else None, round(value, 6))
     if st is not None and st.last_sig == sig:
         return  # the same matrix computed again (compute_iou, then f1/acc...): one metric
     if st is not None:
@@ -146,6 +156,8 @@ def _on_compute(obj, result) -> None:
                   fed_to_segwatch=(st.fed if st is not None else None))
     if st is not None:
         st.fed = 0
+        st.updates = 0
+        st.eval_updates = 0
 
 
 def patch_metrics_class(cls) -> bool:

@@ -264,8 +264,9 @@ def test_metrics_class_under_the_shim_emits_script_metric(shim_mem):
     logits[:, 1] = 1.0                       # predicts class 1 everywhere
     labels = torch.ones(2, 4, 4, dtype=torch.long)
     labels[0, 0] = 255
-    m.update(logits, labels)                 # no pass open: fed explicitly to segwatch
-    ious, miou = m.compute_iou()
+    with torch.no_grad():                    # val_mm.evaluate is @torch.no_grad()
+        m.update(logits, labels)             # no pass open: fed explicitly to segwatch
+        ious, miou = m.compute_iou()
     evs = shim_mem.emitter.of_type("eval")
     sms = shim_mem.emitter.of_type("script_metric")
     assert len(evs) == 1 and evs[0]["explicit"] and evs[0]["pixels"] == 28
@@ -315,3 +316,17 @@ def test_autodetect_patches_an_already_imported_framework_class(shim_mem, monkey
     t = mod.Trainer()
     assert attached == [("lightning", t)]
     A.uninstall_class_hook()
+
+
+def test_training_time_metrics_instance_is_not_reported(shim_mem):
+    import torch
+    from segwatch.adapters import dformer
+
+    Metrics = _fresh_metrics_class()
+    dformer.patch_metrics_class(Metrics)
+    m = Metrics(3, 255, "cpu")
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    m.update(logits.detach(), torch.zeros(2, 4, 4, dtype=torch.long))   # grad enabled, no pass open
+    m.compute_iou()
+    assert shim_mem.emitter.of_type("script_metric") == []
+    assert shim_mem.emitter.of_type("eval") == []

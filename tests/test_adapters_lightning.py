@@ -72,3 +72,14 @@ def test_callback_added_by_hand(tmp_path):
 def test_collapse_is_found(tmp_path):
     rep, events, proc = run_cli(tmp_path, SCRIPT, CONFIG, "--fault", "collapse")
     assert "pred.collapse" in {f["id"] for f in rep["findings"]}, describe(rep)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_adapter_none_attaches_nothing(tmp_path):
+    cfg = tmp_path / "none.yaml"
+    cfg.write_text(CONFIG.read_text().replace("adapter: auto", "adapter: none"))
+    rep, events, proc = run_cli(tmp_path, SCRIPT, cfg, "--epochs", "1")
+    out = (tmp_path / "run" / "stdout.log").read_text()
+    assert "callbacks: \n" in out or out.rstrip().endswith("callbacks:"), out[-500:]
+    assert not [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
