@@ -74,24 +74,63 @@ class _OneThread:
         return False
 
 
+class _AllowSync:
+    """The read-back is the shim's one intended device sync: let it through a CUDA sync
+    debug mode (``torch.cuda.set_sync_debug_mode("error")``) that guards every other step."""
+    __slots__ = ("prev",)
+
+    def __enter__(self):
+        self.prev = None
+        try:
+            if torch.cuda.is_initialized():
+                self.prev = torch.cuda.get_sync_debug_mode()
+                if self.prev:
+                    torch.cuda.set_sync_debug_mode(0)
+        except Exception:
+            self.prev = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev:
+            try:
+                torch.cuda.set_sync_debug_mode(self.prev)
+            except Exception:
+                pass
+        return False
+
+
 def _one_line(exc: BaseException) -> str:
     s = f"{type(exc).__name__}: {exc}"
     return s.splitlines()[0][:300] if s else type(exc).__name__
 
 
 def fetch(tensors: list[torch.Tensor]) -> list[list[float]]:
-    """Read many small device tensors back with one transfer per device."""
+    """Read many small device tensors back with one transfer per device.
+
+    Scalars of one dtype are stacked and vectors concatenated (a handful of ops, not one per
+    tensor), converted to float64 on the device, joined, and copied to the host once.
+    """
     out: list[list[float] | None] = [None] * len(tensors)
-    groups: dict[Any, list[int]] = {}
+    groups: dict[Any, dict[Any, list[int]]] = {}
     for i, t in enumerate(tensors):
-        groups.setdefault(t.device, []).append(i)
-    for dev, idx in groups.items():
+        key = (t.dtype, t.dim() == 0)
+        groups.setdefault(t.device, {}).setdefault(key, []).append(i)
+    for dev, by in groups.items():
         dtype = torch.float32 if dev.type == "mps" else torch.float64
-        flat = torch.cat([tensors[i].detach().reshape(-1).to(dtype) for i in idx])
+        parts = []
+        order: list[tuple[int, int]] = []
+        for (dt, scalar), idx in by.items():
+            if scalar:
+                parts.append(torch.stack([tensors[i] for i in idx]).to(dtype))
+                order += [(i, 1) for i in idx]
+            else:
+                ts = [tensors[i].reshape(-1) if tensors[i].dim() != 1 else tensors[i] for i in idx]
+                parts.append(torch.cat(ts).to(dtype) if len(ts) > 1 else ts[0].to(dtype))
+                order += [(i, t.shape[0]) for i, t in zip(idx, ts)]
+        flat = torch.cat(parts) if len(parts) > 1 else parts[0]
         vals = flat.tolist() if dev.type == "cpu" else flat.cpu().tolist()
         pos = 0
-        for i in idx:
-            n = tensors[i].numel()
+        for i, n in order:
             out[i] = vals[pos:pos + n]
             pos += n
     return out  # type: ignore[return-value]
@@ -659,6 +698,7 @@ class Shim:
                 self._fail("evaltrace", e)
         self.sampler.skip_wall()
         # batch / preds records of the pass: one read-back
+        sync = _AllowSync().__enter__()      # one read-back per evaluation
         try:
             with _OneThread():
                 self._flush_records(ev.records)
@@ -671,26 +711,31 @@ class Shim:
                                   "matrix": None, "oor": 0, "size_mismatch": ev.size_mismatch_extra, "pixels": 0,
                                   "loader": ev.loader.num if ev.loader is not None else None,
                                   "paired": ev.paired, "explicit": ev.explicit, "started_step": ev.step}
-        cm = ev.cm
-        if cm is not None:
-            if isinstance(cm, S.DeviceConfusion):
-                if cm.mat is not None:
-                    m, oor, poor = fetch([cm.mat, cm.oor, cm.pred_oor])
-                    C = cm.C
-                    fields["matrix"] = [[int(x) for x in m[r * C:(r + 1) * C]] for r in range(C)]
-                    fields["oor"] = int(oor[0])
-                    fields["pred_oor"] = int(poor[0])
-                    fields["pixels"] = int(sum(m))
-                fields["size_mismatch"] += cm.size_mismatch
-            else:
-                summ = cm.summary()
-                if cm.updates - cm.size_mismatch > 0:
-                    fields["matrix"] = cm.matrix.tolist()
-                fields["oor"] = summ["oor"]
-                fields["size_mismatch"] += summ["size_mismatch"]
-                fields["pixels"] = summ["pixels"]
-                fields.update(oor_values=summ["oor_values"], pred_oor=summ["pred_oor"],
-                              ignored=summ["ignored"], fractional=summ["fractional"])
+        try:
+            cm = ev.cm
+            if cm is not None:
+                if isinstance(cm, S.DeviceConfusion):
+                    if cm.mat is not None:
+                        m, oor, poor = fetch([cm.mat, cm.oor, cm.pred_oor])
+                        C = cm.C
+                        fields["matrix"] = [[int(x) for x in m[r * C:(r + 1) * C]] for r in range(C)]
+                        fields["oor"] = int(oor[0])
+                        fields["pred_oor"] = int(poor[0])
+                        fields["pixels"] = int(sum(m))
+                    fields["size_mismatch"] += cm.size_mismatch
+                else:
+                    summ = cm.summary()
+                    if cm.updates - cm.size_mismatch > 0:
+                        fields["matrix"] = cm.matrix.tolist()
+                    fields["oor"] = summ["oor"]
+                    fields["size_mismatch"] += summ["size_mismatch"]
+                    fields["pixels"] = summ["pixels"]
+                    fields.update(oor_values=summ["oor_values"], pred_oor=summ["pred_oor"],
+                                  ignored=summ["ignored"], fractional=summ["fractional"])
+        except Exception as e:
+            self._fail("eval", e)
+        finally:
+            sync.__exit__(None, None, None)
         self._emit("eval", step=self.step, **fields)
         self.sampler.spend("eval", time.perf_counter() - t0)
 
@@ -1397,15 +1442,17 @@ class Shim:
             with torch.no_grad(), _OneThread():
                 devs = {}
                 for _, l in losses:
-                    l = l.float()
-                    devs.setdefault(l.device, []).append(l.reshape(()) if l.numel() == 1 else l.mean())
+                    if l.dim() != 0 or l.dtype != torch.float32:
+                        l = l.float()
+                        l = l.reshape(()) if l.numel() == 1 else l.mean()
+                    devs.setdefault(l.device, []).append(l)
                 extra = [torch.stack(v) for v in devs.values()]
                 order = list(devs.keys())
         changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
         if changed is not None:
             extra.append(changed)
         # one transfer per device for every pending record, the losses and the change mask
-        with _OneThread():
+        with _OneThread(), _AllowSync():
             per, out_extra = self._gather(recs, extra)
         step_recs = [r for r in recs if r.type == "step"]
         loss_vals: dict[int, float] = {}
@@ -1449,7 +1496,7 @@ class Shim:
             r.fields.update({k: v for k, v in base.items() if k not in r.fields})
             if r.step in nf_before:
                 r.fields["loss_nonfinite_total"] = nf_before[r.step]
-        with _OneThread():
+        with _OneThread(), _AllowSync():
             self._emit_recs(recs, per)
         for s in sorted(light):
             f = dict(base)

@@ -11,8 +11,10 @@ the first ``warmup`` steps: faults that are there from the start are seen at onc
 
 by water-filling: the cheapest probes get their interval first, the remaining budget is
 shared by the others. Intervals shrink again when steps get slower or probes cheaper.
-The read-back (which carries every step's loss, so a NaN loss is seen) is the exception:
-it happens at least every ``readback_cap`` (10) steps, its cost taken off the budget first.
+The read-back (which carries every step's loss, so a NaN loss is seen) goes first: it
+happens at least every ``readback_cap`` (10) steps, its cost taken off the budget before the
+others share the rest, unless that alone would take more than half of the budget (steps of a
+few ms on a CPU), where the budget wins.
 ``debug`` = every probe every step.
 """
 from __future__ import annotations
@@ -167,7 +169,13 @@ class Sampler:
             n = sum(1 for p in PROBES if self.cost[p] is not None)
             share = avail / n if avail > 0 else 0.0
             iv = math.ceil(rc / share) if share > 0 else self.readback_cap
-            self.interval["readback"] = min(self.readback_cap, max(self.readback_min, iv))
+            iv = min(self.readback_cap, max(self.readback_min, iv))
+            # ...unless the read-back alone would take more than half of the budget (steps of
+            # a few ms on CPU): then the budget wins and NaN losses are reported later
+            whole = self.target * self.budget * step_time / self._tight
+            if whole > 0 and rc / iv > 0.5 * whole:
+                iv = max(iv, math.ceil(rc / (0.5 * whole)))
+            self.interval["readback"] = min(self.max_interval, iv)
             avail -= rc / self.interval["readback"]
         probes = [p for p in PROBES if p != "readback" and self.cost[p] is not None]
         if avail <= 0:

@@ -250,7 +250,8 @@ def align_sums(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.
         ey = l[1:, :] != l[:-1, :]
         e = F.pad(ex, (0, 1, 0, 0)) | F.pad(ey, (0, 0, 0, 1))
         ef = e.float()
-        out += [(g * ef).sum(), ef.sum(), g.sum(), torch.tensor(float(g.numel()), device=g.device)]
+        # torch.full, not torch.tensor(..., device=cuda): a fill kernel, not a synchronous copy
+        out += [(g * ef).sum(), ef.sum(), g.sum(), torch.full((), float(g.numel()), device=g.device)]
     return torch.stack(out)
 
 
