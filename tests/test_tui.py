@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
 from rich.console import Console
 
 from segwatch.protocol import make_event, read_events

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from segwatch.tui.panels.base import sget
-from segwatch.tui.text import fbytes, fduration, fint, fnum
+from segwatch.tui.text import fbytes, fduration, fint
 from segwatch.tui.view import TERMINAL, ViewInfo
 from segwatch.tui.widgets import hbar
 

@@ -6,8 +6,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import RichLog
 
-from segwatch.tui.panels.base import sget
-from segwatch.tui.panels.base import Panel
+from segwatch.tui.panels.base import Panel, sget
 
 
 class OutputPanel(Panel):
