@@ -8,6 +8,7 @@ Modes (first argument):
     workers        starts two "worker" processes (like DataLoader workers), prints their pids,
                    then steps slowly for up to 60 s
     garbage N      N garbled lines and an oversized line on the socket, then valid events
+    flood N        N step events at once, then 20 more over 2 s
     nan            steps every 20 ms; the loss is NaN from step 20
     slow S         prints a step every 50 ms for S seconds
 """
@@ -85,6 +86,14 @@ elif mode == "nan":
     for i in range(1, 200):
         send("step", step=i, loss=float("nan") if i >= 20 else 1.0, grad_norm=1.0)
         time.sleep(0.02)
+elif mode == "flood":
+    n = int(arg)
+    sock.sendall(b"".join(encode(make_event("step", step=i, loss=0.5, grad_norm=1.0, rank=0, world_size=1,
+                                            note="x" * 100)) for i in range(1, n + 1)))
+    print("flooded", flush=True)
+    for i in range(20):
+        send("step", step=n + 1 + i, loss=0.5)
+        time.sleep(0.1)
 elif mode == "slow":
     t0 = time.time(); i = 0
     while time.time() - t0 < float(arg):

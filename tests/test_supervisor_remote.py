@@ -51,6 +51,35 @@ def test_tcp_loopback_with_token(tmp_path):
     assert got[-1]["status"] == "finished"
 
 
+def test_tcp_subscriber_catching_up_on_a_large_history(tmp_path):
+    import socket
+
+    from segwatch.protocol import LineDecoder, encode, make_event
+
+    sup, th, run = _start(tmp_path, "flood", "30000", listen="127.0.0.1:0")
+    try:
+        wait_for(lambda: "flooded" in (run / "stdout.log").read_text() if (run / "stdout.log").exists() else False)
+        meta = meta_of(run)
+        port = int(meta["tcp"].rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(encode(make_event("control", cmd="subscribe", token=meta["token"])))
+        dec = LineDecoder()
+        got = []
+        time.sleep(0.5)  # a slow reader: the supervisor must not spin or drop it
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                break
+            got.extend(dec.feed(data))
+        s.close()
+    finally:
+        th.join(timeout=30)
+    events = [e for e in got if e["type"] != "ack"]
+    assert events == list(RunStore(run, create=False).events())
+    assert sum(e["type"] == "step" for e in events) == 30020
+    assert dec.invalid == 0
+
+
 def test_listen_refuses_non_loopback(tmp_path):
     fake = write_fake(tmp_path)
     sup = Supervisor(str(fake), ["normal", "0"], run_dir=tmp_path / "run", use_shim=False, out=io.BytesIO(),

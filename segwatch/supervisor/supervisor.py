@@ -58,7 +58,7 @@ DRAIN_AFTER_EXIT = 3.0      # seconds to collect the shim's last events after th
 
 
 class _Conn:
-    __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "shim", "peer")
+    __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "live", "history", "shim", "peer")
 
     def __init__(self, sock: socket.socket, tcp: bool) -> None:
         self.sock = sock
@@ -66,6 +66,8 @@ class _Conn:
         self.out = bytearray()
         self.tcp = tcp
         self.subscribed = False
+        self.live = False      # subscribed and caught up with events.jsonl: gets events as they happen
+        self.history = None    # events.jsonl opened for a subscriber still catching up
         self.shim = False
         self.peer = ""
 
@@ -319,14 +321,17 @@ class Supervisor:
             if self._killing:
                 timeout = min(timeout, self._kill_deadline - now)
             timeout = max(0.0, min(timeout, 0.1))
-            for key, _ in self._sel.select(timeout):
+            for key, mask in self._sel.select(timeout):
                 kind, data = key.data
                 if kind == "pipe":
                     self._read_pipe(key.fd)
                 elif kind == "listen":
                     self._accept(key.fileobj, data)
                 elif kind == "conn":
-                    self._read_conn(key.fd)
+                    if mask & selectors.EVENT_WRITE:
+                        self._writable(key.fd)
+                    if mask & selectors.EVENT_READ:
+                        self._read_conn(key.fd)
                 elif kind == "wake":
                     try:
                         while os.read(self._wake_r, 512):
@@ -525,6 +530,9 @@ class Supervisor:
         conn = self._conns.pop(fd, None)
         if conn is None:
             return
+        if conn.history is not None:
+            conn.history.close()
+            conn.history = None
         self._closed_conn_invalid += conn.decoder.invalid
         self._closed_conn_oversized += conn.decoder.oversized
         for e in conn.decoder.errors:
@@ -566,7 +574,7 @@ class Supervisor:
 
     def _send(self, conn: _Conn, data: bytes) -> None:
         conn.out.extend(data)
-        if len(conn.out) > MAX_CLIENT_BUFFER:
+        if len(conn.out) > MAX_CLIENT_BUFFER:  # a subscriber that does not read: let it go
             self._close_conn(conn.sock.fileno())
             return
         self._flush_conn(conn)
@@ -581,11 +589,33 @@ class Supervisor:
                 conn.out.clear()
                 return
             del conn.out[:n]
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out or conn.history else 0)
         try:
-            self._sel.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0),
-                             ("conn", None))
+            self._sel.modify(conn.sock, want, ("conn", None))
         except (KeyError, ValueError):
             pass
+
+    def _writable(self, fd: int) -> None:
+        conn = self._conns.get(fd)
+        if conn is None:
+            return
+        self._flush_conn(conn)
+        if not conn.out and conn.history is not None:
+            self._pump_history(conn)
+
+    def _pump_history(self, conn: _Conn) -> None:
+        """Send a catching-up subscriber the next piece of events.jsonl; at its end the
+        subscriber goes live (we are the only writer, so the file holds whole lines and
+        nothing can be appended between the last read and the switch)."""
+        while conn.history is not None and len(conn.out) < (1 << 20):
+            chunk = conn.history.read(1 << 18)
+            if not chunk:
+                conn.history.close()
+                conn.history = None
+                conn.live = True
+                break
+            conn.out.extend(chunk)
+        self._flush_conn(conn)
 
     def _ack(self, conn: _Conn, cmd: str, ok: bool, error: str | None = None, **extra: Any) -> None:
         ack = make_event("ack", ok=ok, cmd=cmd, error=error, **extra)
@@ -622,13 +652,16 @@ class Supervisor:
                     self._kill(None, by="user")
                 self._ack(conn, cmd, True, status=self.status)
         elif cmd == "subscribe":
+            if conn.subscribed:
+                self._ack(conn, cmd, True)
+                return
             conn.subscribed = True
             self._ack(conn, cmd, True)
             try:
-                with open(self.store.events_path, "rb") as fh:
-                    self._send(conn, fh.read())
+                conn.history = open(self.store.events_path, "rb")
             except OSError:
-                pass
+                conn.live = True
+            self._pump_history(conn)
         else:
             self._ack(conn, str(cmd), False, f"unknown command {cmd!r}")
 
@@ -649,7 +682,7 @@ class Supervisor:
                 self._say(f"{PREFIX} cannot write to the run directory ({exc}); events are being lost")
             line = encode(ev)
         for conn in list(self._conns.values()):
-            if conn.subscribed:
+            if conn.live:
                 self._send(conn, line)
         new = self.state.ingest(ev)
         for finding in new:
@@ -818,13 +851,20 @@ class Supervisor:
             where = self.report_path or str(self.store.report_path)
             self._say(f"{PREFIX} {status}: exit {self.exit_code} | run dir {self.run_dir} | report {where}")
         # 3. close everything
+        deadline = time.monotonic() + 5.0   # subscribers get the rest of the stream, within reason
         for fd in list(self._conns):
             conn = self._conns.get(fd)
-            if conn is not None and conn.out:
+            if conn is not None and (conn.out or conn.history is not None):
                 try:
                     conn.sock.setblocking(True)
-                    conn.sock.settimeout(1.0)
-                    conn.sock.sendall(conn.out)
+                    conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                    if conn.out:
+                        conn.sock.sendall(conn.out)
+                    while conn.history is not None:
+                        chunk = conn.history.read(1 << 18)
+                        if not chunk:
+                            break
+                        conn.sock.sendall(chunk)
                 except OSError:
                     pass
             self._close_conn(fd)
@@ -870,12 +910,15 @@ class Supervisor:
             events = self._sel.select(max(0.0, min(0.1, deadline - time.monotonic())))
             if not events:
                 continue
-            for key, _ in events:
+            for key, mask in events:
                 kind, data = key.data
                 if kind == "pipe":
                     self._read_pipe(key.fd)
                 elif kind == "conn":
-                    self._read_conn(key.fd)
+                    if mask & selectors.EVENT_WRITE:
+                        self._writable(key.fd)
+                    if mask & selectors.EVENT_READ:
+                        self._read_conn(key.fd)
         for name, buf in self._partial.items():
             if buf:
                 rest = bytes(buf)
