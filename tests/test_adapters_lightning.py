@@ -26,6 +26,27 @@ def test_callback_is_a_real_lightning_callback():
     cb.on_train_batch_end(None, None, None, None, 0)
 
 
+def test_attach_picks_the_callback_base_of_the_trainer_package():
+    from segwatch.adapters import lightning as L
+
+    class FakeTrainer:
+        def __init__(self):
+            self.callbacks = []
+
+    t = FakeTrainer()
+    L.attach(t)
+    L.attach(t)                                   # once
+    assert len(t.callbacks) == 1 and isinstance(t.callbacks[0], pl.Callback)
+    try:
+        import pytorch_lightning as old
+    except ImportError:
+        return
+    FakeTrainer.__module__ = "pytorch_lightning.trainer.trainer"
+    t2 = FakeTrainer()
+    L.attach(t2)
+    assert isinstance(t2.callbacks[0], old.Callback)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_callback_by_hand_without_segwatch_trains():
