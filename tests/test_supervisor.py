@@ -337,3 +337,25 @@ def test_output_lines_tqdm_and_colours(tmp_path):
     assert [e["value"] for e in evs if e["type"] == "script_metric"] == [33.3]
     assert b"\x1b[32m" in out.getvalue()                     # ... but passed through unchanged
     assert (tmp_path / "run" / "stdout.log").read_bytes().endswith(b"no newline at the end")
+
+
+def test_ctrl_z_suspends_the_training_too(tmp_path):
+    fake = write_fake(tmp_path)
+    run = tmp_path / "run"
+    p = subprocess.Popen(segwatch_cmd("run", "--headless", "--no-shim", "--run-dir", str(run), str(fake), "slow", "3"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: meta_of(run).get("status") == "running", timeout=20)
+        child = psutil.Process(meta_of(run)["child_pid"])
+        p.send_signal(signal.SIGTSTP)
+        wait_for(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, timeout=10)
+        assert child.status() == psutil.STATUS_STOPPED and meta_of(run)["status"] == "paused"
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    kinds = [(e["kind"], e["by"]) for e in read_events(run) if e["type"] == "action"]
+    assert kinds == [("pause", "user"), ("resume", "user")]
+    assert b"suspended with the training" in err

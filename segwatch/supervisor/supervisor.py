@@ -165,6 +165,7 @@ class Supervisor:
         self._killed_by: str | None = None  # "policy" | "user" | "signal"
         self._paused = False
         self._paused_note = 0.0
+        self._tstp_paused = False
         self._exited_at: float | None = None
         self._closed_conn_invalid = 0
         self._closed_conn_oversized = 0
@@ -207,6 +208,10 @@ class Supervisor:
             self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            if self.headless:
+                # Ctrl-Z stops the training with us, `fg` resumes both
+                for sig in (signal.SIGTSTP, signal.SIGCONT):
+                    self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
         self.socket_path = socket_path_for(self.run_dir)
         try:
@@ -375,6 +380,9 @@ class Supervisor:
     def _handle_signal(self, signum: int) -> None:
         if self._exited_at is not None:
             return
+        if signum in (signal.SIGTSTP, signal.SIGCONT):
+            self._job_control(signum)
+            return
         name = signal.Signals(signum).name
         self._killed_by = self._killed_by or "user"
         if signum == signal.SIGINT and self._killing is None:
@@ -393,6 +401,20 @@ class Supervisor:
             self._start_term()
         else:
             self._escalate()
+
+    def _job_control(self, signum: int) -> None:
+        if signum == signal.SIGTSTP:
+            if self._killing is None and not self._paused:
+                self._pause(None, by="user", quiet=True)
+                self._tstp_paused = True
+            self._say(f"{PREFIX} suspended with the training (fg to continue)")
+            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTSTP)   # stops here until SIGCONT
+            signal.signal(signal.SIGTSTP, self._on_signal)
+        elif signum == signal.SIGCONT and self._tstp_paused:
+            self._tstp_paused = False
+            if self._paused and self._killing is None:
+                self._resume(by="user")
 
     def _start_term(self) -> None:
         self._killing = "term"
@@ -722,13 +744,13 @@ class Supervisor:
         self._emit(ev)
         return ev
 
-    def _pause(self, finding: str | None, by: str) -> None:
+    def _pause(self, finding: str | None, by: str, quiet: bool = False) -> None:
         self._record_action("pause", finding, by)
         self.tree.pause()
         self._paused = True
         self._paused_note = time.monotonic()
         self._set_status("paused", pid=self.child.pid)
-        if self.headless:
+        if self.headless and not quiet:
             why = f" ({finding} at step {self.state.step})" if finding else ""
             self._say(f"{PREFIX} PAUSED by {by}{why}. The training is stopped (SIGSTOP), not ended. "
                       f"Resume: segwatch ctl {self.run_dir} resume   Stop: segwatch ctl {self.run_dir} kill")
