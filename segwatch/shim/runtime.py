@@ -848,14 +848,20 @@ class Shim:
         inputs = list(S.iter_tensors(list(args))) + list(S.iter_tensors(dict(kwargs)))
         B = None
         if b is not None and b.images and self._forced_root is None:
+            # a tensor of the batch itself, or one made from it: same batch size and spatial
+            # size (model(torch.cat([rgb, depth], 1)), imgs.cuda(), imgs.float() ...)
             for _, t in inputs:
+                if t.dim() != 4 or not t.is_floating_point():
+                    continue
                 for _, im in b.images:
-                    if t is im or (t.dim() == 4 and tuple(t.shape) == tuple(im.shape) and t.is_floating_point()):
+                    if t is im or (t.shape[0] == im.shape[0] and t.shape[-2:] == im.shape[-2:]):
                         B = t.shape[0]
                         break
                 if B is not None:
                     break
-        elif self._forced_root is not None or not self._any_batch:
+        if B is None and (self._forced_root is not None or not self._any_batch or self._disc_steps >= 2):
+            # explicit root, no DataLoader, or nothing matched over two training steps:
+            # the outermost module with parameters called on an image-like tensor
             for _, t in inputs:
                 if t.dim() == 4 and t.is_floating_point():
                     B = t.shape[0]
