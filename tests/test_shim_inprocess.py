@@ -291,3 +291,22 @@ def test_emitter_socket_break_falls_back_to_file(tmp_path):
     names = [e["name"] for e in lines]
     assert names[-1] == "n49" and len(names) >= 45     # at most the in-flight ones are lost
     assert em.fallbacks == 1
+
+
+def test_root_found_when_called_on_a_tensor_made_from_the_batch():
+    s = install()
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(16, 3, 16, 16, generator=g), torch.randn(16, 1, 16, 16, generator=g),
+                       torch.randint(0, C, (16, 16, 16), generator=g))
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, C, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for rgb, depth, label in DataLoader(ds, batch_size=4):
+        loss = F.cross_entropy(model(torch.cat([rgb, depth], 1)), label)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    S.uninstall()
+    m = s.emitter.of_type("model")
+    assert len(m) == 1 and m[0]["cls"] == "Sequential" and m[0]["step"] == 0
+    preds = [p for p in s.emitter.of_type("preds") if p["phase"] == "train"]
+    assert preds and preds[0]["step"] == 0 and preds[0]["valid"] == 4 * 16 * 16

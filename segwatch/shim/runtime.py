@@ -1088,7 +1088,7 @@ class Shim:
                             lab_r = lab_r.to(logits.device, non_blocking=True)
                 if pred is None:
                     # training: the prediction histogram on a strided subsample of the logits
-                    st = S.subsample_stride(logits.shape, 1 << 20)
+                    st = S.subsample_stride(logits.shape, 1 << 18)
                     if st > 1:
                         logits = logits[..., ::st, ::st]
                         h, w = logits.shape[-2:]

@@ -23,6 +23,7 @@ import math
 import time
 
 PROBES = ("batch", "preds", "grads", "update", "readback")
+WEIGHTS = {"batch": 1.0, "preds": 2.0, "grads": 2.0, "update": 0.5, "readback": 1.0}
 
 
 class Sampler:
@@ -183,12 +184,16 @@ class Sampler:
             for p in probes:
                 self.interval[p] = min(self.max_interval, max(2, self.interval[p] * 4))
             return
-        # water-filling: cheapest first, each takes at most an equal share of what is left
+        # weighted water-filling: cheapest first, each takes at most its weighted share of
+        # what is left (what it does not need goes to the others). Transient step-level
+        # faults (collapse, exploding gradients) weigh more than label statistics, which
+        # are wrong in every batch when they are wrong at all.
         probes.sort(key=lambda p: self.cost[p])
         left = avail
-        n = len(probes)
-        for i, p in enumerate(probes):
-            share = left / (n - i)
+        wleft = sum(WEIGHTS[p] for p in probes)
+        for p in probes:
+            share = left * WEIGHTS[p] / wleft if wleft > 0 else 0.0
+            wleft -= WEIGHTS[p]
             iv = max(1, math.ceil(self.cost[p] / share)) if share > 0 else self.max_interval
             iv = min(self.max_interval, iv)
             self.interval[p] = iv
