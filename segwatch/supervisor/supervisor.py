@@ -17,7 +17,6 @@ is written to RUN_DIR/report.json (and ``--report``).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence, TextIO
+from typing import Any, BinaryIO, Sequence
 
 from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, make_event
 
