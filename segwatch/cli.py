@@ -153,6 +153,15 @@ def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
         host, _, port = ns.listen.rpartition(":")
         if host not in ("", "127.0.0.1", "localhost", "::1") or not port.isdigit():
             raise UsageError("--listen takes a loopback address: PORT or 127.0.0.1:PORT")
+    if ns.report:
+        rep = Path(ns.report).absolute()
+        if rep.is_dir():
+            raise UsageError(f"--report {ns.report} is a directory; give a file path like report.json")
+        anc = rep.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not os.access(anc, os.W_OK):
+            raise UsageError(f"--report {ns.report}: cannot write in {anc}")
     ConfigError = corelink.config_error_type()
     try:
         config = corelink.load_config(ns.config)

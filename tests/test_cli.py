@@ -55,6 +55,7 @@ def test_usage_errors_exit_2_before_launch(tmp_path):
         (["run"], "no script"),
         (["run", str(fake), "--on-collapse", "explode"], "invalid choice"),
         (["run", str(fake), "--interval", "0"], "interval"),
+        (["run", str(fake), "--report", str(tmp_path)], "is a directory"),
         (["nosuchcommand"], "unknown command"),
     ]
     for args, msg in cases:
