@@ -180,6 +180,10 @@ class Supervisor:
     def run(self) -> int:
         try:
             self._setup()
+            if self._signals:  # interrupted before anything was launched
+                self._killed_by = "user"
+                self.exit_code = 128 + self._signals[0]
+                return self.exit_code
             self._launch()
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - the run must end cleanly whatever happens
