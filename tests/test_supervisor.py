@@ -305,7 +305,10 @@ def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
     assert GpuMemProbe(exe=str(tmp_path / "absent")).poll_once() is False
     # in a run: the child's pid is reported by the stand-in, and proc events carry it
     script = tmp_path / "nvidia-smi-child"
-    script.write_text("#!/bin/sh\nfor p in $(pgrep -f fake_train.py); do echo \"$p, 10\"; done\n")
+    script.write_text(f"#!{sys.executable}\nimport psutil\n"
+                      "for p in psutil.process_iter(['cmdline']):\n"
+                      "    if any('fake_train.py' in a for a in p.info['cmdline'] or []):\n"
+                      "        print(f'{p.pid}, 10')\n")
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     os.replace(script, fake)
