@@ -286,6 +286,7 @@ class Shim:
         self._norm_snapshots = 0
         # step / read-back
         self._in_backward = False
+        self._grads_due = False
         self._losses: list[tuple[int, torch.Tensor]] = []
         self._pending: list[_Rec] = []
         self._step_rec: _Rec | None = None
@@ -323,6 +324,11 @@ class Shim:
     def _inject(self, name: str) -> None:
         if name in self.fault:
             raise RuntimeError(f"fault injected into probe '{name}' (SEGWATCH_FAULT_INJECT)")
+
+    def _clock(self) -> float:
+        """Time minus the shim time already accounted inside it: a hook that calls another
+        timed piece (a read-back, the end of an evaluation) does not count it twice."""
+        return time.perf_counter() - self.sampler.inner
 
     def note(self, message: str, name: str = "shim") -> None:
         self._emit("probe", name=name, status="note", message=message, step=self.step)
@@ -388,7 +394,6 @@ class Shim:
         self._patch(torch.autograd, "backward", autograd_backward)
 
         from torch.optim import optimizer as optmod
-        self._handles.append(optmod.register_optimizer_step_pre_hook(self._opt_pre))
         self._handles.append(optmod.register_optimizer_step_post_hook(self._opt_post))
 
         try:
@@ -508,7 +513,7 @@ class Shim:
         return ls
 
     def _on_iter(self, loader: Any, it: Any) -> None:
-        t0 = time.perf_counter()
+        t0 = self._clock()
         self._inject("dataloader")
         ls = self._loader_state(loader)
         try:
@@ -523,19 +528,19 @@ class Shim:
         if self._eval is not None and self._eval.loader is ls:
             # the same loader restarts before the previous pass was exhausted
             self._end_eval(aborted=True)
-        self.sampler.spend("oneoff", time.perf_counter() - t0)
+        self.sampler.spend("oneoff", self._clock() - t0)
 
     def _on_exhausted(self, it: Any) -> None:
         ls = getattr(it, "_segwatch_loader", None)
         if ls is None:
             return
-        t0 = time.perf_counter()
+        t0 = self._clock()
         ls.passes += 1
         if ls is self._train_loader:
             self.epoch = ls.passes
         if self._eval is not None and self._eval.loader is ls:
             self._end_eval(aborted=False)
-        self.sampler.spend("oneoff", time.perf_counter() - t0)
+        self.sampler.spend("oneoff", self._clock() - t0)
 
     def _phase(self, ls: _Loader) -> str:
         if not torch.is_grad_enabled():
@@ -549,7 +554,7 @@ class Shim:
         ls = getattr(it, "_segwatch_loader", None)
         if ls is None:
             return
-        t0 = time.perf_counter()
+        t0 = self._clock()
         if self.fault:
             self._inject("dataloader")
         index = ls.index
@@ -589,7 +594,7 @@ class Shim:
                 if rec is not None:
                     self._pending.append(rec)
                 probe = "batch"
-        self.sampler.spend(probe, time.perf_counter() - t0)
+        self.sampler.spend(probe, self._clock() - t0)
 
     def _batch_record(self, b: _Batch) -> _Rec | None:
         try:
@@ -689,7 +694,7 @@ class Shim:
         if ev is None:
             return
         self._eval = None
-        t0 = time.perf_counter()
+        t0 = self._clock()
         exc = None
         if self._tracer.active or self._tracer.last is not None:
             try:
@@ -737,14 +742,14 @@ class Shim:
         finally:
             sync.__exit__(None, None, None)
         self._emit("eval", step=self.step, **fields)
-        self.sampler.spend("eval", time.perf_counter() - t0)
+        self.sampler.spend("eval", self._clock() - t0)
 
     def log_eval(self, logits: Any, labels: Any) -> None:
         """Explicit evaluation batch (public API)."""
         if not self.installed or not self._on("eval"):
             return
         try:
-            t0 = time.perf_counter()
+            t0 = self._clock()
             if self._eval is None:
                 self._start_eval(None, explicit=True)
             ev = self._eval
@@ -763,7 +768,7 @@ class Shim:
             with torch.no_grad(), _OneThread():
                 pred = logits.max(1).indices if logits.dim() == 4 else logits
                 self._eval_update(ev, pred, labels)
-            self.sampler.spend("eval", time.perf_counter() - t0)
+            self.sampler.spend("eval", self._clock() - t0)
         except Exception as exc:
             self._fail("eval", exc)
 
@@ -818,7 +823,7 @@ class Shim:
         self._disc_depth = max(0, d - 1)
         if not self._on("discovery") or not self.installed:
             return
-        t0 = time.perf_counter()
+        t0 = self._clock()
         try:
             self._inject("discovery")
             if d > 1:
@@ -835,7 +840,7 @@ class Shim:
         except Exception as exc:
             self._fail("discovery", exc)
             self._stop_discovery()
-        self.sampler.spend("oneoff", time.perf_counter() - t0)
+        self.sampler.spend("oneoff", self._clock() - t0)
 
     def _consider_root(self, module, args, kwargs, output) -> None:
         if self._forced_root is not None and module is not self._forced_root():
@@ -979,7 +984,7 @@ class Shim:
     def _root_post(self, module, args, kwargs, output):
         if not self._on("forward"):
             return None
-        t0 = time.perf_counter()
+        t0 = self._clock()
         probe = None
         try:
             if self.fault:
@@ -991,7 +996,7 @@ class Shim:
             val = (not torch.is_grad_enabled()) or (b is not None and b.phase == "val")
             if not val and (not self.sampler.due("preds", self.step + 1) or (b is not None and b.preds_done)
                             or not self._on("preds")):
-                self.sampler.spend(None, time.perf_counter() - t0)
+                self.sampler.spend(None, self._clock() - t0)
                 return None
             B = None
             if b is not None and b.images:
@@ -1020,7 +1025,7 @@ class Shim:
                 probe = self._on_logits(logits, b, site)
         except Exception as exc:
             self._fail("forward", exc)
-        self.sampler.spend(probe, time.perf_counter() - t0)
+        self.sampler.spend(probe, self._clock() - t0)
         return None
 
     def _on_logits(self, logits: torch.Tensor, b: _Batch | None, site: str | None = None) -> str | None:
@@ -1140,25 +1145,28 @@ class Shim:
         if self._in_backward or not self.installed:
             return orig(tensors, *args, **kwargs)
         self._in_backward = True
+        self._grads_due = False
         try:
             if self._on("backward"):
-                t0 = time.perf_counter()
+                t0 = self._clock()
                 try:
                     self._pre_backward(tensors)
                 except Exception as exc:
                     self._fail("backward", exc)
-                self.sampler.spend(None, time.perf_counter() - t0)
+                self.sampler.spend(None, self._clock() - t0)
             result = orig(tensors, *args, **kwargs)
         finally:
             self._in_backward = False
-        if self._on("backward"):
-            t0 = time.perf_counter()
+        # unsampled steps do not come back here: after a backward pass the shim's data is
+        # out of the CPU caches, and every hook entry costs microseconds
+        if self._grads_due and self._on("backward"):
+            t0 = self._clock()
             probe = None
             try:
                 probe = self._post_backward()
             except Exception as exc:
                 self._fail("backward", exc)
-            self.sampler.spend(probe, time.perf_counter() - t0)
+            self.sampler.spend(probe, self._clock() - t0)
         return result
 
     def _pre_backward(self, tensors) -> None:
@@ -1194,6 +1202,8 @@ class Shim:
                           "DataLoader); call segwatch.watch(model) to name it", "discovery")
         if self.sampler.step_done(s):
             self._emit_overhead()
+        self._step_rec = None
+        self._grads_due = self.sampler.due("grads", s) and self._on("grads")
 
     def _grad_params(self):
         if self._root_params:
@@ -1207,9 +1217,6 @@ class Shim:
 
     def _post_backward(self) -> str | None:
         s = self.step
-        if not (self._on("grads") and self.sampler.due("grads", s)):
-            self._step_rec = None
-            return None
         self.sampler.mark("grads", s)
         rec_fields: dict[str, Any] = {"epoch": self.epoch, "backward_total": s,
                                       "optimizer_steps_total": self.optimizer_steps}
@@ -1221,8 +1228,22 @@ class Shim:
             self._fail("grads", exc)
             self._step_rec = None
             return "grads"
+        if self._optims:
+            rec_fields["lr"] = self._lrs()
         self._step_rec = _Rec("step", s, rec_fields, dev, self._step_post)
         self._pending.append(self._step_rec)
+        if self._on("update") and self._root_params and self.sampler.due("update", s):
+            # parameters before the optimizer step; compared in the optimizer's post hook
+            self.sampler.mark("update", s)
+            try:
+                self._inject("update")
+                with torch.no_grad(), _OneThread():
+                    ps = [p for _, p in self._root_params if p.grad is not None]
+                    if ps:
+                        self._snap = (s, ps, [p.detach().clone() for p in ps])
+            except Exception as exc:
+                self._snap = None
+                self._fail("update", exc)
         return "grads"
 
     def _grad_stats(self, f: dict, dev: dict) -> None:
@@ -1287,57 +1308,37 @@ class Shim:
             f.setdefault("grad_norm", None)
             f.setdefault("grad_nonfinite", None)
             f.setdefault("layer_norms", None)
-        if "scale" in vals:
-            f["scale"] = vals["scale"][0]
+        f["scale"] = vals["scale"][0] if "scale" in vals else None
+        f["update_ratio"] = None
         if "ratio" in vals:
             dw, w = vals["ratio"]
             f["update_ratio"] = (dw / w) if w > 0 else None
+        for k in ("lr", "no_optim", "never_stepped", "with_grad", "no_grad", "eval_modules", "norm_modules"):
+            f.setdefault(k, None)
+        f["sampled"] = True
         return f
 
     # =====================================================================================
     # optimizer
-    def _opt_pre(self, optimizer, args, kwargs):
-        if not self.installed or not self._on("optimizer"):
-            return None
-        t0 = time.perf_counter()
-        probe = None
-        try:
-            if self.fault:
-                self._inject("optimizer")
-            if optimizer not in self._optims:
-                self._optims.add(optimizer)
-            rec = self._step_rec
-            if rec is not None and rec.step == self.step:
-                rec.fields["lr"] = self._lrs()
-                if self._on("update") and self._root_params and self.sampler.due("update", self.step):
-                    self.sampler.mark("update", self.step)
-                    probe = "update"
-                    try:
-                        self._inject("update")
-                        with torch.no_grad(), _OneThread():
-                            ps = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-                            if ps:
-                                self._snap = (optimizer, ps, [p.detach().clone() for p in ps])
-                    except Exception as exc:
-                        self._snap = None
-                        self._fail("update", exc)
-        except Exception as exc:
-            self._fail("optimizer", exc)
-        self.sampler.spend(probe, time.perf_counter() - t0)
-        return None
-
     def _opt_post(self, optimizer, args, kwargs):
         if not self.installed or not self._on("optimizer"):
             return None
-        t0 = time.perf_counter()
+        t0 = self._clock()
         probe = None
         try:
             self.optimizer_steps += 1
             rec = self._step_rec
-            if rec is not None and rec.step == self.step:
-                rec.fields["optimizer_steps_total"] = self.optimizer_steps
+            if rec is not None:
+                if self.fault:
+                    self._inject("optimizer")
+                if optimizer not in self._optims:
+                    self._optims.add(optimizer)
+                if rec.step == self.step:
+                    rec.fields["optimizer_steps_total"] = self.optimizer_steps
+                    if "lr" not in rec.fields:
+                        rec.fields["lr"] = self._lrs()
             snap = self._snap
-            if snap is not None and snap[0] is optimizer:
+            if snap is not None:
                 self._snap = None
                 probe = "update"
                 try:
@@ -1348,7 +1349,7 @@ class Shim:
             self._fail("optimizer", exc)
         if self._pending or self._losses:
             self._maybe_readback()
-        self.sampler.spend(probe, time.perf_counter() - t0)
+        self.sampler.spend(probe, self._clock() - t0)
         return None
 
     def _update_stats(self, snap, rec) -> None:
@@ -1434,7 +1435,7 @@ class Shim:
     def _readback(self, final: bool = False) -> None:
         if not self._pending and not self._losses and not final:
             return
-        t0 = time.perf_counter()
+        t0 = self._clock()
         self._inject("readback")
         self.sampler.mark("readback", self.step)
         recs = self._pending
@@ -1511,7 +1512,7 @@ class Shim:
                      eval_modules=None, norm_modules=None, scale=None, sampled=False,
                      loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
             self._emit("step", step=s, **f)
-        self.sampler.spend("readback", time.perf_counter() - t0)
+        self.sampler.spend("readback", self._clock() - t0)
 
     def _emit_overhead(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -1526,6 +1527,8 @@ class Shim:
                    windows=sm.windows,
                    warmup=self.step <= sm.warmup, eval_s=round(sm.eval_spent, 6),
                    cost_ms={p: (round(c * 1e3, 4) if c is not None else None) for p, c in sm.cost.items()},
+                   base_us=round(sm.last_base * 1e6, 1) if sm.last_base is not None else None,
+                   step_ms=round(sm.last_step_time * 1e3, 3) if sm.last_step_time else None,
                    final=final)
 
     # =====================================================================================

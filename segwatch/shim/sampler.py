@@ -29,7 +29,7 @@ WEIGHTS = {"batch": 1.0, "preds": 2.0, "grads": 2.0, "update": 0.5, "readback": 
 class Sampler:
     def __init__(self, budget: float = 0.01, debug: bool = False, warmup: int = 20,
                  window: int = 20, max_interval: int = 1000, readback_min: int = 1,
-                 readback_cap: int = 10, target: float = 0.6) -> None:
+                 readback_cap: int = 10, target: float = 0.9) -> None:
         self.budget = float(budget) if budget and budget > 0 else 0.01
         self.debug = bool(debug)
         self.warmup = int(warmup)
@@ -54,6 +54,9 @@ class Sampler:
         self.last_share: float | None = None
         self.windows = 0
         self._tight = 1.0
+        self.inner = 0.0          # all time ever spent, for nested accounting (Shim._clock)
+        self.last_base: float | None = None       # unsampled hook time per step, last window
+        self.last_step_time: float | None = None
         # totals
         self.spent_total = 0.0
         self.wall_total = 0.0
@@ -85,6 +88,7 @@ class Sampler:
     # -- accounting -------------------------------------------------------------------
     def spend(self, probe: str | None, seconds: float) -> None:
         """Add shim time; ``probe`` None = base (unsampled) cost."""
+        self.inner += seconds
         self.spent_total += seconds
         if probe is None:
             self._w_base += seconds
@@ -143,6 +147,8 @@ class Sampler:
                 self.cost[p] = c if self.cost[p] is None else 0.5 * self.cost[p] + 0.5 * c
         step_time = wall / steps if wall > 0 else None
         base = self._w_base / steps
+        self.last_base = base
+        self.last_step_time = step_time
         if not self.debug and step_time:
             self._adapt(step_time, base)
         self.windows += 1
@@ -156,10 +162,12 @@ class Sampler:
         # closed loop on top of the cost model: a window that measured more than the budget
         # (preemption, cold caches, a cost estimate that lags) tightens the next ones
         sh = self.last_share
-        if sh is not None and self.windows > 0:
-            if sh > 0.9 * self.budget:
+        # (not from the first window after the warm-up: its schedule came from warm-up
+        # estimates, where every hook's time counted as sampled work)
+        if sh is not None and self.windows > 1:
+            if sh > self.budget:
                 self._tight = min(64.0, self._tight * 1.5)
-            elif sh < 0.4 * self.budget:
+            elif sh < 0.8 * self.budget:
                 self._tight = max(1.0, self._tight / 1.25)
         avail = self.target * self.budget * step_time / self._tight - base
         # The read-back carries every step's loss: it is what reports a NaN loss. It is
