@@ -490,3 +490,55 @@ def test_bundle_of_real_run(real_run, tmp_path):
     assert path.stat().st_size < ck.stat().st_size / 4
     # the run dir is not touched by a bundle written elsewhere
     assert not list(real_run["run"].glob("segwatch-bundle-*"))
+
+
+def test_bundle_without_output_events_and_checkpoints_from_config(tmp_path):
+    """Raw logs but no output events: the first FALLBACK_LINES lines; checkpoints named in a
+    training YAML (with a `segwatch:` section) and in argv, existing or not."""
+    run = _copy_fixture(tmp_path)
+    lines = [l for l in (run / "events.jsonl").read_text().splitlines() if '"type":"output"' not in l]
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "stdout.log").write_text("".join(f"line {i}\n" for i in range(1, FALLBACK_LINES + 101)))
+    work = tmp_path / "work"
+    (work / "weights").mkdir(parents=True)
+    (work / "weights" / "backbone.pth").write_bytes(b"\x00" * 4096)
+    cfg = work / "train.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        model: {backbone: DFormer-Base, pretrained: weights/backbone.pth}
+        resume: null
+        segwatch:
+          dataset: {name: SUNRGBD, num_classes: 37, ignore_index: 255}
+        """))
+    meta = json.loads((run / "meta.json").read_text())
+    meta.update(config=str(cfg), cwd=str(work), argv=["--lr", "8e-5", "--init=missing/ckpt.safetensors"])
+    (run / "meta.json").write_text(json.dumps(meta))
+    path = make_bundle(run, tmp_path / "out")
+    assert path == tmp_path / "out" / "segwatch-bundle-recorded_run.tar.gz"
+    _, files = _open_bundle(path)
+    manifest = _check_manifest(files)
+    log = files["logs/stdout.log"].decode().splitlines()
+    assert log == [f"line {i}" for i in range(1, FALLBACK_LINES + 1)]
+    assert manifest["log_cut"]["method"] == "first_lines"
+    assert "first_lines" in files["README.md"].decode()
+    assert files["config/train.yaml"] == cfg.read_bytes()
+    ck = {c["given"]: c for c in json.loads(files["weights.json"])["checkpoints"]}
+    assert set(ck) == {"weights/backbone.pth", "missing/ckpt.safetensors"}
+    assert ck["weights/backbone.pth"]["source"] == "config"
+    assert ck["weights/backbone.pth"]["size"] == 4096
+    assert ck["weights/backbone.pth"]["sha256"] == hashlib.sha256(b"\x00" * 4096).hexdigest()
+    assert ck["missing/ckpt.safetensors"] == {"given": "missing/ckpt.safetensors", "source": "argv",
+                                              "path": str(work / "missing" / "ckpt.safetensors"),
+                                              "exists": False}
+    # the config of meta.json's path was used (ignore_index 255 from the training YAML)
+    rep = json.loads(files["diagnostics/report.json"])
+    assert rep["ignore_index"] == 255
+
+
+def test_module_entry_point(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "segwatch.reporting", str(FIXTURE), "--out", str(tmp_path / "md"),
+                        "--lang", "zh"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "md" / "report.md")
+    r = subprocess.run([sys.executable, "-m", "segwatch.reporting", str(tmp_path / "nope"), "--bundle"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "no run directory" in r.stderr

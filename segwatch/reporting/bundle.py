@@ -160,9 +160,9 @@ def checkpoint_candidates(rd: RunData) -> list[tuple[str, str, Path]]:
         out.append((where, s, p))
 
     for tok in rd.script_argv:
+        if tok.startswith("-") and "=" in tok:   # --weights=path.pth
+            tok = tok.split("=", 1)[1]
         add("argv", tok, cwd)
-        if "=" in tok:
-            add("argv", tok.split("=", 1)[1], cwd)
     cfg_path = rd.config_path
     if cfg_path:
         p = Path(cfg_path)
@@ -248,8 +248,10 @@ def _readme(rd: RunData, name: str, cut: dict, kept: dict, total: dict, weights:
     if cut.get("method", "").startswith("step_counter"):
         lines.append("Each line the script printed is stamped with the highest training step (backward call) "
                      "segwatch had seen when the line arrived. Step reports can trail the output by a few "
-                     "steps, so when the lines print an iteration number that agrees with that counter, the "
-                     "printed number decides.")
+                     "steps (the instrumentation reads losses back in batches of up to 10 steps), so when the "
+                     "lines print an iteration number that agrees with that counter, the printed number "
+                     "decides. Lines that print no iteration number can therefore run a few iterations "
+                     f"past {MAX_ITERS}.")
     elif cut.get("method") == "first_lines":
         lines.append("The events carry no training step counter, so the log is cut by line count.")
     lines.append("")
@@ -266,13 +268,17 @@ def _readme(rd: RunData, name: str, cut: dict, kept: dict, total: dict, weights:
 
 def make_bundle(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None,
                 lang: str = "en") -> Path:
-    """Write the help-request ``.tar.gz`` of a run directory; returns its path."""
+    """Write the help-request ``.tar.gz`` of a run directory; returns its path.
+
+    ``out_path``: the file to write (a name ending in ``.tar.gz`` / ``.tgz``), or a folder
+    (existing, or any other name) that gets ``segwatch-bundle-<run>.tar.gz``; default: the
+    run directory itself."""
     rd = RunData(run_dir, lang)
     run_name = rd.run_dir.name or "run"
     name = f"segwatch-bundle-{run_name}"
     out = Path(out_path) if out_path is not None else rd.run_dir / f"{name}.tar.gz"
-    if out.is_dir():
-        out = out / f"{name}.tar.gz"
+    if out.is_dir() or not out.name.endswith((".tar.gz", ".tgz")):
+        out = out / f"{name}.tar.gz"   # a folder: the default name inside it
     out.parent.mkdir(parents=True, exist_ok=True)
 
     files: dict[str, bytes] = {}
@@ -281,12 +287,10 @@ def make_bundle(run_dir: str | os.PathLike, out_path: str | os.PathLike | None =
     # logs ------------------------------------------------------------------
     n_keep, cut = cut_outputs(rd.outputs)
     kept: dict[str, int] = {}
-    total: dict[str, int] = {}
-    for stream, _, _ in rd.outputs:
-        total[stream] = total.get(stream, 0) + 1
+    total: dict[str, int] = dict(rd.output_totals)
     for stream, _, _ in rd.outputs[:n_keep]:
         kept[stream] = kept.get(stream, 0) + 1
-    whole = n_keep >= len(rd.outputs)
+    whole = n_keep >= sum(total.values())
     for stream in ("stdout", "stderr"):
         raw_path = rd.run_dir / f"{stream}.log"
         if raw_path.is_file():

@@ -40,6 +40,9 @@ HISTORY = 200_000
 MAX_POINTS = 2000
 #: confusion heatmap: draw at most this many classes
 TOP_K = 20
+#: output lines kept in memory for the bundle's log cut (the lines of the first steps)
+OUTPUT_KEEP_STEPS = 1000
+OUTPUT_KEEP_LINES = 200_000
 
 _T: dict[str, dict[str, str]] = {
     "title": {"en": "segwatch report", "zh": "segwatch 运行报告"},
@@ -74,6 +77,8 @@ _T: dict[str, dict[str, str]] = {
     "config": {"en": "config", "zh": "配置文件"},
     "overhead": {"en": "segwatch overhead (share of step time)", "zh": "segwatch 开销（占步时比例）"},
     "events": {"en": "events (invalid / dropped)", "zh": "事件数（无效 / 丢弃）"},
+    "steady": {"en": "steady", "zh": "稳定期"},
+    "budget": {"en": "budget", "zh": "预算"},
     "run_dir": {"en": "run directory", "zh": "运行目录"},
     "severity": {"en": "severity", "zh": "严重程度"},
     "first_step": {"en": "first step", "zh": "首次出现步数"},
@@ -163,7 +168,8 @@ class RunData:
         self.overhead: dict | None = None
         self.bye: dict | None = None
         self.state_dict_events: list[dict] = []
-        self.outputs: list[tuple[str, str, int]] = []
+        self.outputs: list[tuple[str, str, int]] = []   # the first ones (see OUTPUT_KEEP_*)
+        self.output_totals: dict[str, int] = {}          # output events per stream, all
         self.actions: list[dict] = []
         self.events = 0
         counter = LineDecoder()
@@ -183,7 +189,10 @@ class RunData:
                 self.actions.append(ev)
             self.state.ingest(ev)
             if typ == "output":
-                self.outputs.append((str(ev.get("stream")), str(ev.get("line")), int(self.state.step)))
+                stream = str(ev.get("stream"))
+                self.output_totals[stream] = self.output_totals.get(stream, 0) + 1
+                if self.state.step <= OUTPUT_KEEP_STEPS and len(self.outputs) < OUTPUT_KEEP_LINES:
+                    self.outputs.append((stream, str(ev.get("line")), int(self.state.step)))
         self.invalid = counter.invalid
         self.status = effective_status(self.meta) if self.meta else self.state.status
         if self.config_source is None and self.state.config is not None and self.hello and self.hello.get("config"):
@@ -356,9 +365,9 @@ def _facts(rd: RunData, lang: str) -> list[str]:
         f = as_float(share)
         ov_txt = f"{f * 100:.2f} %" if f is not None and math.isfinite(f) else str(share)
         if ov.get("share_steady") is not None:
-            ov_txt += f" (steady {as_float(ov['share_steady']) * 100:.2f} %)"
+            ov_txt += f" ({tr('steady', lang)} {as_float(ov['share_steady']) * 100:.2f} %)"
         if budget is not None:
-            ov_txt += f", budget {as_float(budget) * 100:.2f} %"
+            ov_txt += f", {tr('budget', lang)} {as_float(budget) * 100:.2f} %"
     epoch = st.epoch
     if rd.bye and rd.bye.get("epoch") is not None:
         epoch = rd.bye.get("epoch")
@@ -367,16 +376,19 @@ def _facts(rd: RunData, lang: str) -> list[str]:
         steps += f" (optimizer steps {rd.bye.get('optimizer_steps_total')})"
     model = st.model or {}
     model_txt = "–"
+    zh = lang == "zh"
     if model:
         model_txt = f"{model.get('cls')}"
         if model.get("params") is not None:
-            model_txt += f", {int(model['params']):,} params ({int(model.get('trainable') or 0):,} trainable)"
+            p, t = int(model["params"]), int(model.get("trainable") or 0)
+            model_txt += f"，{p:,} 个参数（{t:,} 个可训练）" if zh else f", {p:,} params ({t:,} trainable)"
         if model.get("site"):
-            model_txt += f", logits at `{model.get('site')}` ({model.get('out_channels')} ch)"
+            model_txt += (f"，logits 来自 `{model.get('site')}`（{model.get('out_channels')} 通道）" if zh
+                          else f", logits at `{model.get('site')}` ({model.get('out_channels')} ch)")
     ig = st.ignore_index
     ig_txt = f"{st.num_classes} / {ig}"
     if st.inferred_ignore is not None:
-        ig_txt += f" (inferred {st.inferred_ignore})"
+        ig_txt += f"（推断为 {st.inferred_ignore}）" if zh else f" (inferred {st.inferred_ignore})"
     status = rd.status
     if st.signal:
         status += f" (signal {st.signal})"
@@ -641,7 +653,7 @@ def build_markdown(rd: RunData, out_dir: Path, lang: str = "en") -> tuple[str, l
     """The Markdown text and the image files written into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(str(rd.script or "?")).name
-    md: list[str] = [f"# {tr('title', lang)}: `{name}`", ""]
+    md: list[str] = [f"# {tr('title', lang)}{'：' if lang == 'zh' else ': '}`{name}`", ""]
     if rd.status not in ("finished", "killed", "failed", "lost"):
         md += [f"> {tr('partial', lang)}", ""]
     # a one-line verdict
