@@ -542,3 +542,21 @@ def test_module_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "segwatch.reporting", str(tmp_path / "nope"), "--bundle"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2 and "no run directory" in r.stderr
+
+
+def test_markdown_says_when_an_evaluation_was_aborted(tmp_path):
+    run = _copy_fixture(tmp_path)
+    lines = (run / "events.jsonl").read_text().splitlines()
+    last_eval = max(i for i, l in enumerate(lines) if '"type":"eval"' in l)
+    ev = json.loads(lines[last_eval])
+    ev.update(aborted=True, batches=3, expected=10,
+              exception={"type": "ValueError", "message": "bad label", "where": "eval.py:24"})
+    lines[last_eval] = json.dumps(ev)
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    text = render_markdown(run).read_text(encoding="utf-8")
+    miou = _section(text, "## mIoU")
+    assert "| 2 | 120 |" in miou and miou.count("| yes |") == 1
+    assert "evaluation 2 (step 120) stopped after 3/10 batches, raising `ValueError: bad label` @ `eval.py:24`" in miou
+    assert "aborted" in _section(text, "## Confusion matrix")
+    zh = render_markdown(run, tmp_path / "zh", lang="zh").read_text(encoding="utf-8")
+    assert "评估 2（第 120 步）中断，只完成 3/10 个 batch" in zh

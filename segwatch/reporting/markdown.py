@@ -454,6 +454,21 @@ def _pair_script_metrics(evals: list[dict], printed: list[tuple[int, float]]) ->
     return out
 
 
+def _aborted_line(e: dict, lang: str) -> str:
+    exc = e.get("exception")
+    done = f"{e.get('batches')}/{e.get('expected') if e.get('expected') is not None else '?'}"
+    what = ""
+    if isinstance(exc, dict):
+        what = f"`{exc.get('type')}: {exc.get('message')}` @ `{exc.get('where')}`"
+    if lang == "zh":
+        return (f"- 评估 {e.get('index')}（第 {e.get('step')} 步）中断，只完成 {done} 个 batch"
+                + (f"，异常 {what}" if what else "") + "：该次 segwatch 的 mIoU 只覆盖已完成的 batch，"
+                "脚本打印的值可能是旧值。")
+    return (f"- evaluation {e.get('index')} (step {e.get('step')}) stopped after {done} batches"
+            + (f", raising {what}" if what else "") + ": segwatch's mIoU for it covers those "
+            "batches only, and the value the script printed may be stale.")
+
+
 def _miou_section(rd: RunData, lang: str) -> list[str]:
     st = rd.state
     evals = list(st.evals)
@@ -474,6 +489,14 @@ def _miou_section(rd: RunData, lang: str) -> list[str]:
         out.append("")
     elif printed:
         out += _table([tr("step", lang), tr("printed", lang)], [[s, _pct(v)] for s, v in printed[-50:]])
+        out.append("")
+    broken = [e for e in evals if e.get("aborted") or e.get("exception")]
+    shown = broken if len(broken) <= 6 else broken[:5] + broken[-1:]
+    for e in shown:
+        if len(broken) > 6 and e is broken[-1]:
+            out.append(f"- … 另有 {len(broken) - 6} 次" if lang == "zh" else f"- … {len(broken) - 6} more")
+        out.append(_aborted_line(e, lang))
+    if out and out[-1].startswith("- "):
         out.append("")
     last_p = printed[-1][1] if printed else None
     last = evals[-1] if evals else None
@@ -582,6 +605,9 @@ def _confusion(rd: RunData, out_dir: Path, lang: str) -> tuple[list[str], list[s
                          ylabel=tr("ground_truth", lang), other_label=tr("other", lang))
     _write(out_dir / "confusion.svg", svg)
     conf = [f"![{title}](confusion.svg)", ""]
+    if last.get("aborted"):
+        conf += ["该次评估中断：矩阵只包含中断前的 batch。" if lang == "zh" else
+                 "That evaluation was aborted: the matrix holds only the batches before it stopped.", ""]
     total = int(m.sum())
     if len(cls) < C:
         conf.append(f"仅显示 {C} 个类别中像素最多（真实 + 预测）的 {len(cls)} 个；每行按该真实类别的全部像素归一化，"
