@@ -173,7 +173,7 @@ def test_markdown_of_recorded_fixture(tmp_path):
     conf = _section(text, "## Confusion matrix")
     assert "Only the 20 of 37 classes" in conf
     # pretrained weights
-    assert "| 0 | DFormer | 408 / 412 | 4 | 0 | False |" in _section(text, "## Pretrained weights")
+    assert "| 0 | DFormer | 408 / 412 | 4 | 0 | False | `decode_head.conv_seg.weight`" in _section(text, "## Pretrained weights")
 
     roots = _check_images(md)
     assert set(roots) == {"loss.svg", "grad_norm.svg", "miou.svg", "confusion.svg"}

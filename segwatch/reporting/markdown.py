@@ -78,6 +78,9 @@ _T: dict[str, dict[str, str]] = {
     "overhead": {"en": "segwatch overhead (share of step time)", "zh": "segwatch 开销（占步时比例）"},
     "events": {"en": "events (invalid / dropped)", "zh": "事件数（无效 / 丢弃）"},
     "steady": {"en": "steady", "zh": "稳定期"},
+    "shim": {"en": "instrumentation", "zh": "插桩"},
+    "shim_off": {"en": "off (--no-shim): output parsing and process control only",
+                 "zh": "关闭（--no-shim）：只解析输出并控制进程"},
     "budget": {"en": "budget", "zh": "预算"},
     "run_dir": {"en": "run directory", "zh": "运行目录"},
     "severity": {"en": "severity", "zh": "严重程度"},
@@ -118,6 +121,7 @@ _T: dict[str, dict[str, str]] = {
     "unexpected": {"en": "unexpected", "zh": "多余"},
     "strict": {"en": "strict", "zh": "strict"},
     "examples_missing": {"en": "first missing keys", "zh": "缺失键示例"},
+    "examples_unexpected": {"en": "first unexpected keys", "zh": "多余键示例"},
     "no_weights": {"en": "No `load_state_dict` call was observed.", "zh": "没有观测到 `load_state_dict` 调用。"},
     "partial": {"en": "The run has not ended: this report is partial.", "zh": "运行尚未结束：本报告不完整。"},
     "by": {"en": "by", "zh": "触发者"},
@@ -386,7 +390,7 @@ def _facts(rd: RunData, lang: str) -> list[str]:
             model_txt += (f"，logits 来自 `{model.get('site')}`（{model.get('out_channels')} 通道）" if zh
                           else f", logits at `{model.get('site')}` ({model.get('out_channels')} ch)")
     ig = st.ignore_index
-    ig_txt = f"{st.num_classes} / {ig}"
+    ig_txt = f"{st.num_classes if st.num_classes else '–'} / {ig if ig is not None else '–'}"
     if st.inferred_ignore is not None:
         ig_txt += f"（推断为 {st.inferred_ignore}）" if zh else f" (inferred {st.inferred_ignore})"
     status = rd.status
@@ -410,12 +414,16 @@ def _facts(rd: RunData, lang: str) -> list[str]:
         [tr("events", lang), f"{rd.events} ({rd.invalid} / {st.counters.get('dropped', 0)})"],
         [tr("run_dir", lang), f"`{rd.run_dir}`"],
     ]
+    if meta.get("shim") is False:
+        rows.insert(3, [tr("shim", lang), tr("shim_off", lang)])
     return _table([tr("field", lang), tr("value", lang)], rows)
 
 
 def _config_src(src: str | None, lang: str) -> str:
     if src == "hello":
         return "（来自 hello 事件的配置）" if lang == "zh" else "(resolved config from the hello event)"
+    if src == "meta.json":
+        return "（meta.json 中的已解析配置）" if lang == "zh" else "(resolved config in meta.json)"
     return src or "–"
 
 
@@ -489,7 +497,6 @@ def _miou_section(rd: RunData, lang: str) -> list[str]:
         out.append("")
     elif printed:
         out += _table([tr("step", lang), tr("printed", lang)], [[s, _pct(v)] for s, v in printed[-50:]])
-        out.append("")
     broken = [e for e in evals if e.get("aborted") or e.get("exception")]
     shown = broken if len(broken) <= 6 else broken[:5] + broken[-1:]
     for e in shown:
@@ -664,10 +671,18 @@ def _weights(rd: RunData, lang: str) -> list[str]:
     rows = []
     for e in rd.state_dict_events:
         ex = e.get("examples_missing") or []
+        exu = e.get("examples_unexpected") or []
         rows.append([e.get("step"), e.get("module"), f"{e.get('loaded')} / {e.get('total')}", e.get("missing"),
-                     e.get("unexpected"), e.get("strict"), ", ".join(f"`{k}`" for k in ex[:5]) or "–"])
-    return _table([tr("step", lang), tr("module", lang), tr("keys", lang), tr("missing", lang),
-                   tr("unexpected", lang), tr("strict", lang), tr("examples_missing", lang)], rows)
+                     e.get("unexpected"), e.get("strict"), ", ".join(f"`{k}`" for k in ex[:5]) or "–",
+                     ", ".join(f"`{k}`" for k in exu[:5]) or "–"])
+    out = _table([tr("step", lang), tr("module", lang), tr("keys", lang), tr("missing", lang),
+                  tr("unexpected", lang), tr("strict", lang), tr("examples_missing", lang),
+                  tr("examples_unexpected", lang)], rows)
+    errs = [e for e in rd.state_dict_events if e.get("error")]
+    for e in errs[:5]:
+        out += ["", f"- `{e.get('module')}.load_state_dict` " + ("抛出异常" if lang == "zh" else "raised")
+                + f": `{e.get('error')}`"]
+    return out
 
 
 def _write(path: Path, text: str) -> None:
