@@ -560,3 +560,16 @@ def test_markdown_says_when_an_evaluation_was_aborted(tmp_path):
     assert "aborted" in _section(text, "## Confusion matrix")
     zh = render_markdown(run, tmp_path / "zh", lang="zh").read_text(encoding="utf-8")
     assert "评估 2（第 120 步）中断，只完成 3/10 个 batch" in zh
+
+
+def test_language_none_takes_the_runs_own(tmp_path):
+    run = _copy_fixture(tmp_path)
+    meta = json.loads((run / "meta.json").read_text())
+    meta["lang"] = "zh"
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert render_markdown(run, lang=None).read_text(encoding="utf-8").startswith("# segwatch 运行报告")
+    _, files = _open_bundle(make_bundle(run, lang=None))
+    assert files["diagnostics/report.md"].decode().startswith("# segwatch 运行报告")
+    assert json.loads(files["diagnostics/report.json"])["lang"] == "zh"
+    with pytest.raises(ValueError):
+        make_bundle(run, lang="de")

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--markdown", action="store_true", help="report.md + SVG charts (default)")
     g.add_argument("--bundle", action="store_true", help="the help-request .tar.gz")
     p.add_argument("--out", metavar="PATH", help="output folder (--markdown) or .tar.gz path (--bundle)")
-    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--lang", choices=("en", "zh"), default=None, help="default: the run's own")
     ns = p.parse_args(argv)
     try:
         if ns.bundle:

@@ -267,12 +267,14 @@ def _readme(rd: RunData, name: str, cut: dict, kept: dict, total: dict, weights:
 
 
 def make_bundle(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None,
-                lang: str = "en") -> Path:
+                lang: str | None = "en") -> Path:
     """Write the help-request ``.tar.gz`` of a run directory; returns its path.
 
     ``out_path``: the file to write (a name ending in ``.tar.gz`` / ``.tgz``), or a folder
     (existing, or any other name) that gets ``segwatch-bundle-<run>.tar.gz``; default: the
-    run directory itself."""
+    run directory itself. ``lang``: of report.md / the advice ("en", "zh", None = the run's)."""
+    if lang not in ("en", "zh", None):
+        raise ValueError(f"lang must be 'en' or 'zh', got {lang!r}")
     rd = RunData(run_dir, lang)
     run_name = rd.run_dir.name or "run"
     name = f"segwatch-bundle-{run_name}"

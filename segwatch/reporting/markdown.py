@@ -157,13 +157,15 @@ class RunData:
     ``events`` / ``invalid`` counts, ``config_path`` and where the config came from.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, lang: str = "en") -> None:
+    def __init__(self, run_dir: str | os.PathLike, lang: str | None = "en") -> None:
         from segwatch.core.state import RunState
         from segwatch.supervisor.store import RunStore, effective_status
 
         self.store = RunStore(run_dir, create=False)
         self.run_dir = self.store.path
         self.meta = self.store.read_meta()
+        if lang is None:   # the run's own language (segwatch run --lang)
+            lang = self.meta.get("lang") if self.meta.get("lang") in ("en", "zh") else "en"
         self.lang = lang
         self.config, self.config_source = self._config()
         self.config_path = self.meta.get("config") if isinstance(self.meta.get("config"), str) else None
@@ -262,7 +264,7 @@ class RunData:
         return c if isinstance(c, str) else None
 
 
-def load_run(run_dir: str | os.PathLike, lang: str = "en") -> RunData:
+def load_run(run_dir: str | os.PathLike, lang: str | None = "en") -> RunData:
     return RunData(run_dir, lang)
 
 
@@ -725,10 +727,11 @@ def build_markdown(rd: RunData, out_dir: Path, lang: str = "en") -> tuple[str, l
 
 
 def render_markdown(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                    lang: str = "en") -> Path:
+                    lang: str | None = "en") -> Path:
     """Write ``report.md`` and its SVG images into ``out_dir`` (default ``RUN_DIR/report/``);
-    returns the path of ``report.md``."""
-    if lang not in ("en", "zh"):
+    returns the path of ``report.md``. ``lang``: "en", "zh", or None for the run's own
+    (meta.json's ``lang``)."""
+    if lang not in ("en", "zh", None):
         raise ValueError(f"lang must be 'en' or 'zh', got {lang!r}")
     rd = load_run(run_dir, lang)
     return write_markdown(rd, out_dir)
