@@ -45,7 +45,7 @@ def _err(msg: str) -> None:
 RUN_OPTIONS: dict[str, bool] = {
     "--config": True, "--headless": False, "--report": True, "--run-dir": True,
     "--on-collapse": True, "--on-nonfinite": True, "--debug": False, "--lang": True,
-    "--interval": True, "--no-shim": False, "--listen": True, "-h": False, "--help": False,
+    "--interval": True, "--no-shim": False, "--listen": True, "--allow-remote": False, "-h": False, "--help": False,
 }
 
 
@@ -64,6 +64,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run the script without instrumentation (output parsing and process control only)")
     p.add_argument("--listen", metavar="[127.0.0.1:]PORT",
                    help="also listen on a loopback TCP port (token in meta.json); for `attach tcp://...`")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="let --listen use an address other than loopback (anyone who can reach it may read "
+                        "the run; control still needs the token)")
 
 
 def split_run_argv(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
@@ -149,10 +152,14 @@ def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
         raise UsageError("--interval must be a positive number of seconds")
     if ns.config and not os.path.isfile(ns.config):
         raise UsageError(f"config file not found: {ns.config}")
+    if ns.allow_remote and not ns.listen:
+        raise UsageError("--allow-remote goes with --listen HOST:PORT")
     if ns.listen:
         host, _, port = ns.listen.rpartition(":")
-        if host not in ("", "127.0.0.1", "localhost", "::1") or not port.isdigit():
-            raise UsageError("--listen takes a loopback address: PORT or 127.0.0.1:PORT")
+        if not port.isdigit():
+            raise UsageError("--listen takes PORT or HOST:PORT")
+        if host.strip("[]") not in ("", "127.0.0.1", "localhost", "::1") and not ns.allow_remote:
+            raise UsageError(f"--listen {ns.listen}: not a loopback address; add --allow-remote to listen there")
     if ns.report:
         rep = Path(ns.report).absolute()
         if rep.is_dir():
@@ -249,6 +256,7 @@ def _run_headless(ns: argparse.Namespace, script: str, script_args: list[str], c
         script, script_args, run_dir=run_dir, config=config, config_path=ns.config, headless=True,
         on_collapse=ns.on_collapse, on_nonfinite=ns.on_nonfinite, report_path=ns.report, debug=ns.debug,
         lang=ns.lang, interval=ns.interval, use_shim=not ns.no_shim, listen=ns.listen,
+        allow_remote=ns.allow_remote,
     )
     return sup.run()
 
@@ -262,6 +270,7 @@ def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], r
         "config_path": ns.config, "on_collapse": ns.on_collapse, "on_nonfinite": ns.on_nonfinite,
         "report_path": os.path.abspath(ns.report) if ns.report else None, "debug": ns.debug,
         "lang": ns.lang, "interval": ns.interval, "use_shim": not ns.no_shim, "listen": ns.listen,
+        "allow_remote": ns.allow_remote,
     }
     store = RunStore(run_dir)
     log_fd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         interval=float(spec.get("interval", 5.0)),
         use_shim=spec.get("use_shim", True),
         listen=spec.get("listen"),
+        allow_remote=bool(spec.get("allow_remote")),
     )
     return sup.run()
 

@@ -57,7 +57,8 @@ DRAIN_AFTER_EXIT = 3.0      # seconds to collect the shim's last events after th
 
 
 class _Conn:
-    __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "live", "history", "shim", "peer")
+    __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "live", "history", "shim", "peer", "peer_pid",
+                 "trusted")
 
     def __init__(self, sock: socket.socket, tcp: bool) -> None:
         self.sock = sock
@@ -69,6 +70,39 @@ class _Conn:
         self.history = None    # events.jsonl opened for a subscriber still catching up
         self.shim = False
         self.peer = ""
+        self.peer_pid: int | None = None   # the connecting process (SO_PEERCRED), Unix sockets only
+        self.trusted: bool | None = None   # may send training events: a process of the training's tree
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket (Linux SO_PEERCRED)."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    try:
+        import struct
+
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i")))
+        return pid if pid > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _in_tree(pid: int, root: int) -> bool:
+    """``pid`` is ``root``, a descendant of it, or in its process group."""
+    if pid == root:
+        return True
+    try:
+        if os.getpgid(pid) == root:
+            return True
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return any(p.pid == root for p in psutil.Process(pid).parents())
+    except Exception:
+        return False
 
 
 class Supervisor:
@@ -97,6 +131,7 @@ class Supervisor:
         use_shim: bool = True,
         command: Sequence[str] | None = None,
         listen: str | None = None,
+        allow_remote: bool = False,
         install_signals: bool | None = None,
         proc_interval: float = 2.0,
         extra_env: dict | None = None,
@@ -116,6 +151,7 @@ class Supervisor:
         self.use_shim = use_shim
         self.command = list(command) if command else None
         self.listen = listen
+        self.allow_remote = allow_remote
         self.install_signals = install_signals
         self.proc_interval = proc_interval
         self.extra_env = dict(extra_env or {})
@@ -151,7 +187,8 @@ class Supervisor:
         self._sel: selectors.BaseSelector | None = None
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._conns: dict[int, _Conn] = {}
-        self._pipes: dict[int, tuple[str, Any]] = {}
+        self._pipes: dict[int, tuple[str, Any]] = {}   # only when the output files cannot be made
+        self._tails: dict[str, int] = {}                 # read fds on stdout.log / stderr.log
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._echo_pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._echo_since: dict[str, float] = {}
@@ -170,6 +207,8 @@ class Supervisor:
         self._closed_conn_oversized = 0
         self._proto_errors: list[str] = []
         self._rejected_types = 0
+        self._foreign = 0          # training events from a process outside the training (or over TCP)
+        self._unauthorized = 0     # TCP control commands with a wrong or missing token
         self._store_errors = 0
         self._crash: str | None = None
         self._finished = False
@@ -232,10 +271,11 @@ class Supervisor:
         tcp_addr = None
         if self.listen:
             host, _, port = self.listen.rpartition(":")
-            host = host or "127.0.0.1"
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                raise ValueError(f"--listen accepts loopback addresses only, not {host!r}")
-            fam = socket.AF_INET6 if host == "::1" else socket.AF_INET
+            host = (host or "127.0.0.1").strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1") and not self.allow_remote:
+                raise ValueError(f"--listen accepts loopback addresses only, not {host!r} "
+                                 "(another address needs --allow-remote)")
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
             tsrv = socket.socket(fam, socket.SOCK_STREAM)
             tsrv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tsrv.bind(("127.0.0.1" if host == "localhost" else host, int(port or 0)))
@@ -298,24 +338,54 @@ class Supervisor:
             env["PYTHONPATH"] = pp + (os.pathsep if pp else "") + pkg_parent
         return env
 
+    def _open_output_files(self) -> dict[str, int] | None:
+        """The child's stdout/stderr: RUN_DIR/stdout.log and stderr.log, opened here (append,
+        0600) and handed to the child as its fds 1 and 2, so that its output never depends on
+        us: if the supervisor dies, the training keeps printing into the files. We tail them
+        through our own read-only fds. None when the run dir cannot hold them (then pipes)."""
+        writers: dict[str, int] = {}
+        try:
+            for name in ("stdout", "stderr"):
+                path = self.store.path / f"{name}.log"
+                writers[name] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._tails[name] = os.open(path, os.O_RDONLY)
+                os.lseek(self._tails[name], 0, os.SEEK_END)
+            return writers
+        except OSError:
+            for fd in [*writers.values(), *self._tails.values()]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._tails.clear()
+            return None
+
     def _launch(self) -> None:
         self._emit(make_event("status", status="starting", pid=None, exit_code=None))
         cmd = self._child_command()
-        self.child = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=self._child_env(),
-        )
+        writers = self._open_output_files()
+        try:
+            self.child = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=writers["stdout"] if writers else subprocess.PIPE,
+                stderr=writers["stderr"] if writers else subprocess.PIPE,
+                start_new_session=True,
+                env=self._child_env(),
+            )
+        finally:
+            for fd in (writers or {}).values():
+                os.close(fd)
         self.tree = ProcessTree(self.child.pid)
         self._gpu = GpuMemProbe().start()
-        for name, pipe in (("stdout", self.child.stdout), ("stderr", self.child.stderr)):
-            fd = pipe.fileno()
-            os.set_blocking(fd, False)
-            self._pipes[fd] = (name, pipe)
-            self._sel.register(fd, selectors.EVENT_READ, ("pipe", name))
+        if not writers:
+            self._say(f"{PREFIX} cannot create stdout.log/stderr.log in the run directory; "
+                      "the training's output goes through segwatch (it would stop if segwatch died)")
+            for name, pipe in (("stdout", self.child.stdout), ("stderr", self.child.stderr)):
+                fd = pipe.fileno()
+                os.set_blocking(fd, False)
+                self._pipes[fd] = (name, pipe)
+                self._sel.register(fd, selectors.EVENT_READ, ("pipe", name))
         self.store.write_meta(child_pid=self.child.pid, status="running", command=cmd)
         self._set_status("running", pid=self.child.pid)
 
@@ -348,6 +418,7 @@ class Supervisor:
                         pass
             while self._signals:
                 self._handle_signal(self._signals.pop(0))
+            self._poll_tails()
 
             now = time.monotonic()
             self._script_metrics(self._miou.due(now))
@@ -440,6 +511,45 @@ class Supervisor:
             self._kill_deadline = time.monotonic() + 3600
 
     # ------------------------------------------------------------------ child output
+    def _poll_tails(self, limit: int = 4 << 20) -> None:
+        """Read what the child appended to stdout.log / stderr.log since the last call (at
+        most ``limit`` bytes per stream, so a flood cannot starve the sockets)."""
+        for name, fd in self._tails.items():
+            got = 0
+            while got < limit:
+                try:
+                    data = os.read(fd, 65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                if not data:
+                    break
+                got += len(data)
+                self._child_output(name, data)
+
+    def _close_tails(self) -> None:
+        """The last of the output files (after the child's tree is gone): read to the end,
+        the pending partial lines become events."""
+        self._poll_tails(limit=1 << 62)
+        for name, fd in list(self._tails.items()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self._end_stream(name)
+        self._tails.clear()
+
+    def _end_stream(self, name: str) -> None:
+        if self.echo and self._echo_pending[name]:
+            self._echo_write(name, bytes(self._echo_pending[name]))
+            self._echo_pending[name].clear()
+            self._echo_since.pop(name, None)
+        rest = bytes(self._partial[name])
+        self._partial[name].clear()
+        if rest:
+            self._output_line(name, rest)
+
     def _read_pipe(self, fd: int) -> None:
         name, pipe = self._pipes[fd]
         try:
@@ -451,20 +561,21 @@ class Supervisor:
         if not data:
             self._sel.unregister(fd)
             del self._pipes[fd]
-            if self.echo and self._echo_pending[name]:
-                self._echo_write(name, bytes(self._echo_pending[name]))
-                self._echo_pending[name].clear()
-                self._echo_since.pop(name, None)
-            rest = bytes(self._partial[name])
-            self._partial[name].clear()
-            if rest:
-                self._output_line(name, rest)
+            self._end_stream(name)
             try:
                 pipe.close()
             except OSError:
                 pass
             return
-        self.store.log_output(name, data)
+        try:
+            self.store.log_output(name, data)
+        except OSError:
+            pass
+        self._child_output(name, data)
+
+    def _child_output(self, name: str, data: bytes) -> None:
+        """A piece of the child's output (from its log file, or the fallback pipe): echo it
+        (headless) and cut it into ``output`` events."""
         if self.echo:
             self._echo(name, data)
         buf = self._partial[name]
@@ -548,6 +659,8 @@ class Supervisor:
             sock.setblocking(False)
             conn = _Conn(sock, tcp)
             conn.peer = str(addr)
+            if not tcp:
+                conn.peer_pid = _peer_pid(sock)
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, ("conn", None))
 
@@ -583,19 +696,46 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
+            # a last line without its newline: decode it too (a cut line is counted as invalid)
+            self._handle_lines(fd, conn, b"\n")
             self._close_conn(fd)
             return
+        self._handle_lines(fd, conn, data)
+
+    def _handle_lines(self, fd: int, conn: _Conn, data: bytes) -> None:
         for ev in conn.decoder.feed(data):
             t = ev.get("type")
             if t == "control":
                 self._control(conn, ev)
             elif t in SHIM_TYPES:
-                conn.shim = True
-                self._emit(ev)
+                if self._may_send_events(conn):
+                    conn.shim = True
+                    self._emit(ev)
+                else:
+                    self._foreign += 1
+                    if len(self._proto_errors) < 10:
+                        self._proto_errors.append(f"{t} event from {'TCP' if conn.tcp else f'pid {conn.peer_pid}'}, "
+                                                  "not from the training: ignored")
             else:
                 self._rejected_types += 1
+                if len(self._proto_errors) < 10:
+                    self._proto_errors.append(f"a client may not send {t!r} events: ignored")
             if fd not in self._conns:
                 return
+
+    def _may_send_events(self, conn: _Conn) -> bool:
+        """Training events are accepted only from the training's own processes: never over
+        TCP (viewers), and on the Unix socket only from a process of the child's tree (its
+        pid from SO_PEERCRED: the child, a descendant, or a member of its process group).
+        Where the peer cannot be known, the socket's owner-only mode is the guard."""
+        if conn.trusted is None:
+            if conn.tcp:
+                conn.trusted = False
+            elif conn.peer_pid is None or self.child is None:
+                conn.trusted = True
+            else:
+                conn.trusted = _in_tree(conn.peer_pid, self.child.pid)
+        return conn.trusted
 
     def _send(self, conn: _Conn, data: bytes) -> None:
         conn.out.extend(data)
@@ -649,6 +789,7 @@ class Supervisor:
     def _control(self, conn: _Conn, ev: dict) -> None:
         cmd = ev.get("cmd")
         if conn.tcp and (not self.token or not secrets.compare_digest(str(ev.get("token") or ""), self.token)):
+            self._unauthorized += 1
             self._ack(conn, str(cmd), False, "bad or missing token")
             return
         live = self._exited_at is None and self._killing is None
@@ -800,6 +941,7 @@ class Supervisor:
         for c in self._conns.values():
             errors.extend(c.decoder.errors)
         return {"invalid": invalid, "oversized": oversized, "rejected_types": self._rejected_types,
+                "foreign": self._foreign, "unauthorized": self._unauthorized,
                 "errors": errors[:10], "store_errors": self._store_errors}
 
     def _final_status(self) -> str:
@@ -933,8 +1075,7 @@ class Supervisor:
             return
         while (self._pipes or any(c.shim for c in self._conns.values())) and time.monotonic() < deadline:
             events = self._sel.select(max(0.0, min(0.1, deadline - time.monotonic())))
-            if not events:
-                continue
+            self._poll_tails()
             for key, mask in events:
                 kind, data = key.data
                 if kind == "pipe":
@@ -944,6 +1085,7 @@ class Supervisor:
                         self._writable(key.fd)
                     if mask & selectors.EVENT_READ:
                         self._read_conn(key.fd)
+        self._close_tails()
         for name, buf in self._partial.items():
             if buf:
                 rest = bytes(buf)
