@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 from urllib.parse import parse_qs, urlparse
 
-from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, ProtocolError, decode, encode, make_event
+from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event, read_events
 
 from .store import FINAL_STATUSES, SHIM_EVENTS, RunStore, effective_status, pid_alive
 
@@ -102,6 +102,8 @@ class RunClient:
         self._shim_done = False
         self._last_alive_check = 0.0
         self._lost_sent = False
+        self._shim_fh: IO[bytes] | None = None
+        self._shim_buf = bytearray()
 
     # ---- description -------------------------------------------------------------
     def meta(self) -> dict:
@@ -151,20 +153,55 @@ class RunClient:
                 out.append(ev)
                 if _is_final(ev):
                     self.final = True
-        if not out and not self.final:
+        if not out and not self.final and not self._lost_sent:
             self._check_alive(out, force=False)
-        if self.final and not self._shim_done:
+        if self._lost_sent and not self._shim_done:
+            self._poll_orphan(out, max_events - len(out))
+        elif self.final and not self._shim_done:
             # a fallback file only exists when the supervisor could not merge it
             self._shim_done = True
             p = self.run_dir / SHIM_EVENTS
             if p.exists():
                 with open(p, "rb") as fh:
-                    for line in fh:
-                        try:
-                            out.append(decode(line))
-                        except ProtocolError:
-                            self.counter.invalid += 1
+                    out.extend(read_events(fh, self.counter))
         return out
+
+    def _poll_orphan(self, out: list[dict], room: int) -> None:
+        """The supervisor is gone (``lost``) but the training may go on: its shim appends to
+        ``events.shim.jsonl`` itself. Follow that file until the training's process is gone
+        too, then the stream ends."""
+        p = self.run_dir / SHIM_EVENTS
+        if self._shim_fh is None and p.exists():
+            self._shim_fh = open(p, "rb")
+        n0 = len(out)
+        if self._shim_fh is not None:
+            while len(out) - n0 < room:
+                chunk = self._shim_fh.read(1 << 20)
+                if not chunk:
+                    break
+                self._shim_buf.extend(chunk)
+                nl = self._shim_buf.rfind(b"\n")
+                if nl < 0:
+                    continue
+                complete = bytes(self._shim_buf[: nl + 1])
+                del self._shim_buf[: nl + 1]
+                out.extend(self.counter.feed(complete))
+        if len(out) > n0:
+            return
+        now = time.monotonic()
+        if now - self._last_alive_check < 0.5:
+            return
+        self._last_alive_check = now
+        if not pid_alive(self.meta().get("child_pid")):
+            if self._shim_fh is not None:   # one last read: lines written just before the exit
+                rest = self._shim_fh.read()
+                if rest:
+                    self._shim_buf.extend(rest)
+                    return
+                self._shim_fh.close()
+                self._shim_fh = None
+            self._shim_done = True
+            self.final = True
 
     def _check_alive(self, out: list[dict], force: bool) -> None:
         now = time.monotonic()
@@ -183,9 +220,11 @@ class RunClient:
                     self._buf.extend(rest)
                     return
             self._lost_sent = True
-            self.final = True
+            orphan = pid_alive(meta.get("child_pid"))
             out.append(make_event("status", status="lost", exit_code=None, pid=meta.get("child_pid"),
-                                  note="the supervisor is gone and the run never reached a final status"))
+                                  note="the supervisor is gone and the run never reached a final status"
+                                  + ("; the training is still running: its own events follow"
+                                     if orphan else "")))
 
     def events(self, follow: bool = True, poll_interval: float = POLL_INTERVAL) -> Iterator[dict]:
         """Stored events, then (``follow``) live ones until the run has ended."""
@@ -219,6 +258,9 @@ class RunClient:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._shim_fh is not None:
+            self._shim_fh.close()
+            self._shim_fh = None
         if self._stream is not None:
             self._stream.close()
 
