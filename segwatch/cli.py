@@ -399,9 +399,15 @@ def cmd_attach(argv: Sequence[str]) -> int:
                 print(f"[segwatch] the app is not available ({why}); following headless", file=sys.stderr)
                 headless = True
         if headless:
-            return _follow_headless(client, ns.lang, ns.interval)
-        _open_app(client=client, lang=ns.lang, live=True, title=f"segwatch — {ns.target}")
-        return 0
+            code = _follow_headless(client, ns.lang, ns.interval)
+        else:
+            _open_app(client=client, lang=ns.lang, live=True, title=f"segwatch — {ns.target}")
+            code = 0
+        why = client.error()
+        if why:
+            _err(f"cannot follow {ns.target}: {why}")
+            return 1
+        return code
     finally:
         client.close()
 

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event, read_events
 
@@ -110,6 +110,12 @@ class RunClient:
         if self.kind == "local":
             return self.store.read_meta()
         return dict(self._stream.meta) if self._stream else {}
+
+    def error(self) -> str | None:
+        """Why a remote stream ended early (ssh failed, the relay could not open the run)."""
+        if self._stream is not None:
+            return self._stream.error()
+        return None
 
     def status(self) -> str:
         if self.kind == "local":
@@ -289,15 +295,10 @@ class _StreamClient:
 
     @classmethod
     def ssh(cls, target: str) -> "_StreamClient":
-        u = urlparse(target)
-        if not u.hostname or not u.path:
-            raise ValueError(f"bad ssh target {target!r}; expected ssh://[user@]host[:port]/path/to/run")
-        dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
-        cmd = ["ssh", "-o", "BatchMode=yes"]
-        if u.port:
-            cmd += ["-p", str(u.port)]
-        remote = os.environ.get("SEGWATCH_REMOTE", "segwatch")
-        cmd += [dest, f"{remote} relay {shlex.quote(u.path)}"]
+        """``ssh [SEGWATCH_SSH_OPTS] [-p PORT] [user@]host SEGWATCH_REMOTE relay PATH``: no port
+        is opened anywhere, the relay speaks JSON lines over ssh's stdin/stdout. The path is
+        absolute (``ssh://host/abs/path``) or relative to the remote home (``ssh://host/~/runs/x``)."""
+        cmd = ssh_command(target)
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def write(data: bytes) -> None:
@@ -317,7 +318,29 @@ class _StreamClient:
 
         client = cls(proc.stdout, write, closer)
         client.proc = proc
+        client.stderr_tail = bytearray()
+
+        def read_stderr() -> None:   # never let ssh block on a full stderr pipe; keep the end for errors
+            try:
+                for line in proc.stderr:
+                    client.stderr_tail.extend(line)
+                    del client.stderr_tail[:-4000]
+            except (OSError, ValueError):
+                pass
+
+        threading.Thread(target=read_stderr, daemon=True).start()
         return client
+
+    proc: "subprocess.Popen | None" = None
+    stderr_tail: bytearray | None = None
+
+    def error(self) -> str | None:
+        """Why the stream ended, when ssh (or the remote relay) failed: its exit status and
+        the last lines it wrote on stderr."""
+        if self.proc is None or self.proc.poll() in (None, 0):
+            return None
+        tail = bytes(self.stderr_tail or b"").decode("utf-8", "replace").strip()
+        return f"ssh exited with status {self.proc.returncode}" + (f": {tail[-1500:]}" if tail else "")
 
     @classmethod
     def tcp(cls, host: str, port: int, token: str) -> "_StreamClient":
@@ -391,10 +414,40 @@ class _StreamClient:
                 continue
             if ack.get("cmd") in (cmd, None):
                 return ack
-        raise ControlError(f"no answer to {cmd!r}")
+        why = self.error()
+        raise ControlError(f"no answer to {cmd!r}" + (f" ({why})" if why else ""))
 
     def close(self) -> None:
         self._closer()
+
+
+def ssh_command(target: str) -> list[str]:
+    """The ssh command line for ``ssh://[user@]host[:port]/path/to/run``.
+
+    ``SEGWATCH_SSH`` names the ssh program (default ``ssh``), ``SEGWATCH_SSH_OPTS`` adds
+    options (shell words, e.g. ``-i key -o StrictHostKeyChecking=accept-new``), and
+    ``SEGWATCH_REMOTE`` is the command that runs segwatch on the remote side (default
+    ``segwatch``; e.g. ``/opt/venv/bin/python -m segwatch``)."""
+    u = urlparse(target)
+    if u.scheme != "ssh" or not u.hostname or not u.path or u.path == "/":
+        raise ValueError(f"bad ssh target {target!r}; expected ssh://[user@]host[:port]/path/to/run")
+    try:
+        port = u.port
+    except ValueError:
+        raise ValueError(f"bad port in ssh target {target!r}") from None
+    dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
+    cmd = [*shlex.split(os.environ.get("SEGWATCH_SSH", "ssh")), "-o", "BatchMode=yes"]
+    cmd += shlex.split(os.environ.get("SEGWATCH_SSH_OPTS", ""))
+    if port:
+        cmd += ["-p", str(port)]
+    path = unquote(u.path)
+    if path.startswith("/~/") or path == "/~":
+        remote_path = "~/" + shlex.quote(path[3:]) if path[3:] else "~"
+    else:
+        remote_path = shlex.quote(path)
+    remote = os.environ.get("SEGWATCH_REMOTE", "segwatch")
+    cmd += ["--", dest, f"{remote} relay {remote_path}"]
+    return cmd
 
 
 def relay(run_dir: str | os.PathLike, stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
