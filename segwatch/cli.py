@@ -420,6 +420,8 @@ def cmd_replay(argv: Sequence[str]) -> int:
                                 description="Rebuild a recorded run from its events and show it.")
     p.add_argument("run_dir")
     p.add_argument("--headless", action="store_true", help="print the final status and the findings instead of the app")
+    p.add_argument("--json", action="store_true",
+                   help="print the report rebuilt from the events (the same as the live run's report.json)")
     p.add_argument("--lang", choices=LANGS, default=None)
     ns = p.parse_args(argv)
     try:
@@ -427,6 +429,9 @@ def cmd_replay(argv: Sequence[str]) -> int:
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if ns.json:
+        print(json.dumps(rep.report(), indent=2, ensure_ascii=False))
+        return 0
     headless = ns.headless or not sys.stdout.isatty()
     if not headless:
         ok, why = _tui_available()

@@ -159,6 +159,8 @@ def test_replay_rebuilds_the_same_report(collapsed_run):
     rebuilt = Replayed(collapsed_run).report()
     for key in ("schema", "exit_code", "steps", "action", "findings", "checklist", "miou", "status"):
         assert rebuilt[key] == stored[key], key
+    r = sw("replay", str(collapsed_run), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == stored
     r = sw("replay", str(collapsed_run), "--headless")
     assert r.returncode == 0 and "ERROR pred.collapse" in r.stdout and "replayed" in r.stdout
 

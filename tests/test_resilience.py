@@ -307,7 +307,9 @@ def test_kill_9_of_the_app_loses_nothing(train, tmp_path):
         assert viewer["report"][key] == replayed[key] == live[key], key
     assert [f["id"] for f in live["findings"]] == [f["id"] for f in replayed["findings"]]
     assert len(live["miou"]) == 6
-    # segwatch replay --headless prints that same state
+    # segwatch replay rebuilds exactly the live report, and --headless prints that same state
+    r = subprocess.run(segwatch_cmd("replay", str(run), "--json"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout) == live
     r = subprocess.run(segwatch_cmd("replay", str(run), "--headless"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     assert f"replayed {len(stored)} events" in r.stdout and "step 60" in r.stdout

@@ -81,6 +81,12 @@ class Replayed:
                         run_dir=self.run_dir, actions=self.actions)
         if self.status not in FINAL_STATUSES:
             rep["note"] = "the run has not ended: this report is partial"
+        if isinstance(self.meta.get("protocol"), dict):
+            # the live run's line counters (only the supervisor saw the lines it dropped)
+            sup = {"protocol": self.meta["protocol"], "state_errors": self.state.errors}
+            if self.state.error_messages:
+                sup["state_error_messages"] = self.state.error_messages
+            rep["supervisor"] = sup
         return rep
 
 
