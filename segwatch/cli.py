@@ -4,7 +4,7 @@
     segwatch demo [--fault NAME] [options]              the bundled tiny training
     segwatch attach TARGET                              the app on a live or finished run
     segwatch replay RUN_DIR                             the app on a recorded run
-    segwatch report RUN_DIR [--json|--markdown]         the run report
+    segwatch report RUN_DIR [--json|--markdown|--bundle] the run report (Markdown + charts, help bundle)
     segwatch ls [DIR]                                   runs in ./segwatch_runs
     segwatch check --config CFG                         validate and print a config
     segwatch ctl RUN_DIR pause|resume|kill|ping         control a live run (also: pause/resume/kill RUN_DIR)
@@ -452,24 +452,54 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 def cmd_report(argv: Sequence[str]) -> int:
     from segwatch.supervisor.replay import format_markdown, format_text, load_report
+    from segwatch.supervisor.store import RunStore
 
     p = argparse.ArgumentParser(prog="segwatch report", allow_abbrev=False,
-                                description="Print a run's report (rebuilt from its events if it has none yet).")
+                                description="Print a run's report (rebuilt from its events if it has none yet), "
+                                            "write it as Markdown with charts, or pack the help-request bundle.")
     p.add_argument("run_dir")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="the report JSON (schema segwatch.report/1)")
-    g.add_argument("--markdown", action="store_true", help="a Markdown summary")
+    g.add_argument("--markdown", action="store_true",
+                   help="write report.md with SVG charts (into --out DIR, default RUN_DIR/report/) and print its path")
+    g.add_argument("--bundle", action="store_true",
+                   help="write the help-request .tar.gz (at --out PATH, default in RUN_DIR) and print its path")
+    p.add_argument("--out", metavar="PATH", help="where --markdown / --bundle write")
     p.add_argument("--lang", choices=LANGS, default=None, help="language of the advice (rebuilds the report)")
     ns = p.parse_args(argv)
+    if ns.out and not (ns.markdown or ns.bundle):
+        _err("--out goes with --markdown or --bundle")
+        return EXIT_USAGE
     try:
-        rep = load_report(ns.run_dir, ns.lang)
+        store = RunStore(ns.run_dir, create=False)
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if ns.markdown or ns.bundle:
+        lang = ns.lang or store.read_meta().get("lang") or "en"
+        try:
+            from segwatch.reporting import make_bundle, render_markdown
+        except Exception as exc:  # the reporting package is missing or broken
+            if ns.bundle:
+                _err(f"cannot make a bundle: {type(exc).__name__}: {exc}")
+                return 1
+            print(f"[segwatch] charts are not available ({type(exc).__name__}: {exc}); plain Markdown instead",
+                  file=sys.stderr)
+            print(format_markdown(load_report(ns.run_dir, ns.lang)))
+            return 0
+        try:
+            path = make_bundle(ns.run_dir, ns.out, lang=lang) if ns.bundle else render_markdown(ns.run_dir, ns.out, lang=lang)
+        except FileNotFoundError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        except OSError as exc:
+            _err(f"cannot write {ns.out or 'in ' + str(store.path)}: {exc}")
+            return 1
+        print(path)
+        return 0
+    rep = load_report(ns.run_dir, ns.lang)
     if ns.json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
-    elif ns.markdown:
-        print(format_markdown(rep))
     else:
         print(format_text(rep))
     return 0
@@ -590,7 +620,7 @@ COMMANDS = {
     "demo": ("run the bundled tiny training (--fault NAME)", cmd_demo),
     "attach": ("open the app on a run dir, ssh://host/path or tcp://127.0.0.1:PORT", cmd_attach),
     "replay": ("open the app on a recorded run (--headless prints it)", cmd_replay),
-    "report": ("print a run's report (--json, --markdown)", cmd_report),
+    "report": ("a run's report (--json; --markdown, --bundle write files)", cmd_report),
     "ls": ("list runs", cmd_ls),
     "check": ("validate a config (--config CFG)", cmd_check),
     "ctl": ("pause|resume|kill|ping a live run", cmd_ctl),

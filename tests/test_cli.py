@@ -141,7 +141,20 @@ def test_report_formats(collapsed_run):
     r = sw("report", str(collapsed_run))
     assert r.returncode == 0 and "pred.collapse" in r.stdout and "Findings" in r.stdout
     r = sw("report", str(collapsed_run), "--markdown")
-    assert r.returncode == 0 and r.stdout.startswith("# segwatch report") and "`pred.collapse`" in r.stdout
+    md = Path(r.stdout.strip())
+    assert r.returncode == 0 and md == collapsed_run / "report" / "report.md", r.stderr
+    assert "pred.collapse" in md.read_text() and list(md.parent.glob("*.svg"))
+    out = collapsed_run.parent / "md-zh"
+    r = sw("report", str(collapsed_run), "--markdown", "--lang", "zh", "--out", str(out))
+    assert r.returncode == 0 and Path(r.stdout.strip()) == out / "report.md"
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in (out / "report.md").read_text())
+    bundle = collapsed_run.parent / "help.tar.gz"
+    r = sw("report", str(collapsed_run), "--bundle", "--out", str(bundle))
+    assert r.returncode == 0 and Path(r.stdout.strip()) == bundle and bundle.stat().st_size > 0
+    import tarfile
+    with tarfile.open(bundle) as tf:
+        assert any(n.endswith("report.json") for n in tf.getnames())
+    assert sw("report", str(collapsed_run), "--out", "x").returncode == 2
     # another language: rebuilt from the events, same findings, Chinese advice
     r = sw("report", str(collapsed_run), "--json", "--lang", "zh")
     zh = json.loads(r.stdout)
@@ -150,6 +163,27 @@ def test_report_formats(collapsed_run):
     adv = next(f["advice"] for f in zh["findings"] if f["id"] == "pred.collapse")
     assert any("\u4e00" <= ch <= "\u9fff" for ch in adv)
     assert sw("report", str(collapsed_run / "nope")).returncode == 2
+
+
+BLOCK_REPORTING = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "segwatch.reporting" or name.startswith("segwatch.reporting."):
+            raise ImportError("blocked for the test")
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_report_markdown_without_the_reporting_package(collapsed_run, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_REPORTING)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = sw("report", str(collapsed_run), "--markdown", env=env)
+    assert r.returncode == 0 and r.stdout.startswith("# segwatch report") and "`pred.collapse`" in r.stdout
+    assert "plain Markdown instead" in r.stderr
+    r = sw("report", str(collapsed_run), "--bundle", env=env)
+    assert r.returncode == 1 and "cannot make a bundle" in r.stderr
 
 
 def test_replay_rebuilds_the_same_report(collapsed_run):
