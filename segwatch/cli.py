@@ -251,7 +251,9 @@ def _run_headless(ns: argparse.Namespace, script: str, script_args: list[str], c
     from segwatch.supervisor.supervisor import Supervisor
 
     set_child_subreaper()
-    print(f"[segwatch] run dir {run_dir}", file=sys.stderr)
+    from segwatch.supervisor.headless import tr
+
+    print("[segwatch] " + tr("run_dir", ns.lang, run=run_dir), file=sys.stderr)
     sup = Supervisor(
         script, script_args, run_dir=run_dir, config=config, config_path=ns.config, headless=True,
         on_collapse=ns.on_collapse, on_nonfinite=ns.on_nonfinite, report_path=ns.report, debug=ns.debug,
@@ -358,7 +360,7 @@ def _follow_headless(client: Any, lang: str, interval: float, state: Any = None)
                     print(finding_line(f, lang), file=sys.stderr, flush=True)
             if time.monotonic() >= next_line:
                 next_line = time.monotonic() + interval
-                print(status_line(state, getattr(state, "status", None)), file=sys.stderr, flush=True)
+                print(status_line(state, getattr(state, "status", None), lang), file=sys.stderr, flush=True)
             if client.final:
                 break
             if not batch:
@@ -366,7 +368,7 @@ def _follow_headless(client: Any, lang: str, interval: float, state: Any = None)
     except KeyboardInterrupt:
         print("[segwatch] detached (the training goes on)", file=sys.stderr)
         return 0
-    print(status_line(state, getattr(state, "status", None)), file=sys.stderr, flush=True)
+    print(status_line(state, getattr(state, "status", None), lang), file=sys.stderr, flush=True)
     code = getattr(state, "exit_code", None)
     return int(code) if isinstance(code, int) else 0
 
@@ -442,9 +444,11 @@ def cmd_replay(argv: Sequence[str]) -> int:
         _open_app(events=rep.event_list, lang=rep.lang, live=False, meta=rep.meta,
                   title=f"segwatch replay — {Path(rep.run_dir).name}")
         return 0
-    print(f"[segwatch] replayed {rep.events} events from {rep.run_dir}"
-          + (f" ({rep.invalid} invalid lines skipped)" if rep.invalid else ""))
-    print(status_line(rep.state, rep.status))
+    from segwatch.supervisor.headless import tr
+
+    print("[segwatch] " + tr("replayed", rep.lang, n=rep.events, run=rep.run_dir)
+          + (tr("invalid_skipped", rep.lang, n=rep.invalid) if rep.invalid else ""))
+    print(status_line(rep.state, rep.status, rep.lang))
     for f in list(getattr(rep.state, "findings", {}).values()):
         print(finding_line(f, rep.lang))
     return 0

@@ -214,6 +214,23 @@ def test_attach_headless_to_finished_run_and_ctl_refused(collapsed_run):
     assert r.returncode == 1 and "ended" in r.stderr
 
 
+def test_headless_lines_in_chinese(tmp_path):
+    fake = write_fake(tmp_path)
+    run = tmp_path / "run"
+    r = sw("run", "--no-shim", "--lang", "zh", "--interval", "0.5", "--run-dir", str(run), str(fake), "collapse", "130",
+           timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    err = r.stderr
+    assert "[segwatch] 运行目录 " in err
+    assert "[segwatch] 错误 pred.collapse（第 " in err and "步）: " in err          # severity, step, title in Chinese
+    assert any(line.startswith("[segwatch] 第 ") and " 步 | 损失 " in line for line in err.splitlines())
+    assert "[segwatch] 已完成 第 130 步" in err and "已完成：退出码 0 | 运行目录 " in err
+    ours = [line for line in err.splitlines() if line.startswith("[segwatch]")]
+    assert not any(w in line for line in ours for w in ("ERROR", " step ", "loss ", "finished", "run dir"))
+    r = sw("replay", str(run), "--headless", "--lang", "zh")
+    assert r.returncode == 0 and "已从 " in r.stdout and "错误 pred.collapse（第 " in r.stdout
+
+
 def test_check(tmp_path):
     good = tmp_path / "g.yaml"
     good.write_text("segwatch:\n  dataset:\n    num_classes: 37\n    ignore_index: 255\n")

@@ -362,3 +362,12 @@ def test_ctrl_z_suspends_the_training_too(tmp_path):
     kinds = [(e["kind"], e["by"]) for e in read_events(run) if e["type"] == "action"]
     assert kinds == [("pause", "user"), ("resume", "user")]
     assert b"suspended with the training" in err
+
+
+def test_policy_messages_in_chinese(tmp_path):
+    sup, _, err = _sup(tmp_path, "collapse", "400", on_collapse="kill", kill_timeout=2.0, lang="zh")
+    assert sup.run() == 128 + signal.SIGTERM
+    text = err.getvalue().decode()
+    assert "[segwatch] 错误 pred.collapse（第 " in text
+    assert "[segwatch] 正在终止训练，由策略发起（pred.collapse，第 " in text
+    assert "已终止：退出码 143" in text and "KILLING" not in text

@@ -12,6 +12,66 @@ from .corelink import finite, last_value
 
 PREFIX = "[segwatch]"
 
+#: The fixed words of segwatch's own lines, by language (finding titles and advice come
+#: from core, in the same language). Ids (``pred.collapse``) and numbers stay as they are.
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "step": "step {n}", "waiting": "waiting for the first training step", "loss": "loss {v}",
+        "grad": "grad {v}", "pred_classes": "pred classes {k}/{n}", "miou": "mIoU {v}%",
+        "script_miou": "script mIoU {v}%", "speed": "{v} it/s", "findings_1": "{n} finding",
+        "findings_n": "{n} findings", "at_step": " at step {n}", "val": " (val)",
+        "error": "ERROR", "warning": "WARNING", "info": "INFO",
+        "starting": "STARTING", "running": "RUNNING", "paused": "PAUSED", "finished": "FINISHED",
+        "killed": "KILLED", "failed": "FAILED", "lost": "LOST",
+        "by_policy": "policy", "by_user": "user", "by_signal": "signal", "by_supervisor": "supervisor",
+        "paused_by": "PAUSED by {by}{why}. The training is stopped (SIGSTOP), not ended. "
+                     "Resume: segwatch ctl {run} resume   Stop: segwatch ctl {run} kill",
+        "why": " ({finding} at step {n})", "resumed_by": "resumed by {by}",
+        "killing": "KILLING the training, by {by}{why}", "resume_hint": " | resume: segwatch ctl {run} resume",
+        "stopping": "{sig}: stopping the training", "stopping_force": "{sig}: stopping the training "
+                                                                    "(press Ctrl-C again to force)",
+        "suspended": "suspended with the training (fg to continue)",
+        "final": "{status}: exit {code} | run dir {run} | report {report}",
+        "run_dir": "run dir {run}", "replayed": "replayed {n} events from {run}",
+        "invalid_skipped": " ({n} invalid lines skipped)",
+    },
+    "zh": {
+        "step": "第 {n} 步", "waiting": "等待第一个训练步", "loss": "损失 {v}", "grad": "梯度范数 {v}",
+        "pred_classes": "预测类别 {k}/{n}", "miou": "mIoU {v}%", "script_miou": "脚本 mIoU {v}%",
+        "speed": "{v} 步/秒", "findings_1": "{n} 条诊断", "findings_n": "{n} 条诊断",
+        "at_step": "（第 {n} 步）", "val": "（验证）",
+        "error": "错误", "warning": "警告", "info": "提示",
+        "starting": "启动中", "running": "运行中", "paused": "已暂停", "finished": "已完成",
+        "killed": "已终止", "failed": "失败", "lost": "失联",
+        "by_policy": "策略", "by_user": "用户", "by_signal": "信号", "by_supervisor": "segwatch",
+        "paused_by": "已由{by}暂停{why}。训练被挂起（SIGSTOP），并未结束。"
+                     "继续：segwatch ctl {run} resume   终止：segwatch ctl {run} kill",
+        "why": "（{finding}，第 {n} 步）", "resumed_by": "已由{by}恢复",
+        "killing": "正在终止训练，由{by}发起{why}", "resume_hint": " | 继续：segwatch ctl {run} resume",
+        "stopping": "{sig}：正在停止训练", "stopping_force": "{sig}：正在停止训练（再按一次 Ctrl-C 强制结束）",
+        "suspended": "已与训练一起挂起（fg 继续）",
+        "final": "{status}：退出码 {code} | 运行目录 {run} | 报告 {report}",
+        "run_dir": "运行目录 {run}", "replayed": "已从 {run} 重放 {n} 个事件",
+        "invalid_skipped": "（跳过 {n} 行无效内容）",
+    },
+}
+
+
+def tr(key: str, lang: str = "en", **fields: Any) -> str:
+    """A fixed phrase in ``lang`` (English when the language or the phrase is unknown)."""
+    text = WORDS.get(lang, WORDS["en"]).get(key) or WORDS["en"].get(key, key)
+    return text.format(**fields) if fields else text
+
+
+def status_word(status: str | None, lang: str = "en") -> str:
+    if not status:
+        return ""
+    return tr(status, lang) if status in WORDS["en"] else str(status).upper()
+
+
+def by_word(by: str | None, lang: str = "en") -> str:
+    return tr(f"by_{by}", lang) if f"by_{by}" in WORDS["en"] else str(by)
+
 
 def _fmt_num(v: float | None, fmt: str) -> str:
     if v is None:
@@ -32,44 +92,44 @@ def _last_miou(state: Any) -> float | None:
     return None
 
 
-def status_line(state: Any, status: str | None = None) -> str:
-    """One line: step, loss, gradient norm, predicted classes, mIoU, speed."""
+def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
+    """One line: step, loss, gradient norm, predicted classes, mIoU, speed (fixed words in ``lang``)."""
     step = getattr(state, "step", 0) or 0
-    parts = [f"step {step}"]
+    parts = [tr("step", lang, n=step)]
     if not step and last_value(getattr(state, "loss", None)) is None:
-        parts = ["waiting for the first training step"]
+        parts = [tr("waiting", lang)]
     loss = last_value(getattr(state, "loss", None))
     if loss is not None:
-        parts.append(f"loss {_fmt_num(loss, '.4g')}")
+        parts.append(tr("loss", lang, v=_fmt_num(loss, ".4g")))
     grad = last_value(getattr(state, "grad_norm", None))
     if grad is not None:
-        parts.append(f"grad {_fmt_num(grad, '.1e')}")
+        parts.append(tr("grad", lang, v=_fmt_num(grad, ".1e")))
     uniq = last_value(getattr(state, "pred_unique", None))
     if uniq is not None and finite(uniq):
         n = getattr(state, "num_classes", None)
-        parts.append(f"pred classes {int(uniq)}/{n if n else '?'}")
+        parts.append(tr("pred_classes", lang, k=int(uniq), n=n if n else "?"))
     miou = _last_miou(state)
     if miou is not None:
-        parts.append(f"mIoU {_fmt_num(miou, '.1f')}%")
+        parts.append(tr("miou", lang, v=_fmt_num(miou, ".1f")))
     else:
         sm = getattr(state, "script_metrics", None) or []
         if sm:
             try:
-                parts.append(f"script mIoU {float(sm[-1][1]):.1f}%")
+                parts.append(tr("script_miou", lang, v=f"{float(sm[-1][1]):.1f}"))
             except (TypeError, ValueError, IndexError):
                 pass
     sps = getattr(state, "steps_per_sec", None)
     try:
         if sps is not None and math.isfinite(float(sps)) and float(sps) > 0:
-            parts.append(f"{float(sps):.1f} it/s")
+            parts.append(tr("speed", lang, v=f"{float(sps):.1f}"))
     except (TypeError, ValueError):
         pass
     nf = len(getattr(state, "findings", None) or {})
     if nf:
-        parts.append(f"{nf} finding{'s' if nf != 1 else ''}")
+        parts.append(tr("findings_1" if nf == 1 else "findings_n", lang, n=nf))
     head = PREFIX
     if status and status not in ("running",):
-        head += f" {status.upper()}"
+        head += f" {status_word(status, lang)}"
     return f"{head} " + " | ".join(parts)
 
 
@@ -92,7 +152,8 @@ def _evidence_text(evidence: Any, limit: int = 6) -> str:
 
 
 def finding_line(finding: Any, lang: str = "en") -> str:
-    """``[segwatch] ERROR pred.collapse at step 57: <title> (<evidence>) — <advice>``."""
+    """``[segwatch] ERROR pred.collapse at step 57: <title> (<evidence>) — <advice>``
+    (``[segwatch] 错误 pred.collapse（第 57 步）: ...`` in Chinese)."""
     fid = getattr(finding, "id", None) or (finding.get("id") if isinstance(finding, dict) else "?")
     if isinstance(finding, dict):
         sev = finding.get("severity", "info")
@@ -114,10 +175,11 @@ def finding_line(finding: Any, lang: str = "en") -> str:
             advice = finding.advice(lang)
         except Exception:
             advice = ""
-    where = f" at step {step}" if step is not None else ""
+    where = tr("at_step", lang, n=step) if step is not None else ""
     if phase == "val":
-        where += " (val)"
-    text = f"{PREFIX} {str(sev).upper()} {fid}{where}"
+        where += tr("val", lang)
+    sev_word = tr(str(sev), lang) if str(sev) in ("error", "warning", "info") else str(sev).upper()
+    text = f"{PREFIX} {sev_word} {fid}{where}"
     body = title or ""
     ev = _evidence_text(evidence)
     if ev:

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Sequence
 from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, make_event
 
 from . import corelink
-from .headless import PREFIX, finding_line, status_line
+from .headless import PREFIX, by_word, finding_line, status_line, status_word, tr
 from .miou_parse import MiouResolver
 from .process import GpuMemProbe, ProcessTree, exit_status
 from .replay import finalize_report
@@ -437,11 +437,11 @@ class Supervisor:
                 next_status = now + self.interval
                 if self._exited_at is None:
                     if not self._paused:
-                        self._say(status_line(self.state, self.status))
+                        self._say(status_line(self.state, self.status, self.lang))
                     elif now - self._paused_note >= PAUSED_REMINDER:
                         self._paused_note = now
-                        self._say(status_line(self.state, self.status)
-                                  + f" | resume: segwatch ctl {self.run_dir} resume")
+                        self._say(status_line(self.state, self.status, self.lang)
+                                  + tr("resume_hint", self.lang, run=self.run_dir))
             if self._exited_at is not None:
                 pipes_open = bool(self._pipes)
                 shim_open = any(c.shim for c in self._conns.values())
@@ -460,7 +460,7 @@ class Supervisor:
         name = signal.Signals(signum).name
         self._killed_by = self._killed_by or "user"
         if signum == signal.SIGINT and self._killing is None:
-            self._say(f"{PREFIX} {name}: stopping the training (press Ctrl-C again to force)")
+            self._say(f"{PREFIX} " + tr("stopping_force", self.lang, sig=name))
             self._record_action("kill", None, by="user", reason=name)
             self._killing = "interrupt"
             self._kill_deadline = time.monotonic() + self.interrupt_timeout
@@ -470,7 +470,7 @@ class Supervisor:
             self.tree.send(signal.SIGINT)
         elif self._killing in (None, "interrupt"):
             if self._killing is None:
-                self._say(f"{PREFIX} {name}: stopping the training")
+                self._say(f"{PREFIX} " + tr("stopping", self.lang, sig=name))
                 self._record_action("kill", None, by="user", reason=name)
             self._start_term()
         else:
@@ -481,7 +481,7 @@ class Supervisor:
             if self._killing is None and not self._paused:
                 self._pause(None, by="user", quiet=True)
                 self._tstp_paused = True
-            self._say(f"{PREFIX} suspended with the training (fg to continue)")
+            self._say(f"{PREFIX} " + tr("suspended", self.lang))
             signal.signal(signal.SIGTSTP, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTSTP)   # stops here until SIGCONT
             signal.signal(signal.SIGTSTP, self._on_signal)
@@ -895,9 +895,8 @@ class Supervisor:
         self._paused_note = time.monotonic()
         self._set_status("paused", pid=self.child.pid)
         if self.headless and not quiet:
-            why = f" ({finding} at step {self.state.step})" if finding else ""
-            self._say(f"{PREFIX} PAUSED by {by}{why}. The training is stopped (SIGSTOP), not ended. "
-                      f"Resume: segwatch ctl {self.run_dir} resume   Stop: segwatch ctl {self.run_dir} kill")
+            why = tr("why", self.lang, finding=finding, n=self.state.step) if finding else ""
+            self._say(f"{PREFIX} " + tr("paused_by", self.lang, by=by_word(by, self.lang), why=why, run=self.run_dir))
 
     def _resume(self, by: str) -> None:
         self._record_action("resume", None, by)
@@ -905,14 +904,14 @@ class Supervisor:
         self._paused = False
         self._set_status("running", pid=self.child.pid)
         if self.headless:
-            self._say(f"{PREFIX} resumed by {by}")
+            self._say(f"{PREFIX} " + tr("resumed_by", self.lang, by=by_word(by, self.lang)))
 
     def _kill(self, finding: str | None, by: str) -> None:
         self._record_action("kill", finding, by)
         self._killed_by = by
         if self.headless:
-            why = f" ({finding} at step {self.state.step})" if finding else ""
-            self._say(f"{PREFIX} KILLING the training, by {by}{why}")
+            why = tr("why", self.lang, finding=finding, n=self.state.step) if finding else ""
+            self._say(f"{PREFIX} " + tr("killing", self.lang, by=by_word(by, self.lang), why=why))
         self._start_term()
 
     def _set_status(self, status: str, **fields: Any) -> None:
@@ -1014,9 +1013,11 @@ class Supervisor:
         except Exception:
             pass
         if self.headless:
-            self._say(status_line(self.state, status))
+            self._say(status_line(self.state, status, self.lang))
             where = self.report_path or str(self.store.report_path)
-            self._say(f"{PREFIX} {status}: exit {self.exit_code} | run dir {self.run_dir} | report {where}")
+            word = status if self.lang == "en" else status_word(status, self.lang)
+            self._say(f"{PREFIX} " + tr("final", self.lang, status=word, code=self.exit_code, run=self.run_dir,
+                                        report=where))
         # 3. close everything
         deadline = time.monotonic() + 5.0   # subscribers get the rest of the stream, within reason
         for fd in list(self._conns):
