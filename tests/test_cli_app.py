@@ -126,3 +126,41 @@ def test_without_the_app_a_terminal_run_falls_back_to_headless(tmp_path):
     assert b"the app is not available" in out and b"running headless" in out
     assert b"step 1 loss" in out
     assert meta_of(tmp_path / "run")["headless"] is True
+
+
+def test_closing_the_terminal_leaves_the_training_running(tmp_path):
+    """The terminal goes away (SSH dropped, window closed): the app gets SIGHUP and dies, the
+    supervisor daemon (its own session) and the training go on to a normal end."""
+    fake = write_fake(tmp_path)
+    run = tmp_path / "run"
+    pid, fd = _spawn_in_pty(["run", "--no-shim", "--run-dir", str(run), str(fake), "slow", "5"], tmp_path)
+    closed = False
+    try:
+        wait_for(lambda: meta_of(run).get("status") == "running", timeout=30)
+        meta = meta_of(run)
+        _read_until(fd, pid, time.monotonic() + 2)
+        os.close(fd)                     # hang up the terminal
+        closed = True
+        deadline = time.monotonic() + 15
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        assert status is not None and done, "the app survived its terminal"
+        pid = None
+        assert alive(meta["child_pid"]) and alive(meta["supervisor_pid"])
+        assert meta_of(run)["status"] == "running"
+        wait_for(lambda: meta_of(run).get("status") == "finished", timeout=30)
+        rep = json.loads((run / "report.json").read_text())
+        assert rep["exit_code"] == 0 and rep["steps"] > 50
+    finally:
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        if not closed:
+            os.close(fd)

@@ -998,8 +998,11 @@ class Supervisor:
             signum = -self.child.returncode
         proto = self._protocol_counts()
         try:
-            self._set_status(status, pid=self.child.pid if self.child else None, exit_code=self.exit_code,
-                             signal=signum, invalid_lines=proto["invalid"])
+            # the final status event; meta.json says it only once the report is written below,
+            # so whoever sees a final status in meta.json finds report.json there
+            self.status = status
+            self._emit(make_event("status", status=status, pid=self.child.pid if self.child else None,
+                                  exit_code=self.exit_code, signal=signum, invalid_lines=proto["invalid"]))
         except Exception:
             pass
         report = self.build_report(proto)
