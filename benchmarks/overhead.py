@@ -67,7 +67,7 @@ def run_block(model, opt, loader, steps: int, times: list[float]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=40)
     a = ap.parse_args(argv)
@@ -116,6 +116,9 @@ def main(argv=None) -> int:
     print(f"  default: shim's own measured share {share:.4f} (budget {d.sampler.budget}), "
           f"intervals {d.sampler.intervals()}")
     print("  ratio = median over rounds of (median step of the mode / median plain step of the same round)")
+    for k in ("default", "debug"):
+        q = statistics.quantiles(ratios[k], n=4)
+        print(f"  {k:8s} per-round ratio quartiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
     print(f"overhead ratio default: {statistics.median(ratios['default']):.3f}, "
           f"debug: {statistics.median(ratios['debug']):.3f}")
     return 0

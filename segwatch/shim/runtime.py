@@ -41,6 +41,7 @@ from .evaltrace import EvalTracer
 from .sampler import Sampler
 
 SHIM_VERSION = "1"
+LOSS_BUF = 4096
 _NORM_TYPES: tuple = ()
 
 
@@ -287,7 +288,10 @@ class Shim:
         # step / read-back
         self._in_backward = False
         self._grads_due = False
-        self._losses: list[tuple[int, torch.Tensor]] = []
+        # every step's loss is copied into a preallocated device buffer (no reference to the
+        # loss tensor is kept: keeping them measurably slowed the backward passes on CPU)
+        self._losses: list[int] = []            # steps whose loss sits in _loss_buf[i]
+        self._loss_buf: torch.Tensor | None = None
         self._pending: list[_Rec] = []
         self._step_rec: _Rec | None = None
         self._light_done = 0
@@ -1180,10 +1184,7 @@ class Shim:
             self._maybe_readback()
         s = self.step = self.step + 1
         if isinstance(loss, torch.Tensor):
-            self._losses.append((s, loss.detach()))
-            if len(self._losses) > 4096:
-                self.sampler.mark("readback", -10 ** 9)
-                self._maybe_readback()
+            self._keep_loss(s, loss)
         b = self._cur
         if b is not None:
             if not b.backward_seen:
@@ -1204,6 +1205,23 @@ class Shim:
             self._emit_overhead()
         self._step_rec = None
         self._grads_due = self.sampler.due("grads", s) and self._on("grads")
+
+    def _keep_loss(self, s: int, loss: torch.Tensor) -> None:
+        l = loss.detach()
+        buf = self._loss_buf
+        if buf is None or buf.device != l.device:
+            if self._losses:
+                self._readback()
+            buf = self._loss_buf = torch.empty(LOSS_BUF, dtype=torch.float32, device=l.device)
+        if len(self._losses) >= LOSS_BUF:
+            self.sampler.mark("readback", -10 ** 9)
+            self._maybe_readback()
+            if len(self._losses) >= LOSS_BUF:
+                return
+        if l.numel() != 1:
+            l = l.float().mean()
+        buf[len(self._losses)] = l              # a device copy, no host sync
+        self._losses.append(s)
 
     def _grad_params(self):
         if self._root_params:
@@ -1446,15 +1464,7 @@ class Shim:
             self._step_rec = None
         extra = []
         if losses:
-            with torch.no_grad(), _OneThread():
-                devs = {}
-                for _, l in losses:
-                    if l.dim() != 0 or l.dtype != torch.float32:
-                        l = l.float()
-                        l = l.reshape(()) if l.numel() == 1 else l.mean()
-                    devs.setdefault(l.device, []).append(l)
-                extra = [torch.stack(v) for v in devs.values()]
-                order = list(devs.keys())
+            extra = [self._loss_buf[:len(losses)]]
         changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
         if changed is not None:
             extra.append(changed)
@@ -1464,13 +1474,7 @@ class Shim:
         step_recs = [r for r in recs if r.type == "step"]
         loss_vals: dict[int, float] = {}
         if losses:
-            # split back per device, in the original order of steps
-            pos = {d: 0 for d in order}
-            lists = dict(zip(order, out_extra[:len(order)]))
-            for s, l in losses:
-                d = l.device
-                loss_vals[s] = lists[d][pos[d]]
-                pos[d] += 1
+            loss_vals = dict(zip(losses, out_extra[0]))
         never = None
         if changed is not None:
             ch = out_extra[-1]
