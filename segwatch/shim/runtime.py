@@ -292,6 +292,7 @@ class Shim:
         # loss tensor is kept: keeping them measurably slowed the backward passes on CPU)
         self._losses: list[int] = []            # steps whose loss sits in _loss_buf[i]
         self._loss_buf: torch.Tensor | None = None
+        self._oor_refs = 0                      # device label maps kept for read-back
         self._pending: list[_Rec] = []
         self._step_rec: _Rec | None = None
         self._light_done = 0
@@ -641,8 +642,10 @@ class Shim:
         fields["labels"]["num_classes"] = self.num_classes
         if lab.device.type == "cpu":
             fields["labels"]["oor"] = S.host_oor_values(lab, self.num_classes, self.ignore)
-        else:
-            fields["labels"]["_oor_src"] = lab  # unique() at read-back (a sync is allowed there)
+        elif self._oor_refs < 16:
+            # unique() at read-back (a sync is allowed there); a few references at most
+            self._oor_refs += 1
+            fields["labels"]["_oor_src"] = lab
 
     def _batch_post(self, rec: _Rec, vals: dict[str, list[float]]) -> dict:
         f = rec.fields
@@ -657,6 +660,8 @@ class Shim:
         lab = f.get("labels")
         if lab is not None and "lab_hist" in vals:
             src = lab.pop("_oor_src", None)
+            if src is not None:
+                self._oor_refs = max(0, self._oor_refs - 1)
             lab.update(min=_num(vals["lab_min"][0]), max=_num(vals["lab_max"][0]),
                        ignore=int(vals["lab_ignore"][0]), hist=[int(x) for x in vals["lab_hist"]],
                        fractional=int(vals["lab_fractional"][0]), boundary=round(vals["lab_boundary"][0], 6),
