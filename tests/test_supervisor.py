@@ -371,3 +371,15 @@ def test_policy_messages_in_chinese(tmp_path):
     assert "[segwatch] 错误 pred.collapse（第 " in text
     assert "[segwatch] 正在终止训练，由策略发起（pred.collapse，第 " in text
     assert "已终止：退出码 143" in text and "KILLING" not in text
+
+
+def test_a_reused_supervisor_pid_is_still_lost(tmp_path):
+    import psutil as _ps
+
+    from segwatch.supervisor.store import effective_status
+
+    me = _ps.Process()
+    meta = {"status": "running", "supervisor_pid": me.pid, "started": me.create_time() + 5}
+    assert effective_status(meta) == "running"          # our process existed when the run started
+    meta["started"] = me.create_time() - 100            # a process born after the run started: not its supervisor
+    assert effective_status(meta) == "lost"

@@ -218,7 +218,8 @@ class RunClient:
         pid = meta.get("supervisor_pid")
         if meta.get("status") in FINAL_STATUSES:
             return  # the final status event is in the file; it will be read
-        if pid and not pid_alive(pid) and not self._lost_sent:
+        started = meta.get("started") if isinstance(meta.get("started"), (int, float)) else None
+        if pid and not pid_alive(pid, started) and not self._lost_sent:
             # one more read: the supervisor may have written its last lines just before exiting
             if self._fh is not None:
                 rest = self._fh.read()

@@ -209,14 +209,17 @@ class RunStore:
         return f"RunStore({str(self.path)!r})"
 
 
-def pid_alive(pid: Any) -> bool:
-    """True when ``pid`` names a running (not zombie) process."""
+def pid_alive(pid: Any, born_before: float | None = None) -> bool:
+    """True when ``pid`` names a running (not zombie) process; with ``born_before`` (unix
+    time), only if that process already existed then (a reused pid is not ours)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         import psutil
 
         p = psutil.Process(pid)
+        if born_before is not None and p.create_time() > born_before + 1.0:
+            return False
         return p.status() != psutil.STATUS_ZOMBIE
     except Exception:
         return False
@@ -225,7 +228,9 @@ def pid_alive(pid: Any) -> bool:
 def effective_status(meta: dict) -> str:
     """The run's status, or ``lost`` when meta says it is live but its supervisor is gone."""
     status = meta.get("status") or "unknown"
-    if status not in FINAL_STATUSES and meta.get("supervisor_pid") and not pid_alive(meta.get("supervisor_pid")):
+    started = meta.get("started") if isinstance(meta.get("started"), (int, float)) else None
+    if status not in FINAL_STATUSES and meta.get("supervisor_pid") and not pid_alive(meta.get("supervisor_pid"),
+                                                                                     started):
         return "lost"
     return status
 
