@@ -53,14 +53,10 @@ torch.manual_seed(0)
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=40)
 p.add_argument("--sleep", type=float, default=0.0)
-p.add_argument("--go", default=None, help="wait for this file before training")
+p.add_argument("--go", default=None, help="at step --hold-at, wait (at most 30 s) for this file to exist")
+p.add_argument("--hold-at", type=int, default=0)
 a = p.parse_args()
 C = 4
-if a.go:
-    t0 = time.time()
-    import os
-    while not os.path.exists(a.go) and time.time() - t0 < 30:
-        time.sleep(0.02)
 g = torch.Generator().manual_seed(1)
 ys = torch.randint(0, C, (64, 16, 16), generator=g)
 xs = torch.nn.functional.one_hot(ys, C).permute(0, 3, 1, 2).float() + 0.5 * torch.randn(64, C, 16, 16, generator=g)
@@ -86,6 +82,11 @@ while step < a.steps:
             iou = cm.diag() / (cm.sum(0) + cm.sum(1) - cm.diag()).clamp(min=1)
             print(f"mIoU: {iou.mean().item() * 100:.2f}", flush=True)
         time.sleep(a.sleep)
+        if a.go and step == a.hold_at:
+            import os
+            t0 = time.time()
+            while not os.path.exists(a.go) and time.time() - t0 < 30:
+                time.sleep(0.02)
         if step >= a.steps:
             break
 print("training done", flush=True)

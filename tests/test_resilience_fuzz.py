@@ -22,17 +22,15 @@ from test_supervisor_fake import meta_of, read_events, segwatch_cmd, wait_for  #
 
 pytestmark = pytest.mark.slow
 
-ARGS = ("--steps", "40", "--sleep", "0.06")
-
-
-def _start(tmp_path, name):
+def _start(tmp_path, name, go):
     script = tmp_path / "train_tiny.py"
     script.write_text(TRAIN)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(CFG)
     run = tmp_path / name
     p = subprocess.Popen(segwatch_cmd("run", "--headless", "--debug", "--listen", "127.0.0.1:0", "--config", str(cfg),
-                                      "--run-dir", str(run), str(script), "--", *ARGS),
+                                      "--run-dir", str(run), str(script), "--",
+                                      "--steps", "40", "--sleep", "0.02", "--hold-at", "10", "--go", str(go)),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return p, run
 
@@ -112,15 +110,19 @@ def test_ten_thousand_bad_lines_change_nothing(tmp_path):
     assert sent == 10_000
 
     # the reference: the same seeded run, no fuzz
-    p, clean_run = _start(tmp_path, "clean")
+    go = tmp_path / "go"
+    go.touch()
+    p, clean_run = _start(tmp_path, "clean", go)
     code, err = _finish(p)
     assert code == 0, err[-3000:]
     clean = json.loads((clean_run / "report.json").read_text())
 
-    p, run = _start(tmp_path, "fuzzed")
+    go.unlink()
+    p, run = _start(tmp_path, "fuzzed", go)   # the training holds at step 10 until the fuzz is over
     acks: list[dict] = []
     try:
-        wait_for(lambda: meta_of(run).get("tcp") and any(e["type"] == "step" for e in read_events(run)), timeout=30)
+        wait_for(lambda: meta_of(run).get("tcp") and any(e["type"] == "step" and e["step"] >= 10
+                                                         for e in read_events(run)), timeout=30)
         meta = meta_of(run)
         child = meta["child_pid"]
         unix_parts = [kinds["garbled"] + kinds["binary"][:1000], kinds["binary"][1000:] + kinds["wrong_types"],
@@ -151,6 +153,7 @@ def test_ten_thousand_bad_lines_change_nothing(tmp_path):
         ack = send_control(meta["socket"], "ping")
         assert ack["ok"] and ack["status"] == "running", (ack, fuzz_s)
         assert meta_of(run)["status"] == "running"
+        go.touch()
         code, err = _finish(p)
     finally:
         if p.poll() is None:
