@@ -1261,7 +1261,7 @@ class Shim:
             try:
                 self._inject("update")
                 with torch.no_grad(), _OneThread():
-                    ps = [p for _, p in self._root_params if p.grad is not None]
+                    ps = [p for _, p in self._root_params]
                     if ps:
                         self._snap = (s, ps, [p.detach().clone() for p in ps])
             except Exception as exc:
@@ -1376,23 +1376,25 @@ class Shim:
         return None
 
     def _update_stats(self, snap, rec) -> None:
-        """||dw|| / ||w|| of this optimizer step, and which parameters' values changed."""
+        """||dw|| / ||w|| of this optimizer step, and which parameters' values changed.
+
+        Exact: a parameter changed when any of its elements differs from the snapshot taken
+        at the end of backward (max |dw| > 0). Norms would miss small updates of big tensors.
+        """
         with torch.no_grad(), _OneThread():
             _, ps, old = snap
             cur = [p.detach() for p in ps]
             diffs = torch._foreach_sub(cur, old)
-            dn = torch.stack([x.float() for x in torch._foreach_norm(diffs)]).norm()
-            wn = torch.stack([x.float() for x in torch._foreach_norm(cur)]).norm()
+            dev = cur[0].device
+            dn = torch.stack([x.float().to(dev) for x in torch._foreach_norm(diffs)]).norm()
+            wn = torch.stack([x.float().to(dev) for x in torch._foreach_norm(cur)]).norm()
             if rec is not None and rec.step == self.step:
-                rec.dev["ratio"] = torch.stack([dn, wn.to(dn.device)])
-            # parameters whose values never change over the optimizer steps seen
-            allw = torch._foreach_norm([p.detach() for _, p in self._root_params])
-            vec = torch.stack([x.float().to(allw[0].device) for x in allw])
-            if self._wn_prev is not None and self._wn_prev.shape == vec.shape:
-                ch = vec != self._wn_prev
-                self._changed = ch if self._changed is None else (self._changed | ch)
-            self._wn_prev = vec
-            self._norm_snapshots += 1
+                rec.dev["ratio"] = torch.stack([dn, wn])
+            if len(ps) == len(self._root_params):
+                dmax = torch.stack([x.float().to(dev) for x in torch._foreach_norm(diffs, ord=float("inf"))])
+                ch = dmax > 0
+                self._changed = ch if self._changed is None or self._changed.shape != ch.shape else (self._changed | ch)
+                self._norm_snapshots += 1
 
     def _lrs(self) -> list:
         out = []
