@@ -310,3 +310,24 @@ def test_root_found_when_called_on_a_tensor_made_from_the_batch():
     assert len(m) == 1 and m[0]["cls"] == "Sequential" and m[0]["step"] == 0
     preds = [p for p in s.emitter.of_type("preds") if p["phase"] == "train"]
     assert preds and preds[0]["step"] == 0 and preds[0]["valid"] == 4 * 16 * 16
+
+
+def test_evaluation_on_an_ema_copy_is_paired():
+    import copy
+    s = install()
+    model = Net()
+    ema = copy.deepcopy(model).eval()
+    dl, val = loader(), loader(seed=1)
+    train(model, dl, 3)
+    ref = torch.zeros(C, C, dtype=torch.long)
+    with torch.no_grad():
+        for x, y in val:
+            p = ema(x).argmax(1)
+            ref += torch.bincount(y.flatten() * C + p.flatten(), minlength=C * C).reshape(C, C)
+    train(model, dl, 1)
+    S.uninstall()
+    ev = s.emitter.of_type("eval")[0]
+    assert ev["aborted"] is False and ev["paired"] == 4
+    assert ev["matrix"] == ref.tolist()
+    assert len(s.emitter.of_type("model")) == 1          # the training root stays hooked
+    assert any("EMA" in (p.get("message") or "") for p in s.emitter.of_type("probe"))

@@ -260,6 +260,9 @@ class Shim:
         self._root_ref = None
         self._head_ref = None
         self._head_hooked = False
+        self._disc_eval = False                 # discovery of a separate evaluation model
+        self._eval_root_ref = None
+        self._eval_root_handle = None
         self._root_handles: list[Any] = []
         self._site_out = None
         self._site_name = None
@@ -456,6 +459,13 @@ class Shim:
                 pass
         self._root_handles = []
         self._handles = []
+        if self._eval_root_handle is not None:
+            try:
+                self._eval_root_handle.remove()
+            except Exception:
+                pass
+            self._eval_root_handle = None
+            self._eval_root_ref = None
         for obj, attr, old in reversed(self._patches):
             try:
                 setattr(obj, attr, old)
@@ -681,6 +691,12 @@ class Shim:
         self._eval = _EvalPass(self._eval_index, ls, self.step, explicit)
         self._eval_index += 1
         self.sampler.skip_wall()
+        er = self._eval_root_ref() if self._eval_root_ref is not None else None
+        if ls is not None and self._root_ref is not None and er is None and not self._disc_handles:
+            # does evaluation run the training model, or another one (an EMA copy)? Watch
+            # the first forward of the pass to find out.
+            self._disc_eval = True
+            self._start_discovery()
         if self._on("evaltrace"):
             try:
                 self._inject("evaltrace")
@@ -703,6 +719,9 @@ class Shim:
         if ev is None:
             return
         self._eval = None
+        if self._disc_eval:
+            self._disc_eval = False
+            self._stop_discovery()
         t0 = self._clock()
         exc = None
         if self._tracer.active or self._tracer.last is not None:
@@ -722,7 +741,7 @@ class Shim:
                                   "expected": ev.loader.length if ev.loader is not None else None,
                                   "aborted": bool(aborted), "exception": exc, "num_classes": self.num_classes,
                                   "ignore_index": self.ignore if self.ignore is not None else self.ignore_cfg,
-                                  "matrix": None, "oor": 0, "size_mismatch": ev.size_mismatch_extra, "pixels": 0,
+                                  "matrix": None, "oor": None, "size_mismatch": ev.size_mismatch_extra, "pixels": None,
                                   "loader": ev.loader.num if ev.loader is not None else None,
                                   "paired": ev.paired, "explicit": ev.explicit, "started_step": ev.step}
         try:
@@ -852,6 +871,9 @@ class Shim:
         self.sampler.spend("oneoff", self._clock() - t0)
 
     def _consider_root(self, module, args, kwargs, output) -> None:
+        if self._disc_eval:
+            self._consider_eval_root(module, args, kwargs, output)
+            return
         if self._forced_root is not None and module is not self._forced_root():
             return
         if module is self._root():
@@ -911,6 +933,34 @@ class Shim:
         self._disc_outs = []
         if logits is not None:
             self._on_logits(logits, self._cur)
+
+    def _consider_eval_root(self, module, args, kwargs, output) -> None:
+        if module is self._root():
+            # evaluation runs the training model: its hooks see it
+            self._disc_eval = False
+            self._stop_discovery()
+            return
+        if not any(True for _ in module.parameters()):
+            return
+        b = self._cur
+        B = b.images[0][1].shape[0] if b is not None and b.images else None
+        logits = S.find_logits(output, B, self.num_classes)
+        if logits is None:
+            return
+        self._disc_eval = False
+        self._stop_discovery()
+        if self._eval_root_handle is not None:
+            self._eval_root_handle.remove()
+        self._eval_root_ref = weakref.ref(module)
+        self._eval_root_handle = module.register_forward_hook(self._eval_root_post, with_kwargs=True)
+        self.note(f"evaluation runs on another {type(module).__name__} than the training model "
+                  "(an EMA copy?): its outputs are paired with the evaluation labels", "discovery")
+        self._on_logits(logits, b, "eval_model")
+
+    def _eval_root_post(self, module, args, kwargs, output):
+        if self._eval is None or not self.installed:
+            return None          # only evaluation passes are observed on this model
+        return self._root_post(module, args, kwargs, output)
 
     def _root(self):
         return self._root_ref() if self._root_ref is not None else None
