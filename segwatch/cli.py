@@ -337,7 +337,13 @@ def cmd_demo(argv: Sequence[str]) -> int:
     if ns.config is None and cfg.is_file():
         ns.config = str(cfg)
     if ns.on_collapse is None:
-        ns.on_collapse = "pause"
+        # Paused with no app to resume it from, a headless demo would wait forever: there the
+        # collapse ends the run instead (the report's action still shows the policy acting).
+        headless = ns.headless or not sys.stdout.isatty()
+        ns.on_collapse = "kill" if headless else "pause"
+        if headless:
+            print("segwatch: headless demo: the run is killed when the collapse is found "
+                  "(with a terminal it pauses)", file=sys.stderr)
     script_args = (["--fault", ns.fault] if ns.fault else []) + tail
     return cmd_run([], demo_defaults={"ns": ns, "script": str(train), "args": script_args})
 
