@@ -240,6 +240,8 @@ class Shim:
         self.pid = os.getpid()
         self.rank = int(os.environ.get("RANK", "0") or 0)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        # cooperative pause of a distributed run (segwatch run --nproc): wait while this file exists
+        self._pause_file = os.environ.get("SEGWATCH_PAUSE_FILE") or None
         self.disabled: dict[str, str] = {}
         self.installed = False
         self.finished = False
@@ -286,6 +288,7 @@ class Shim:
         self._snap = None
         self._wn_prev = None
         self._changed = None
+        self._gnz = None
         self._had_grad: set[int] = set()
         self._norm_snapshots = 0
         # step / read-back
@@ -369,6 +372,8 @@ class Shim:
         orig_next = dl._BaseDataLoaderIter.__next__
 
         def __next__(it):
+            if shim._pause_file is not None:
+                shim._coop_pause("batch")
             try:
                 batch = orig_next(it)
             except StopIteration:
@@ -1313,7 +1318,12 @@ class Shim:
                 with torch.no_grad(), _OneThread():
                     ps = [p for _, p in self._root_params]
                     if ps:
-                        self._snap = (s, ps, [p.detach().clone() for p in ps])
+                        # which parameters have a non-zero (or non-finite) gradient now
+                        gs = [p.grad if p.grad is not None and not p.grad.is_sparse else torch.zeros_like(p)
+                              for p in ps]
+                        gmax = torch.stack([x.float().to(ps[0].device)
+                                            for x in torch._foreach_norm(gs, ord=float("inf"))])
+                        self._snap = (s, ps, [p.detach().clone() for p in ps], gmax != 0)
             except Exception as exc:
                 self._snap = None
                 self._fail("update", exc)
@@ -1423,7 +1433,36 @@ class Shim:
         if self._pending or self._losses:
             self._maybe_readback()
         self.sampler.spend(probe, self._clock() - t0)
+        if self._pause_file is not None:
+            self._coop_pause("optimizer step")
         return None
+
+    def _coop_pause(self, where: str) -> None:
+        """Cooperative pause (distributed runs): while the supervisor's pause file exists,
+        wait here, at a step boundary, outside any collective. One ``os.stat`` when not paused."""
+        try:
+            os.stat(self._pause_file)
+        except OSError:
+            return
+        except Exception:
+            self._pause_file = None
+            return
+        t0 = time.perf_counter()
+        try:
+            if self._pending or self._losses:
+                self._readback()            # the steps before the pause reach the viewer
+        except Exception as exc:
+            self._fail("readback", exc)
+        self._emit("probe", name="pause", status="note", step=self.step,
+                   message=f"rank {self.rank} paused at the {where} boundary (step {self.step})")
+        try:
+            while True:
+                time.sleep(0.05)
+                os.stat(self._pause_file)
+        except OSError:
+            pass
+        self._emit("probe", name="pause", status="note", step=self.step,
+                   message=f"rank {self.rank} resumed after {time.perf_counter() - t0:.1f} s")
 
     def _update_stats(self, snap, rec) -> None:
         """||dw|| / ||w|| of this optimizer step, and which parameters' values changed.
@@ -1432,7 +1471,7 @@ class Shim:
         at the end of backward (max |dw| > 0). Norms would miss small updates of big tensors.
         """
         with torch.no_grad(), _OneThread():
-            _, ps, old = snap
+            _, ps, old, gnz = snap
             cur = [p.detach() for p in ps]
             diffs = torch._foreach_sub(cur, old)
             dev = cur[0].device
@@ -1442,8 +1481,12 @@ class Shim:
                 rec.dev["ratio"] = torch.stack([dn, wn])
             if len(ps) == len(self._root_params):
                 dmax = torch.stack([x.float().to(dev) for x in torch._foreach_norm(diffs, ord=float("inf"))])
-                ch = dmax > 0
-                self._changed = ch if self._changed is None or self._changed.shape != ch.shape else (self._changed | ch)
+                ch = dmax != 0                       # NaN counts as a change: the step happened
+                if self._changed is None or self._changed.shape != ch.shape:
+                    self._changed, self._gnz = ch, gnz
+                else:
+                    self._changed = self._changed | ch
+                    self._gnz = self._gnz | gnz
                 self._norm_snapshots += 1
 
     def _lrs(self) -> list:
@@ -1524,7 +1567,8 @@ class Shim:
             extra = [self._loss_buf[:len(losses)]]
         changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
         if changed is not None:
-            extra.append(changed)
+            # parameters that had a non-zero gradient at some compared step and never changed
+            extra.append(self._gnz & ~changed)
         # one transfer per device for every pending record, the losses and the change mask
         with _OneThread(), _AllowSync():
             per, out_extra = self._gather(recs, extra)
@@ -1534,8 +1578,7 @@ class Shim:
             loss_vals = dict(zip(losses, out_extra[0]))
         never = None
         if changed is not None:
-            ch = out_extra[-1]
-            never = sum(1 for i in self._had_grad if i < len(ch) and not ch[i])
+            never = int(sum(out_extra[-1]))
         first_nf = None
         for s in sorted(loss_vals):
             if not math.isfinite(loss_vals[s]):
