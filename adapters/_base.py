@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 __all__ = ["shim", "active", "watch", "log_eval", "end_eval", "log_metric", "emit_metric",
-           "auto_pairing_ok", "eval_open", "eval_explicit", "safe", "to_percent", "find_miou",
+           "auto_pairing_ok", "eval_open", "eval_explicit", "safe", "to_percent", "find_miou", "report_framework_miou",
            "resize_logits_to", "shim_step", "note", "should_feed", "logits_and_labels", "pick"]
 
 
@@ -313,6 +313,23 @@ def _as_float(v) -> float | None:
         return f
     except Exception:
         return None
+
+
+def report_framework_miou(metrics, metric_key: str | None, fraction: bool | None, framework: str) -> None:
+    """Emit the mIoU a framework logged (``metric_key`` if given and numeric, else the first
+    mIoU-like entry of ``metrics``) as a ``script_metric`` in percent."""
+    metrics = dict(metrics or {})
+    found = None
+    if metric_key and metric_key in metrics:
+        v = _as_float(metrics[metric_key])
+        found = (metric_key, v) if v is not None else None
+    if found is None:
+        found = find_miou(metrics)
+    if found is None:
+        return
+    key, raw = found
+    emit_metric("miou", to_percent(raw, fraction), source="adapter", key=str(key), raw=raw,
+                framework=framework, line=f"{key}={raw:.6g}")
 
 
 def find_miou(metrics: dict) -> tuple[str, float] | None:

@@ -86,18 +86,7 @@ class _Impl:
                 B.end_eval()
             if getattr(trainer, "sanity_checking", False):
                 return
-            metrics = dict(getattr(trainer, "callback_metrics", {}) or {})
-            found = None
-            if self.metric_key and self.metric_key in metrics:
-                found = (self.metric_key, B._as_float(metrics[self.metric_key]))
-            if found is None or found[1] is None:
-                found = B.find_miou(metrics)
-            if found is None:
-                return
-            key, raw = found
-            B.emit_metric("miou", B.to_percent(raw, self.fraction), source="adapter",
-                          key=str(key), raw=raw, framework="lightning",
-                          line=f"{key}={raw:.6g}")
+            B.report_framework_miou(getattr(trainer, "callback_metrics", {}), self.metric_key, self.fraction, "lightning")
         except Exception as exc:
             B._fail(B.shim(), "adapter:lightning.val_end", exc)
 

@@ -133,18 +133,7 @@ class _Impl:
         try:
             if B.eval_open():
                 B.end_eval()
-            metrics = dict(metrics or {})
-            found = None
-            if self.metric_key and self.metric_key in metrics:
-                v = B._as_float(metrics[self.metric_key])
-                found = (self.metric_key, v) if v is not None else None
-            if found is None:
-                found = B.find_miou(metrics)
-            if found is None:
-                return
-            key, raw = found
-            B.emit_metric("miou", B.to_percent(raw, self.fraction), source="adapter", key=str(key), raw=raw,
-                          framework="mmengine", line=f"{key}={raw:.6g}")
+            B.report_framework_miou(metrics, self.metric_key, self.fraction, "mmengine")
         except Exception as exc:
             B._fail(B.shim(), "adapter:mmseg.val_epoch", exc)
 
