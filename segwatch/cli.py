@@ -46,6 +46,7 @@ RUN_OPTIONS: dict[str, bool] = {
     "--config": True, "--headless": False, "--report": True, "--run-dir": True,
     "--on-collapse": True, "--on-nonfinite": True, "--debug": False, "--lang": True,
     "--interval": True, "--no-shim": False, "--listen": True, "--allow-remote": False, "-h": False, "--help": False,
+    "--nproc": True, "--nnodes": True, "--node-rank": True, "--master-addr": True, "--master-port": True,
 }
 
 
@@ -67,6 +68,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-remote", action="store_true",
                    help="let --listen use an address other than loopback (anyone who can reach it may read "
                         "the run; control still needs the token)")
+    d = p.add_argument_group("distributed (torchrun; see docs/DISTRIBUTED.md)")
+    d.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="ranks on this node: launch through torch.distributed.run with the shim in every rank")
+    d.add_argument("--nnodes", type=int, default=1, metavar="N", help="number of nodes (each runs its own segwatch)")
+    d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank (0..nnodes-1)")
+    d.add_argument("--master-addr", metavar="HOST", help="rendezvous address (node 0); default 127.0.0.1")
+    d.add_argument("--master-port", type=int, metavar="PORT", help="rendezvous port (default: a free one, single node)")
 
 
 def split_run_argv(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
@@ -142,6 +150,17 @@ def _default_run_dir(script: str, base: str | None = None) -> Path:
     raise UsageError(f"cannot create a run directory under {base_dir}")
 
 
+def _dist_spec(ns: argparse.Namespace) -> Any:
+    """The torchrun launch asked for by --nproc/--nnodes/..., or None (a single process)."""
+    if getattr(ns, "nproc", 1) == 1 and getattr(ns, "nnodes", 1) == 1 and not getattr(ns, "master_addr", None) \
+            and getattr(ns, "master_port", None) is None and not getattr(ns, "node_rank", 0):
+        return None
+    from segwatch.supervisor.dist import DistSpec
+
+    return DistSpec(nproc=ns.nproc, nnodes=ns.nnodes, node_rank=ns.node_rank, master_addr=ns.master_addr,
+                    master_port=ns.master_port)
+
+
 def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
     """Every check that can fail before launching: script, config, options, run dir."""
     from segwatch.supervisor import corelink
@@ -152,6 +171,12 @@ def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
         raise UsageError("--interval must be a positive number of seconds")
     if ns.config and not os.path.isfile(ns.config):
         raise UsageError(f"config file not found: {ns.config}")
+    dist = _dist_spec(ns)
+    if dist is not None:
+        try:
+            dist.validate()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if ns.allow_remote and not ns.listen:
         raise UsageError("--allow-remote goes with --listen HOST:PORT")
     if ns.listen:
@@ -258,7 +283,7 @@ def _run_headless(ns: argparse.Namespace, script: str, script_args: list[str], c
         script, script_args, run_dir=run_dir, config=config, config_path=ns.config, headless=True,
         on_collapse=ns.on_collapse, on_nonfinite=ns.on_nonfinite, report_path=ns.report, debug=ns.debug,
         lang=ns.lang, interval=ns.interval, use_shim=not ns.no_shim, listen=ns.listen,
-        allow_remote=ns.allow_remote,
+        allow_remote=ns.allow_remote, dist=_dist_spec(ns),
     )
     return sup.run()
 
@@ -274,6 +299,9 @@ def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], r
         "lang": ns.lang, "interval": ns.interval, "use_shim": not ns.no_shim, "listen": ns.listen,
         "allow_remote": ns.allow_remote,
     }
+    dist = _dist_spec(ns)
+    if dist is not None:
+        spec["dist"] = dist.to_dict()
     store = RunStore(run_dir)
     log_fd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -66,4 +66,33 @@ def build_report(state, exit_code=None) -> dict:
         "counters": dict(state.counters),
         "actions": list(state.actions),
     }
+    ranks = _ranks(state)
+    if ranks is not None:
+        rep["ranks"] = ranks
     return jsonable(rep)
+
+
+def _ranks(state) -> dict | None:
+    """Distributed runs: every rank's progress (the findings and merged evaluations above
+    already cover all ranks)."""
+    ws = int(getattr(state, "world_size", 1) or 1)
+    seen = list(getattr(state, "ranks", []) or [])
+    if ws <= 1 and len(seen) <= 1:
+        return None
+    per = []
+    for r in sorted(set(seen) | set(range(ws))):
+        loss = state.rank_loss.get(r)
+        gn = state.rank_grad_norm.get(r)
+        last_loss = loss.last() if loss is not None and len(loss) else None
+        last_gn = gn.last() if gn is not None and len(gn) else None
+        per.append({
+            "rank": r, "seen": r in state.rank_step, "steps": state.rank_step.get(r),
+            "loss": _num(last_loss[1]) if isinstance(last_loss, tuple) else _num(last_loss),
+            "grad_norm": _num(last_gn[1]) if isinstance(last_gn, tuple) else _num(last_gn),
+            "loss_nonfinite_total": state.rank_loss_nonfinite.get(r, 0),
+            "bye": (state.rank_bye.get(r) or {}).get("reason"),
+            "last_event_t": state.rank_last_t.get(r),
+        })
+    conf = {str(r): int(m.sum()) for r, m in (getattr(state, "rank_confusion", {}) or {}).items()}
+    return {"world_size": ws, "reporting_here": int(state.expected_ranks), "lead_rank": int(state.lead_rank),
+            "per_rank": per, "last_eval_pixels_by_rank": conf}

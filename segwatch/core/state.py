@@ -180,6 +180,7 @@ class RunState:
         self.miou: list[tuple[int, float, float]] = []   # (step, guide, mmseg)
         self.confusion: np.ndarray | None = None
         self.evals: list[dict] = []
+        self.evals_total: int = 0                        # evaluations folded in (merged, for ranks)
         self.script_metrics: list[tuple[int, float]] = []
         self.script_metric_events: list[dict] = []
 
@@ -195,6 +196,22 @@ class RunState:
             "events": 0, "invalid": 0, "dropped": 0, "mirrored_findings": 0, "errors": 0,
         }
         self.errors: list[str] = []   # first few handler/rule exceptions (a bug, not user data)
+
+        # distributed runs (world_size > 1): per-rank views; merged evaluations
+        self.ranks: list[int] = []                      # ranks seen, sorted
+        # the rank whose events drive the main series: 0, or on node k of a multi-node run (one
+        # supervisor per node) that node's first rank (RANK - LOCAL_RANK from its hello)
+        self.lead_rank: int = 0
+        self.local_world_size: int | None = None        # ranks that report to this supervisor
+        self.rank_loss: dict[int, Series] = {}
+        self.rank_grad_norm: dict[int, Series] = {}
+        self.rank_step: dict[int, int] = {}
+        self.rank_last_t: dict[int, float] = {}
+        self.rank_bye: dict[int, dict] = {}
+        self.rank_loss_nonfinite: dict[int, int] = {}
+        self.rank_pred_hist: dict[int, np.ndarray] = {}   # last preds sample of each rank
+        self.rank_confusion: dict[int, np.ndarray] = {}   # each rank's part of the last merged eval
+        self._eval_parts: dict[int, dict] = {}            # eval index -> {"events": {rank: ev}, "step": int}
 
         # diagnosis
         self.findings: dict[str, Finding] = {}
@@ -319,18 +336,43 @@ class RunState:
                 self.counters["invalid"] += 1
             return []
         rank = event.get("rank") or 0
+        ws = event.get("world_size")
+        dist = isinstance(ws, int) and not isinstance(ws, bool) and ws > 1
+        merged: list[dict] = []
         try:
-            if rank == 0 or typ in ("probe", "bye", "overhead"):
+            if dist:
+                self._on_rank_event(event)
+            if dist and typ == "eval":
+                # the ranks' passes of one evaluation become one event (summed matrices)
+                merged = self._stash_eval(event)
+            elif rank == self.lead_rank or typ in ("probe", "bye", "overhead"):
                 handler(event)
             else:
                 self._on_other_rank(event)
+            if self._eval_parts and typ in ("step", "bye", "status"):
+                merged.extend(self._flush_evals(event))
         except Exception as exc:  # a garbled event must never stop the viewer
             self.counters["invalid"] += 1
             self._note_error(f"{typ}: {type(exc).__name__}: {exc}")
             return []
+        new = self._run_rules(typ, event, rank, all_ranks_only=dist and typ == "eval")
+        for m in merged:
+            try:
+                self._on_eval(m)
+            except Exception as exc:
+                self.counters["invalid"] += 1
+                self._note_error(f"eval (merged): {type(exc).__name__}: {exc}")
+                continue
+            new.extend(self._run_rules("eval", m, self.lead_rank, skip_all_ranks=True))
+        return new
+
+    def _run_rules(self, typ: str, event: dict, rank: int, all_ranks_only: bool = False,
+                   skip_all_ranks: bool = False) -> list[Finding]:
         new: list[Finding] = []
         for rule in self._rules_by_type.get(typ, ()):
-            if rank != 0 and not rule.all_ranks:
+            if rank != self.lead_rank and not rule.all_ranks:
+                continue
+            if (all_ranks_only and not rule.all_ranks) or (skip_all_ranks and rule.all_ranks):
                 continue
             try:
                 out = rule.check(self, event)
@@ -572,6 +614,7 @@ class RunState:
             "label_batches": self._val_pass[2],
         }
         self._val_pass = [0, 0, 0]
+        self.evals_total += 1
         nc = _int(ev.get("num_classes"))
         if nc and not self.num_classes:
             self.num_classes = nc
@@ -617,7 +660,7 @@ class RunState:
         self.probe_notes.append({k: ev.get(k) for k in ("name", "status", "error", "message", "rank")})
 
     def _on_overhead(self, ev: dict) -> None:
-        if (ev.get("rank") or 0) == 0:
+        if (ev.get("rank") or 0) == self.lead_rank:
             self._see_step(ev)
             self.overhead = {k: ev.get(k) for k in ("step", "share", "budget", "intervals", "dropped")}
         d = _int(ev.get("dropped"))
@@ -638,7 +681,7 @@ class RunState:
         })
 
     def _on_bye(self, ev: dict) -> None:
-        if (ev.get("rank") or 0) == 0:
+        if (ev.get("rank") or 0) == self.lead_rank:
             self._see_step(ev)
             self.bye = {k: ev.get(k) for k in ("step", "dropped", "events", "share", "disabled", "reason")}
         d = _int(ev.get("dropped"))
@@ -684,10 +727,175 @@ class RunState:
         self.counters["mirrored_findings"] += 1
 
     def _on_other_rank(self, ev: dict) -> None:
-        """Events of ranks > 0 only feed the dist.* rules (which keep their own state)."""
+        """Events of ranks > 0: the world size, and their label / validation-pass counts merged
+        into the run's histograms. Series and findings stay rank 0's (per-rank series are in
+        ``rank_loss`` / ``rank_grad_norm``); the dist.* rules keep their own state."""
         ws = _int(ev.get("world_size"))
         if ws and ws > self.world_size:
             self.world_size = ws
+        if ev.get("type") == "batch":
+            labels = ev.get("labels")
+            if not isinstance(labels, dict):
+                return
+            phase = ev.get("phase")
+            if phase in self.batches:
+                self.batches[phase] += 1
+            tot = self.label_totals.get(phase)
+            if tot is not None:
+                tot[0] += _int(labels.get("total")) or 0
+                tot[1] += _int(labels.get("ignore")) or 0
+                oor_d = labels.get("oor")
+                if isinstance(oor_d, dict):
+                    tot[2] += sum(_int(c) or 0 for c in oor_d.values())
+            h = _hist(labels.get("hist"))
+            if phase == "val":
+                self._val_pass[0] += _int(labels.get("total")) or 0
+                self._val_pass[1] += int(h.sum()) if h is not None else 0
+                self._val_pass[2] += 1
+            if h is not None:
+                if phase == "val":
+                    self.val_label_hist = self._fit(self.val_label_hist, len(h))
+                    self.val_label_hist[: len(h)] += h
+                elif phase == "train":
+                    self.label_hist = self._fit(self.label_hist, len(h))
+                    self.label_hist[: len(h)] += h
+
+    # ------------------------------------------------------------------ distributed
+    def _on_rank_event(self, ev: dict) -> None:
+        """Per-rank bookkeeping for every shim event of a distributed run (any rank)."""
+        r = _int(ev.get("rank")) or 0
+        ws = _int(ev.get("world_size")) or 1
+        if ws > self.world_size:
+            self.world_size = ws
+        if r not in self.rank_step:
+            self.rank_step[r] = 0
+            self.ranks = sorted(self.rank_step)
+        s = _int(ev.get("step"))
+        if s is not None and s > self.rank_step[r]:
+            self.rank_step[r] = s
+        t = ev.get("t")
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            self.rank_last_t[r] = float(t)
+        typ = ev.get("type")
+        if typ == "hello":
+            lr, lws = _int(ev.get("local_rank")), _int(ev.get("local_world_size"))
+            if lr is not None and 0 <= lr <= r and not self.rank_bye:
+                self.lead_rank = r - lr
+            if lws and lws > 0:
+                self.local_world_size = lws
+        elif typ == "step":
+            s = s if s is not None else self.rank_step[r]
+            try:
+                loss = as_float(ev.get("loss"))
+            except Exception:
+                loss = None
+            self.rank_loss.setdefault(r, Series(self.history, f"loss[{r}]")).append(s, loss)
+            try:
+                gn = as_float(ev.get("grad_norm"))
+            except Exception:
+                gn = None
+            if gn is not None:
+                self.rank_grad_norm.setdefault(r, Series(self.history, f"grad_norm[{r}]")).append(s, gn)
+            nf = _int(ev.get("loss_nonfinite_total"))
+            if nf is not None:
+                self.rank_loss_nonfinite[r] = max(nf, self.rank_loss_nonfinite.get(r, 0))
+        elif typ == "preds":
+            h = _hist(ev.get("hist"))
+            if h is not None:
+                self.rank_pred_hist[r] = h
+        elif typ == "bye":
+            self.rank_bye[r] = {k: ev.get(k) for k in ("step", "reason", "loss_nonfinite_total")}
+
+    @property
+    def expected_ranks(self) -> int:
+        """How many ranks report to this supervisor: the world size, or on one node of a
+        multi-node run its local world size."""
+        ws = max(int(self.world_size or 1), 1)
+        lws = self.local_world_size
+        return lws if lws and lws < ws else ws
+
+    @property
+    def pred_hist_merged(self) -> np.ndarray:
+        """The last training/eval preds sample of every rank, summed (rank 0's alone when
+        the run is not distributed)."""
+        if not self.rank_pred_hist:
+            return self.pred_hist
+        n = max(len(h) for h in self.rank_pred_hist.values())
+        out = np.zeros(n, dtype=np.int64)
+        for h in self.rank_pred_hist.values():
+            out[: len(h)] += h
+        return out
+
+    def _stash_eval(self, ev: dict) -> list[dict]:
+        """Keep one rank's evaluation pass; the merged event once every rank sent it."""
+        idx = _int(ev.get("index"))
+        if idx is None:
+            idx = -1
+        part = self._eval_parts.setdefault(idx, {"events": {}, "step": 0})
+        part["events"][_int(ev.get("rank")) or 0] = ev
+        part["step"] = max(part["step"], _int(ev.get("step")) or 0)
+        if len(part["events"]) >= self.expected_ranks:
+            del self._eval_parts[idx]
+            return [self._merge_eval(part["events"])]
+        return []
+
+    def _flush_evals(self, ev: dict) -> list[dict]:
+        """Evaluations that not every rank will send (e.g. ``if rank == 0: evaluate()``): merged
+        from the ranks that did, once training went >= 2 steps past them (under DDP no rank
+        can be more than one step ahead of another), when every rank said bye, or at the end."""
+        typ = ev.get("type")
+        ready = []
+        if typ == "status":
+            if ev.get("status") not in ("finished", "killed", "failed", "lost"):
+                return []
+            ready = list(self._eval_parts)
+        elif typ == "bye":
+            if len(self.rank_bye) >= self.expected_ranks:
+                ready = list(self._eval_parts)
+        else:
+            s = _int(ev.get("step"))
+            if s is None:
+                return []
+            ready = [i for i, p in self._eval_parts.items() if s >= p["step"] + 2]
+        out = []
+        for i in sorted(ready, key=lambda k: self._eval_parts[k]["step"]):
+            out.append(self._merge_eval(self._eval_parts.pop(i)["events"]))
+        return out
+
+    def _merge_eval(self, parts: dict[int, dict]) -> dict:
+        """One eval event from the ranks' passes: matrices and pixel counts summed."""
+        ranks = sorted(parts)
+        base = dict(parts[ranks[0]])
+        mats = {}
+        for r in ranks:
+            m = parts[r].get("matrix")
+            if isinstance(m, list) and m:
+                a = np.asarray(m, dtype=np.int64)
+                if a.ndim == 2 and a.shape[0] == a.shape[1]:
+                    mats[r] = a
+        if mats:
+            n = max(a.shape[0] for a in mats.values())
+            tot = np.zeros((n, n), dtype=np.int64)
+            for a in mats.values():
+                tot[: a.shape[0], : a.shape[1]] += a
+            base["matrix"] = tot.tolist()
+        self.rank_confusion = mats
+        for k in ("batches", "expected", "pixels", "oor", "size_mismatch", "paired", "pred_oor", "ignored",
+                  "fractional"):
+            vals = [parts[r].get(k) for r in ranks]
+            nums = [_int(v) for v in vals if _int(v) is not None]
+            if nums:
+                base[k] = sum(nums)
+        base["aborted"] = any(bool(parts[r].get("aborted")) for r in ranks)
+        for r in ranks:
+            if parts[r].get("exception"):
+                base["exception"] = parts[r]["exception"]
+                break
+        base["step"] = max(_int(parts[r].get("step")) or 0 for r in ranks)
+        base["rank"] = self.lead_rank
+        base["ranks"] = ranks
+        base["merged"] = True
+        return base
 
     # ------------------------------------------------------------------ views
     @property

@@ -491,7 +491,18 @@ class Shim:
                    device="cuda:0" if cuda else "cpu", cuda=cuda, debug=self.debug,
                    config=self.config or None, shim_version=SHIM_VERSION,
                    num_classes=self.cfg_num_classes, ignore_index=self.ignore_cfg,
-                   budget=self.sampler.budget, fault_inject=sorted(self.fault) or None)
+                   budget=self.sampler.budget, fault_inject=sorted(self.fault) or None,
+                   **self._dist_hello())
+
+    def _dist_hello(self) -> dict:
+        """torchrun's LOCAL_RANK / LOCAL_WORLD_SIZE: which ranks this node's supervisor sees."""
+        if self.world_size <= 1:
+            return {}
+        try:
+            return {"local_rank": int(os.environ.get("LOCAL_RANK", self.rank)),
+                    "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))}
+        except ValueError:
+            return {}
 
     def finish(self, reason: str = "exit") -> None:
         if self.finished:

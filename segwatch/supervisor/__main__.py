@@ -10,6 +10,7 @@ import json
 import sys
 
 from . import corelink
+from .dist import DistSpec
 from .process import set_child_subreaper
 from .supervisor import Supervisor
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         use_shim=spec.get("use_shim", True),
         listen=spec.get("listen"),
         allow_remote=bool(spec.get("allow_remote")),
+        dist=DistSpec.from_dict(spec.get("dist")),
     )
     return sup.run()
 

@@ -135,6 +135,7 @@ class Supervisor:
         install_signals: bool | None = None,
         proc_interval: float = 2.0,
         extra_env: dict | None = None,
+        dist: Any = None,
     ) -> None:
         self.script = str(script)
         self.script_args = list(script_args)
@@ -157,6 +158,8 @@ class Supervisor:
         self.extra_env = dict(extra_env or {})
         self.debug = debug
         self.report_path = report_path
+        #: a ``dist.DistSpec`` for ``--nproc``/``--nnodes`` runs (torchrun), else None
+        self.dist = dist if dist is not None and getattr(dist, "enabled", False) else None
 
         pol = corelink.policy_of(config)
         self.on_collapse = on_collapse or pol["on_collapse"]
@@ -214,6 +217,7 @@ class Supervisor:
         self._finished = False
         self._miou = MiouResolver()
         self._gpu: GpuMemProbe | None = None
+        self._evals_seen = 0
 
     # ------------------------------------------------------------------ public
     def run(self) -> int:
@@ -309,6 +313,8 @@ class Supervisor:
             lang=self.lang,
             shim=self.use_shim,
         )
+        if self.dist is not None:
+            meta["dist"] = self.dist.to_dict()
         if tcp_addr:
             meta.update(tcp=tcp_addr, token=self.token)
         self.store.write_meta(**meta)
@@ -316,6 +322,10 @@ class Supervisor:
     def _child_command(self) -> list[str]:
         if self.command:
             return self.command
+        if self.dist is not None:
+            from .dist import torchrun_command
+
+            return torchrun_command(self.dist, self.script, self.script_args, shim=self.use_shim)
         if self.use_shim:
             return [sys.executable, "-m", "segwatch.shim", self.script, *self.script_args]
         return [sys.executable, self.script, *self.script_args]
@@ -330,6 +340,11 @@ class Supervisor:
             env["SEGWATCH_CONFIG"] = json.dumps(cfg)
         if self.debug:
             env["SEGWATCH_DEBUG"] = "1"
+        if self.dist is not None:
+            from .dist import PAUSE_ENV, clear_pause, pause_path
+
+            clear_pause(self.run_dir)
+            env[PAUSE_ENV] = pause_path(self.run_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")  # so printed lines (mIoU) arrive as they are printed
         # Make `python -m segwatch.shim` importable even from an uninstalled checkout.
         pkg_parent = str(Path(__file__).resolve().parents[2])
@@ -465,7 +480,7 @@ class Supervisor:
             self._killing = "interrupt"
             self._kill_deadline = time.monotonic() + self.interrupt_timeout
             if self._paused:
-                self.tree.resume()
+                self._tree_resume()
                 self._paused = False
             self.tree.send(signal.SIGINT)
         elif self._killing in (None, "interrupt"):
@@ -494,6 +509,8 @@ class Supervisor:
         self._killing = "term"
         self._kill_deadline = time.monotonic() + self.kill_timeout
         self._paused = False
+        if self.dist is not None:
+            self._tree_resume()
         if self.tree is not None:
             self.tree.terminate(signal.SIGTERM)
 
@@ -853,9 +870,17 @@ class Supervisor:
         new = self.state.ingest(ev)
         for finding in new:
             self._on_finding(finding)
-        if ev.get("type") == "eval" and not ev.get("rank"):
-            guide, mmseg = corelink.latest_eval_miou(self.state)
-            self._script_metrics(self._miou.evaluation(guide, mmseg, time.monotonic()))
+        if self.dist is None:
+            if ev.get("type") == "eval" and not ev.get("rank"):
+                guide, mmseg = corelink.latest_eval_miou(self.state)
+                self._script_metrics(self._miou.evaluation(guide, mmseg, time.monotonic()))
+        else:
+            # ranks' evaluations are merged in core once all of them arrived
+            n = corelink.safe_int(getattr(self.state, "evals_total", 0))
+            if n > self._evals_seen:
+                self._evals_seen = n
+                guide, mmseg = corelink.latest_eval_miou(self.state)
+                self._script_metrics(self._miou.evaluation(guide, mmseg, time.monotonic()))
 
     def _on_finding(self, finding: Any) -> None:
         try:
@@ -890,7 +915,18 @@ class Supervisor:
 
     def _pause(self, finding: str | None, by: str, quiet: bool = False) -> None:
         self._record_action("pause", finding, by)
-        self.tree.pause()
+        if self.dist is not None:
+            # cooperative: every rank waits at its next optimizer-step boundary (SIGSTOP of
+            # one rank would make the others' collectives time out)
+            from .dist import set_pause
+
+            try:
+                set_pause(self.run_dir)
+            except OSError as exc:
+                self._say(f"{PREFIX} cannot create the pause file ({exc}); stopping the ranks with SIGSTOP")
+                self.tree.pause()
+        else:
+            self.tree.pause()
         self._paused = True
         self._paused_note = time.monotonic()
         self._set_status("paused", pid=self.child.pid)
@@ -900,11 +936,22 @@ class Supervisor:
 
     def _resume(self, by: str) -> None:
         self._record_action("resume", None, by)
-        self.tree.resume()
+        self._tree_resume()
         self._paused = False
         self._set_status("running", pid=self.child.pid)
         if self.headless:
             self._say(f"{PREFIX} " + tr("resumed_by", self.lang, by=by_word(by, self.lang)))
+
+    def _tree_resume(self) -> None:
+        if self.dist is not None:
+            from .dist import clear_pause
+
+            try:
+                clear_pause(self.run_dir)
+            except OSError:
+                pass
+        if self.tree is not None:
+            self.tree.resume()   # also for a dist run: a rank stopped by anyone else goes on
 
     def _kill(self, finding: str | None, by: str) -> None:
         self._record_action("kill", finding, by)
@@ -956,6 +1003,8 @@ class Supervisor:
         self._finished = True
         if self._gpu is not None:
             self._gpu.stop()
+        if self.dist is not None:
+            self._tree_resume()
         # 1. the child's tree must be gone, whatever happened
         if self.child is not None:
             if self.child.poll() is None:

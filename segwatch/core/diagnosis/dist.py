@@ -2,21 +2,32 @@
 
 * ``dist.rank_divergence``: after DDP's all-reduce every rank holds the same gradients, so
   the total gradient norm at one step must agree across ranks; > 5 % relative spread at
-  3 steps means gradients are not synchronized.
+  3 steps means gradients are not synchronized. Also: the median of one rank's last 16
+  finite losses > 4x another rank's (evidence ``kind: "loss"``).
 * ``dist.same_batches``: training batches at the same step and index with identical label
   histograms and input means on all ranks (3 times): no DistributedSampler.
-* ``dist.rank_silent``: a rank whose last event is > 120 s older than the newest event of
-  the others, without a ``bye``.
+* ``dist.rank_silent``: a rank whose last event is > 120 s older than a ``step`` event of
+  another rank, without a ``bye``.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from .base import Rule, ffloat, finite, fint, r4
 
 SPREAD = 0.05
 PERSIST = 3
 SILENT_S = 120.0
+LOSS_WINDOW = 16
+LOSS_FACTOR = 4.0
+
+
+def _expected(state, ws: int) -> int:
+    """Ranks that report here (one node of a multi-node run sees only its own)."""
+    try:
+        return int(getattr(state, "expected_ranks", ws) or ws)
+    except (TypeError, ValueError):
+        return ws
 
 
 class DistRankDivergence(Rule):
@@ -27,11 +38,15 @@ class DistRankDivergence(Rule):
     def __init__(self) -> None:
         self._by_step: OrderedDict = OrderedDict()
         self._hits = 0
+        self._losses: dict[int, deque] = {}
 
     def check(self, state, ev):
         ws = fint(ev.get("world_size")) or 1
         if ws < 2:
             return None
+        f = self._loss_check(state, ev, ws)
+        if f is not None:
+            return f
         gn = ffloat(ev.get("grad_norm"))
         if not finite(gn):
             return None
@@ -40,7 +55,8 @@ class DistRankDivergence(Rule):
         d[fint(ev.get("rank")) or 0] = gn
         while len(self._by_step) > 16:
             self._by_step.popitem(last=False)
-        if len(d) < ws:
+        n = _expected(state, ws)
+        if n < 2 or len(d) < n:
             return None
         del self._by_step[step]
         hi, lo = max(d.values()), min(d.values())
@@ -50,8 +66,31 @@ class DistRankDivergence(Rule):
         if self._hits < PERSIST:
             return None
         return self.make(state, ev, {
-            "step": step, "grad_norm_by_rank": {str(k): r4(v) for k, v in sorted(d.items())},
+            "kind": "grad_norm", "step": step, "grad_norm_by_rank": {str(k): r4(v) for k, v in sorted(d.items())},
             "spread": r4((hi - lo) / hi), "tolerance": SPREAD, "steps_diverged": self._hits,
+        })
+
+
+    def _loss_check(self, state, ev, ws):
+        """Losses differ per rank (each sees its own shard), but not by a factor: the median
+        of the last LOSS_WINDOW finite losses of one rank > LOSS_FACTOR x another's means the
+        replicas no longer train the same model (or one rank's data is broken)."""
+        loss = ffloat(ev.get("loss"))
+        if not finite(loss):
+            return None
+        r = fint(ev.get("rank")) or 0
+        self._losses.setdefault(r, deque(maxlen=LOSS_WINDOW)).append(loss)
+        n = _expected(state, ws)
+        if n < 2 or len(self._losses) < n or any(len(d) < LOSS_WINDOW for d in self._losses.values()):
+            return None
+        med = {k: float(sorted(d)[len(d) // 2]) for k, d in self._losses.items()}
+        hi, lo = max(med.values()), min(med.values())
+        if lo <= 0 or hi / lo <= LOSS_FACTOR:
+            return None
+        return self.make(state, ev, {
+            "kind": "loss", "step": fint(ev.get("step")),
+            "loss_median_by_rank": {str(k): r4(v) for k, v in sorted(med.items())},
+            "ratio": r4(hi / lo), "tolerance": LOSS_FACTOR, "window": LOSS_WINDOW,
         })
 
 
@@ -79,7 +118,8 @@ class DistSameBatches(Rule):
         d[fint(ev.get("rank")) or 0] = sig
         while len(self._by_key) > 32:
             self._by_key.popitem(last=False)
-        if len(d) < ws:
+        n = _expected(state, ws)
+        if n < 2 or len(d) < n:
             return None
         del self._by_key[key]
         if len(set(d.values())) != 1:
@@ -87,7 +127,7 @@ class DistSameBatches(Rule):
         self._hits += 1
         if self._hits < PERSIST:
             return None
-        return self.make(state, ev, {"ranks": ws, "identical_batches": self._hits, "step": key[0]})
+        return self.make(state, ev, {"ranks": n, "identical_batches": self._hits, "step": key[0]})
 
 
 class DistRankSilent(Rule):
@@ -108,7 +148,7 @@ class DistRankSilent(Rule):
         if ev["type"] == "bye":
             self._gone.add(rank)
         self._last[rank] = (t, fint(ev.get("step")) or 0)
-        if ev["type"] != "step" or rank != 0:
+        if ev["type"] != "step":
             return None
         for r, (tr, sr) in self._last.items():
             if r in self._gone or r == rank:
@@ -116,6 +156,6 @@ class DistRankSilent(Rule):
             if t - tr > SILENT_S:
                 return self.make(state, ev, {
                     "rank": r, "silent_for_s": r4(t - tr), "last_step": sr,
-                    "step_rank0": fint(ev.get("step")),
+                    "reporting_rank": rank, "step_reporting": fint(ev.get("step")),
                 })
         return None

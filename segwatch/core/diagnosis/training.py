@@ -40,16 +40,25 @@ def _loss(ev) -> float | None:
 class LossNonfinite(Rule):
     id = "loss.nonfinite"
     events = ("step",)
+    all_ranks = True   # a NaN on one rank only (its own data) is found too, naming the rank
 
     def check(self, state, ev):
         loss = _loss(ev)
         tot = fint(ev.get("loss_nonfinite_total")) or 0
         if (loss is None or math.isfinite(loss)) and tot <= 0:
             return None
-        return self.make(state, ev, {
+        evidence = {
             "loss": loss, "nonfinite_total": tot, "scale": ffloat(ev.get("scale")),
             "grad_nonfinite": fint(ev.get("grad_nonfinite")),
-        })
+        }
+        ws = fint(ev.get("world_size")) or 1
+        if ws > 1:
+            rank = fint(ev.get("rank")) or 0
+            old = state.findings.get(self.id)
+            ranks = set((old.evidence.get("ranks") or []) if old is not None else [])
+            ranks.add(rank)
+            evidence.update(rank=rank, ranks=sorted(ranks), world_size=ws)
+        return self.make(state, ev, evidence)
 
 
 class LossPlateau(Rule):

@@ -1,0 +1,102 @@
+"""Distributed launches: ``segwatch run --nproc N [--nnodes ...] SCRIPT``.
+
+The child is ``python -m torch.distributed.run ... -m segwatch.shim SCRIPT ARGS``: torchrun
+starts N ranks on this node, each running the script under the shim (no sitecustomize).
+Every rank connects to the same supervisor socket; the ranks are torchrun's children, so
+they pass the supervisor's "a process of the training's tree" check (SO_PEERCRED + psutil
+parents).
+
+Pause is cooperative for these runs (SIGSTOP of one rank makes the others' collectives time
+out): the supervisor creates ``RUN_DIR/pause`` (the path is in ``SEGWATCH_PAUSE_FILE``), each
+rank's shim checks it with one ``os.stat`` at the optimizer-step boundary and when it fetches a
+batch, and waits while it exists; resume removes it. Kill still stops the whole tree.
+
+No torch here (supervisor layer): torchrun is only named on a command line.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+PAUSE_FILE = "pause"
+PAUSE_ENV = "SEGWATCH_PAUSE_FILE"
+
+
+@dataclass
+class DistSpec:
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def validate(self) -> None:
+        if self.nproc < 1:
+            raise ValueError("--nproc must be at least 1")
+        if self.nnodes < 1:
+            raise ValueError("--nnodes must be at least 1")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"--node-rank must be in 0..{self.nnodes - 1}")
+        if self.nnodes > 1 and not self.master_addr:
+            raise ValueError("--nnodes > 1 needs --master-addr (the address of node 0)")
+        if self.nnodes > 1 and not self.master_port:
+            raise ValueError("--nnodes > 1 needs --master-port (the same on every node)")
+        if self.master_port is not None and not 0 < self.master_port < 65536:
+            raise ValueError("--master-port must be in 1..65535")
+
+    def to_dict(self) -> dict:
+        return {"nproc": self.nproc, "nnodes": self.nnodes, "node_rank": self.node_rank,
+                "master_addr": self.master_addr, "master_port": self.master_port}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DistSpec | None":
+        if not d:
+            return None
+        return cls(int(d.get("nproc") or 1), int(d.get("nnodes") or 1), int(d.get("node_rank") or 0),
+                   d.get("master_addr"), d.get("master_port"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for a single-node rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_command(spec: DistSpec, script: str, script_args: Sequence[str],
+                     python: str | None = None, shim: bool = True) -> list[str]:
+    """``python -m torch.distributed.run ... -m segwatch.shim SCRIPT ARGS`` (``shim=False``:
+    ``... SCRIPT ARGS``, for ``--no-shim``)."""
+    addr = spec.master_addr or "127.0.0.1"
+    port = spec.master_port or free_port()
+    return [python or sys.executable, "-m", "torch.distributed.run",
+            "--nproc_per_node", str(spec.nproc), "--nnodes", str(spec.nnodes),
+            "--node_rank", str(spec.node_rank), "--master_addr", addr, "--master_port", str(port),
+            *(["-m", "segwatch.shim"] if shim else []), script, *script_args]
+
+
+def pause_path(run_dir: str | os.PathLike) -> str:
+    return os.path.join(os.fspath(run_dir), PAUSE_FILE)
+
+
+def set_pause(run_dir: str | os.PathLike) -> None:
+    fd = os.open(pause_path(run_dir), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def clear_pause(run_dir: str | os.PathLike) -> None:
+    try:
+        os.unlink(pause_path(run_dir))
+    except FileNotFoundError:
+        pass
