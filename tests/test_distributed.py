@@ -158,6 +158,27 @@ def test_rank_silent_seen_from_any_rank():
     assert f.evidence["rank"] == 0 and f.evidence["reporting_rank"] == 1
 
 
+def test_all_ranks_silent_seen_at_proc_samples_not_while_paused():
+    def proc(t):
+        return {"v": 1, "type": "proc", "t": t, "cpu": 0.0, "rss": 1, "procs": 3}
+
+    def run(paused: bool) -> RunState:
+        st = RunState()
+        t = 1000.0
+        for s in range(1, 6):
+            st.ingest(_ev("step", 0, step=s, t=t + s))
+            st.ingest(_ev("step", 1, step=s, t=t + s + 0.5 if s < 5 else t + 4.7))
+        if paused:
+            st.ingest({"v": 1, "type": "action", "t": t + 10, "kind": "pause", "by": "user"})
+        for k in range(1, 40):
+            st.ingest(proc(t + 10 * k))
+        return st
+
+    f = run(False).findings["dist.rank_silent"]
+    assert f.evidence["all_silent"] is True and f.evidence["rank"] == 1   # rank 1's last event is oldest
+    assert "dist.rank_silent" not in run(True).findings
+
+
 # --------------------------------------------------------------------------- CLI and command (fast)
 def test_torchrun_command_and_usage_errors(tmp_path):
     from segwatch.cli import main
@@ -189,7 +210,7 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reas
 @needs_torch
 @pytest.mark.timeout(60)
 def test_two_ranks_merged_matrix_equals_sum_of_ranks(tmp_path):
-    proc, run_dir, out = launch(tmp_path)
+    proc, run_dir, out = launch(tmp_path, debug=False)       # default sampling
     code, _, err = finish(proc)
     assert code == 0, err[-3000:]
     rep = json.loads((run_dir / "report.json").read_text())
@@ -219,7 +240,9 @@ def test_two_ranks_merged_matrix_equals_sum_of_ranks(tmp_path):
 @needs_torch
 @pytest.mark.timeout(60)
 def test_same_batches_and_nan_on_rank1_found(tmp_path):
-    proc, run_dir, _ = launch(tmp_path, "--fault", "same_batches,nan_rank1")
+    # default sampling: every probe samples every step of the first 20 (the sampler's warm-up)
+    # on every rank, so the ranks' batches of the same step can be compared
+    proc, run_dir, _ = launch(tmp_path, "--fault", "same_batches,nan_rank1", debug=False)
     code, _, err = finish(proc)
     assert code == 0, err[-3000:]
     rep = json.loads((run_dir / "report.json").read_text())

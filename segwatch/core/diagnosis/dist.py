@@ -7,7 +7,9 @@
 * ``dist.same_batches``: training batches at the same step and index with identical label
   histograms and input means on all ranks (3 times): no DistributedSampler.
 * ``dist.rank_silent``: a rank whose last event is > 120 s older than a ``step`` event of
-  another rank, without a ``bye``.
+  another rank, without a ``bye``; or, at the supervisor's ``proc`` samples (the tree is
+  alive, not paused), every rank silent for > max(120 s, 5x its longest gap): the rank with
+  the oldest last event is named (``all_silent: true``).
 """
 from __future__ import annotations
 
@@ -132,14 +134,17 @@ class DistSameBatches(Rule):
 
 class DistRankSilent(Rule):
     id = "dist.rank_silent"
-    events = ("step", "batch", "preds", "eval", "bye", "overhead")
+    events = ("step", "batch", "preds", "eval", "bye", "overhead", "proc")
     all_ranks = True
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, int]] = {}
+        self._gap: dict[int, float] = {}     # longest gap seen between two events of a rank
         self._gone: set[int] = set()
 
     def check(self, state, ev):
+        if ev["type"] == "proc":
+            return self._all_silent(state, ev)
         ws = fint(ev.get("world_size")) or 1
         rank = fint(ev.get("rank")) or 0
         t = ffloat(ev.get("t"))
@@ -147,6 +152,9 @@ class DistRankSilent(Rule):
             return None
         if ev["type"] == "bye":
             self._gone.add(rank)
+        prev = self._last.get(rank)
+        if prev is not None and t > prev[0]:
+            self._gap[rank] = max(self._gap.get(rank, 0.0), t - prev[0])
         self._last[rank] = (t, fint(ev.get("step")) or 0)
         if ev["type"] != "step":
             return None
@@ -159,3 +167,24 @@ class DistRankSilent(Rule):
                     "reporting_rank": rank, "step_reporting": fint(ev.get("step")),
                 })
         return None
+
+    def _all_silent(self, state, ev):
+        """Every rank silent (a hang holds the others in their next collective): seen from
+        the supervisor's ``proc`` samples (the tree is alive), unless the run is paused. The
+        rank whose last event is oldest is named. A rank's limit is SILENT_S or 5x the longest
+        gap it ever left between two events (slow, sparsely sampled steps)."""
+        t = ffloat(ev.get("t"))
+        live = {r: v for r, v in self._last.items() if r not in self._gone}
+        if not live or not finite(t) or int(getattr(state, "world_size", 1) or 1) < 2:
+            return None
+        if getattr(state, "status", None) == "paused":
+            for r, (_, sr) in live.items():      # the pause is not silence: restart the clocks
+                self._last[r] = (t, sr)
+            return None
+        if not all(t - tr > max(SILENT_S, 5.0 * self._gap.get(r, 0.0)) for r, (tr, _) in live.items()):
+            return None
+        r, (tr, sr) = min(live.items(), key=lambda kv: (kv[1][0], kv[0]))
+        return self.make(state, None, {
+            "rank": r, "silent_for_s": r4(t - tr), "last_step": sr, "all_silent": True,
+            "last_step_by_rank": {str(k): v[1] for k, v in sorted(live.items())},
+        }, step=max(v[1] for v in live.values()))
