@@ -255,6 +255,12 @@ def test_same_batches_and_nan_on_rank1_found(tmp_path):
     assert rep["ranks"]["per_rank"][1]["loss_nonfinite_total"] == 1
     assert rep["ranks"]["per_rank"][0]["loss_nonfinite_total"] == 0
     assert "dist.same_batches" in err and "loss.nonfinite" in err
+    # replay of the interleaved events of both ranks rebuilds the live report whole
+    from segwatch.supervisor.replay import Replayed, format_text
+
+    assert Replayed(str(run_dir)).report() == rep
+    text = format_text(rep)
+    assert "rank 1: step" in text and "non-finite losses 1" in text
 
 
 def _steps_by_rank(run_dir: Path) -> dict[int, int]:

@@ -157,7 +157,24 @@ def format_text(rep: dict) -> str:
         lines.append("Checklist:")
         for item in checklist:
             lines.append(f"  [{str(item.get('state', '?')):7s}] {item.get('id')}: {item.get('evidence') or ''}")
+    lines.extend(_ranks_text(rep.get("ranks")))
     return "\n".join(lines)
+
+
+def _ranks_text(ranks: Any) -> list[str]:
+    """A distributed run's ranks (docs/DISTRIBUTED.md), one line each."""
+    if not isinstance(ranks, dict) or not ranks.get("per_rank"):
+        return []
+    out = ["", f"Ranks (world size {ranks.get('world_size')}, {ranks.get('reporting_here')} reporting here):"]
+    for r in ranks["per_rank"]:
+        if not r.get("seen"):
+            continue
+        loss = r.get("loss")
+        gn = r.get("grad_norm")
+        out.append(f"  rank {r.get('rank')}: step {r.get('steps')}  loss {_short(loss) if loss is not None else '-'}"
+                   f"  grad {_short(gn) if gn is not None else '-'}"
+                   f"  non-finite losses {r.get('loss_nonfinite_total', 0)}  end {r.get('bye') or '-'}")
+    return out
 
 
 def _short(v: Any, n: int = 60) -> str:
