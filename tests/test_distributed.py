@@ -310,6 +310,11 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
             wait_for(lambda: all(v >= before[r] + 5 for r, v in _steps_by_rank(run_dir).items()), timeout=20)
             assert _notes(run_dir, "resumed") == {0, 1}
             tree |= {p.pid for p in sup.children(recursive=True)}
+            # paused again, then killed while every rank waits
+            assert client.control("pause")["ok"]
+            wait_for(lambda: len([e for e in read_events(run_dir) if e["type"] == "probe"
+                                  and e.get("name") == "pause" and "paused" in e.get("message", "")]) >= 4,
+                     timeout=15)
             assert client.control("kill")["ok"]
         finally:
             client.close()
@@ -321,7 +326,8 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
                                     for p in tree), timeout=10)
         assert gone
         kinds = [e["kind"] for e in read_events(run_dir) if e["type"] == "action"]
-        assert kinds == ["pause", "resume", "kill"]
+        assert kinds == ["pause", "resume", "pause", "kill"]
+        assert not (run_dir / "pause").exists()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
