@@ -60,6 +60,14 @@ def replay_state(run_dir: Path) -> RunState:
     return st
 
 
+def child_env() -> dict:
+    """This checkout's segwatch first on the path (the runs start in tmp_path, where an
+    editable install elsewhere would otherwise win)."""
+    root = str(HERE.parent)
+    pp = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root + (os.pathsep + pp if pp else ""))
+
+
 def launch(tmp_path: Path, *script_args: str, debug: bool = True) -> tuple[subprocess.Popen, Path, Path]:
     run_dir = tmp_path / "run"
     out = tmp_path / "out"
@@ -69,8 +77,7 @@ def launch(tmp_path: Path, *script_args: str, debug: bool = True) -> tuple[subpr
     cmd = [sys.executable, "-m", "segwatch", "run", "--nproc", "2", "--headless", "--run-dir", str(run_dir),
            "--config", str(cfg), *(["--debug"] if debug else []), str(SCRIPT), "--", "--out", str(out),
            *script_args]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=str(tmp_path))
     return proc, run_dir, out
 
 
@@ -234,6 +241,7 @@ def test_two_ranks_merged_matrix_equals_sum_of_ranks(tmp_path):
     ids = {f["id"] for f in rep["findings"]}
     assert not ids & {"dist.same_batches", "dist.rank_divergence", "dist.rank_silent", "loss.nonfinite"}, ids
     assert rep["supervisor"]["protocol"]["foreign"] == 0       # the ranks passed the peer check
+    assert "loss by rank 0:" in err and " 1:" in err           # headless: the ranks' losses
 
 
 @pytest.mark.slow
@@ -295,6 +303,10 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
             assert client.control("pause")["ok"]
             assert (run_dir / "pause").exists()
             wait_for(lambda: _notes(run_dir, "paused") == {0, 1}, timeout=15)
+            # both at the boundary of the same (agreed) step: neither waits inside a collective
+            at = {e["rank"]: e["step"] for e in read_events(run_dir) if e["type"] == "probe"
+                  and e.get("name") == "pause" and "paused" in e.get("message", "")}
+            assert at[0] == at[1], at
             time.sleep(0.5)
             before = _steps_by_rank(run_dir)
             time.sleep(2.0)
@@ -327,6 +339,7 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
         assert gone
         kinds = [e["kind"] for e in read_events(run_dir) if e["type"] == "action"]
         assert kinds == ["pause", "resume", "pause", "kill"]
+        assert "cooperative pause" in err
         assert not (run_dir / "pause").exists()
     finally:
         if proc.poll() is None:
@@ -356,7 +369,7 @@ def test_two_nodes_on_one_machine_each_with_its_own_supervisor(tmp_path):
                "--run-dir", str(tmp_path / f"node{node}"), "--config", str(cfg), str(SCRIPT), "--",
                "--out", str(out)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path),
-                                      env=dict(os.environ, OMP_NUM_THREADS="1")))
+                                      env=child_env()))
     results = [finish(p, timeout=80) for p in procs]
     for code, _, err in results:
         assert code == 0, err[-3000:]

@@ -9,7 +9,9 @@ parents).
 Pause is cooperative for these runs (SIGSTOP of one rank makes the others' collectives time
 out): the supervisor creates ``RUN_DIR/pause`` (the path is in ``SEGWATCH_PAUSE_FILE``), each
 rank's shim checks it with one ``os.stat`` at the optimizer-step boundary and when it fetches a
-batch, and waits while it exists; resume removes it. Kill still stops the whole tree.
+batch; the first rank to see it writes ``pause.target`` (its step + 1), and every rank waits at
+the first boundary at or after that step while the file exists; resume removes both. Kill
+still stops the whole tree.
 
 No torch here (supervisor layer): torchrun is only named on a command line.
 """
@@ -91,12 +93,21 @@ def pause_path(run_dir: str | os.PathLike) -> str:
 
 
 def set_pause(run_dir: str | os.PathLike) -> None:
+    """Ask the ranks to pause. The first rank that sees the file writes ``pause.target`` (the
+    step every rank stops after); a stale one from an earlier pause is removed first."""
+    _unlink(pause_path(run_dir) + ".target")
     fd = os.open(pause_path(run_dir), os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
 
 
 def clear_pause(run_dir: str | os.PathLike) -> None:
+    """Resume: the pause file first (the ranks go on and forget the target), then the target."""
+    _unlink(pause_path(run_dir))
+    _unlink(pause_path(run_dir) + ".target")
+
+
+def _unlink(path: str) -> None:
     try:
-        os.unlink(pause_path(run_dir))
+        os.unlink(path)
     except FileNotFoundError:
         pass

@@ -34,6 +34,9 @@ WORDS: dict[str, dict[str, str]] = {
         "final": "{status}: exit {code} | run dir {run} | report {report}",
         "run_dir": "run dir {run}", "replayed": "replayed {n} events from {run}",
         "invalid_skipped": " ({n} invalid lines skipped)",
+        "rank_loss": "loss by rank {v}",
+        "paused_coop": "PAUSED by {by}{why}. Every rank waits at its next step boundary (cooperative "
+                       "pause), not ended. Resume: segwatch ctl {run} resume   Stop: segwatch ctl {run} kill",
     },
     "zh": {
         "step": "第 {n} 步", "waiting": "等待第一个训练步", "loss": "损失 {v}", "grad": "梯度范数 {v}",
@@ -53,6 +56,9 @@ WORDS: dict[str, dict[str, str]] = {
         "final": "{status}：退出码 {code} | 运行目录 {run} | 报告 {report}",
         "run_dir": "运行目录 {run}", "replayed": "已从 {run} 重放 {n} 个事件",
         "invalid_skipped": "（跳过 {n} 行无效内容）",
+        "rank_loss": "各进程损失 {v}",
+        "paused_coop": "已由{by}暂停{why}。每个进程在下一个训练步边界等待（协作式暂停），并未结束。"
+                       "继续：segwatch ctl {run} resume   终止：segwatch ctl {run} kill",
     },
 }
 
@@ -104,6 +110,9 @@ def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
     grad = last_value(getattr(state, "grad_norm", None))
     if grad is not None:
         parts.append(tr("grad", lang, v=_fmt_num(grad, ".1e")))
+    per_rank = _rank_losses(state)
+    if per_rank:
+        parts.append(tr("rank_loss", lang, v=per_rank))
     uniq = last_value(getattr(state, "pred_unique", None))
     if uniq is not None and finite(uniq):
         n = getattr(state, "num_classes", None)
@@ -131,6 +140,20 @@ def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
     if status and status not in ("running",):
         head += f" {status_word(status, lang)}"
     return f"{head} " + " | ".join(parts)
+
+
+def _rank_losses(state: Any, limit: int = 8) -> str:
+    """``0:1.23 1:1.31`` (the last loss of each rank) for a distributed run, else ""."""
+    series = getattr(state, "rank_loss", None)
+    if not isinstance(series, dict) or len(series) < 2:
+        return ""
+    items = []
+    for r in sorted(series)[:limit]:
+        v = last_value(series[r])
+        items.append(f"{r}:{_fmt_num(v, '.4g') if v is not None else '-'}")
+    if len(series) > limit:
+        items.append("…")
+    return " ".join(items)
 
 
 def _evidence_text(evidence: Any, limit: int = 6) -> str:

@@ -932,7 +932,8 @@ class Supervisor:
         self._set_status("paused", pid=self.child.pid)
         if self.headless and not quiet:
             why = tr("why", self.lang, finding=finding, n=self.state.step) if finding else ""
-            self._say(f"{PREFIX} " + tr("paused_by", self.lang, by=by_word(by, self.lang), why=why, run=self.run_dir))
+            key = "paused_coop" if self.dist is not None else "paused_by"
+            self._say(f"{PREFIX} " + tr(key, self.lang, by=by_word(by, self.lang), why=why, run=self.run_dir))
 
     def _resume(self, by: str) -> None:
         self._record_action("resume", None, by)
