@@ -18,6 +18,7 @@ import numpy as np
 
 from ..protocol import as_float
 from . import metrics as _metrics
+from .coerce import fint as _int
 from .findings import Finding, jsonable
 from .series import Series
 
@@ -63,15 +64,6 @@ def _config_from_dict(d: dict):
     from ..config import Config
 
     return Config.from_dict(d, source="<hello>")
-
-
-def _int(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _hist(v: Any) -> np.ndarray | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...protocol import as_float
+from ..coerce import ffloat, fint  # noqa: F401  (re-exported for the rule modules)
 from ..findings import SEVERITY, Finding
 
 
@@ -36,22 +36,6 @@ class Rule:
                 phase = "train"
         return Finding(id=self.id, severity=severity or SEVERITY.get(self.id, "warning"),
                        first_step=int(step), phase=phase, evidence=evidence)
-
-
-def fint(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def ffloat(v: Any) -> float | None:
-    try:
-        return as_float(v)
-    except Exception:
-        return None
 
 
 def finite(v: float | None) -> bool:
