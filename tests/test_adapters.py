@@ -2,10 +2,10 @@
 no-op behaviour outside segwatch and the auto-detection machinery.
 
 The framework adapters (Lightning, Hugging Face, mmengine) have their own test files that
-skip when the framework is not installed.  Runs through the CLI put
-``tests/adapter_scripts/_site`` on PYTHONPATH: its ``sitecustomize`` calls
-``segwatch.adapters.autodetect()`` in the child, standing in for the one-line call at shim
-start-up that docs/ADAPTERS.md asks for.
+skip when the framework is not installed.  Runs through the CLI rely on the shim arming the
+adapters itself (``autodetect(cfg)`` at shim start-up); ``autodetect=False`` runs the same
+script with a copy of the config that says ``adapter: none``, so that only what the script
+adds by hand is attached.
 """
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ def run_cli(tmp_path: Path, script: Path, config: Path, *args: str, autodetect: 
     env = os.environ.copy()
     env.pop("SEGWATCH_RUN_DIR", None)
     env.pop("SEGWATCH_SOCKET", None)
-    pp = [str(SCRIPTS / "_site")] if autodetect else []
-    if env.get("PYTHONPATH"):
-        pp.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(pp)
+    if not autodetect:
+        text = Path(config).read_text()
+        assert "adapter: auto" in text, config
+        config = tmp_path / ("no_adapter_" + Path(config).name)
+        config.write_text(text.replace("adapter: auto", "adapter: none"))
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["OMP_NUM_THREADS"] = "1"

@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                        argv=[script, *args])
         if cfg_err:
             shim.note(cfg_err, "config")
+        try:  # framework adapters (Lightning, HF Trainer, mmengine, Metrics classes): docs/ADAPTERS.md
+            from segwatch.adapters import autodetect
+
+            autodetect(cfg)
+        except Exception as exc:
+            shim.note(f"adapters not armed: {type(exc).__name__}: {exc}", "adapters")
     except Exception as exc:  # the shim must never stop training from starting
         print(f"segwatch.shim: instrumentation disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
         shim = None
