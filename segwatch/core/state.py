@@ -452,6 +452,32 @@ class RunState:
         out[: len(arr)] = arr
         return out
 
+    def _add_label_counts(self, phase: Any, labels: dict, lead: bool) -> np.ndarray | None:
+        """Add one batch's label counts (totals, the validation pass's counts, the class
+        histogram) to the run's, whichever rank sent it; returns the batch's histogram.
+        The lead rank's batches of any non-val phase count as training; other ranks' only
+        when they say "train"."""
+        tot = self.label_totals.get(phase)
+        if tot is not None:
+            tot[0] += _int(labels.get("total")) or 0
+            tot[1] += _int(labels.get("ignore")) or 0
+            oor_d = labels.get("oor")
+            if isinstance(oor_d, dict):
+                tot[2] += sum(_int(c) or 0 for c in oor_d.values())
+        h = _hist(labels.get("hist"))
+        if phase == "val":
+            self._val_pass[0] += _int(labels.get("total")) or 0
+            self._val_pass[1] += int(h.sum()) if h is not None else 0
+            self._val_pass[2] += 1
+        if h is not None:
+            if phase == "val":
+                self.val_label_hist = self._fit(self.val_label_hist, len(h))
+                self.val_label_hist[: len(h)] += h
+            elif lead or phase == "train":
+                self.label_hist = self._fit(self.label_hist, len(h))
+                self.label_hist[: len(h)] += h
+        return h
+
     def _on_batch(self, ev: dict) -> None:
         self._see_step(ev)
         phase = ev.get("phase")
@@ -469,27 +495,9 @@ class RunState:
         if not isinstance(labels, dict):
             return
         self.last_labels = labels
-        tot = self.label_totals.get(phase)
-        if tot is not None:
-            tot[0] += _int(labels.get("total")) or 0
-            tot[1] += _int(labels.get("ignore")) or 0
-            oor_d = labels.get("oor")
-            if isinstance(oor_d, dict):
-                tot[2] += sum(_int(c) or 0 for c in oor_d.values())
-        h = _hist(labels.get("hist"))
-        if phase == "val":
-            self._val_pass[0] += _int(labels.get("total")) or 0
-            self._val_pass[1] += int(h.sum()) if h is not None else 0
-            self._val_pass[2] += 1
-        if h is not None:
-            if not self.num_classes:
-                self.num_classes = len(h)
-            if phase == "val":
-                self.val_label_hist = self._fit(self.val_label_hist, len(h))
-                self.val_label_hist[: len(h)] += h
-            else:
-                self.label_hist = self._fit(self.label_hist, len(h))
-                self.label_hist[: len(h)] += h
+        h = self._add_label_counts(phase, labels, lead=True)
+        if h is not None and not self.num_classes:
+            self.num_classes = len(h)
         # the ignore value the shim applied (under auto, once it inferred one)
         iv = _int(labels.get("ignore_value"))
         if iv is not None and self.ignore_is_auto and self.inferred_ignore is None:
@@ -732,25 +740,7 @@ class RunState:
             phase = ev.get("phase")
             if phase in self.batches:
                 self.batches[phase] += 1
-            tot = self.label_totals.get(phase)
-            if tot is not None:
-                tot[0] += _int(labels.get("total")) or 0
-                tot[1] += _int(labels.get("ignore")) or 0
-                oor_d = labels.get("oor")
-                if isinstance(oor_d, dict):
-                    tot[2] += sum(_int(c) or 0 for c in oor_d.values())
-            h = _hist(labels.get("hist"))
-            if phase == "val":
-                self._val_pass[0] += _int(labels.get("total")) or 0
-                self._val_pass[1] += int(h.sum()) if h is not None else 0
-                self._val_pass[2] += 1
-            if h is not None:
-                if phase == "val":
-                    self.val_label_hist = self._fit(self.val_label_hist, len(h))
-                    self.val_label_hist[: len(h)] += h
-                elif phase == "train":
-                    self.label_hist = self._fit(self.label_hist, len(h))
-                    self.label_hist[: len(h)] += h
+            self._add_label_counts(phase, labels, lead=False)
 
     # ------------------------------------------------------------------ distributed
     def _on_rank_event(self, ev: dict) -> None:
