@@ -19,7 +19,7 @@ import numpy as np
 from ..protocol import as_float
 from . import metrics as _metrics
 from .coerce import fint as _int
-from .findings import Finding, jsonable
+from .findings import Finding
 from .series import Series
 
 REPORT_SCHEMA = "segwatch.report/1"

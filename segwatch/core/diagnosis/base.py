@@ -7,7 +7,6 @@ RunState builds fresh rule instances, so replaying the same events gives the sam
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ..coerce import ffloat, fint  # noqa: F401  (re-exported for the rule modules)
 from ..findings import SEVERITY, Finding
@@ -36,6 +35,18 @@ class Rule:
                 phase = "train"
         return Finding(id=self.id, severity=severity or SEVERITY.get(self.id, "warning"),
                        first_step=int(step), phase=phase, evidence=evidence)
+
+
+def script_miou(state, ev: dict) -> tuple[int, float] | None:
+    """(step, value) of a ``script_metric`` event carrying a finite mIoU, else None; the step
+    defaults to the run's current step when the event has none."""
+    if ev.get("name", "miou") != "miou":
+        return None
+    v = ffloat(ev.get("value"))
+    if v is None or not math.isfinite(v):
+        return None
+    step = fint(ev.get("step"))
+    return (state.step if step is None else step), float(v)
 
 
 def finite(v: float | None) -> bool:

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 
 from .. import metrics as _metrics
-from .base import Rule, ffloat, finite, fint, r4
+from .base import Rule, finite, fint, r4, script_miou
 from .preds import eval_gate
 
 #: a script's mIoU and segwatch's disagree when they differ by more than this (points)
@@ -117,13 +117,10 @@ class MetricMiouStuck(Rule):
             self._push(self._own, e["step"], float(e["miou"]))
             series, source = self._own, "segwatch evaluations"
         else:
-            if ev.get("name", "miou") != "miou":
+            got = script_miou(state, ev)
+            if got is None:
                 return None
-            v = ffloat(ev.get("value"))
-            if not finite(v):
-                return None
-            step = fint(ev.get("step"))
-            self._push(self._script, state.step if step is None else step, float(v))
+            self._push(self._script, *got)
             series, source = self._script, "script output"
         if not self._stuck(state, series, n):
             return None
@@ -182,15 +179,12 @@ class MetricSingleClassSignature(Rule):
         return self.make(state, ev, ev_d, phase="val")
 
     def _check_script(self, state, ev):
-        if ev.get("name", "miou") != "miou":
-            return None
-        v = ffloat(ev.get("value"))
+        got = script_miou(state, ev)
         h = state.val_label_hist
         C = state.num_classes
-        if not finite(v) or not C or h.size == 0 or h.sum() <= 0:
+        if got is None or not C or h.size == 0 or h.sum() <= 0:
             return None
-        step = fint(ev.get("step"))
-        step = state.step if step is None else step
+        step, v = got
         if not eval_gate(state, step):
             self._match, self._n = None, 0
             return None
@@ -265,13 +259,10 @@ class MetricScriptDisagrees(Rule):
 
     def check(self, state, ev):
         if ev["type"] == "script_metric":
-            if ev.get("name", "miou") != "miou":
+            got = script_miou(state, ev)
+            if got is None:
                 return None
-            v = ffloat(ev.get("value"))
-            if not finite(v):
-                return None
-            step = fint(ev.get("step"))
-            step = state.step if step is None else step
+            step, v = got
             e = state.latest_eval()
             if e is not None and (e["step"] == step or state.step <= e["step"]):
                 if e.get("aborted") or e.get("miou") is None:
