@@ -204,6 +204,92 @@ def test_series_ring_buffer():
     assert list(s)[0] == (3, 30.0)
 
 
+def test_series_span_covers_the_whole_run_in_fixed_memory():
+    """A 200k-step run in a 4096-pair ring: the plot's span still starts at step 1."""
+    s = Series(4096, span_capacity=256)
+    for i in range(1, 200_001):
+        s.append(i, float(i))
+    steps, values = s.span()
+    assert steps[0] == 1 and steps[-1] == 200_000
+    assert (np.diff(steps) > 0).all() and (values == steps).all()
+    assert len(steps) <= 4096 + 256
+    # the older part is spread over the run, not bunched at the start
+    older = steps[steps < s.steps()[0]]
+    assert len(older) >= 100 and np.diff(older).max() <= 2 * np.diff(older).min()
+    short = Series(8)
+    for i in range(5):
+        short.append(i, i)
+    assert short.span()[0].tolist() == [0, 1, 2, 3, 4]
+
+
+def _stale_run(last_sampled=20, now=200, intervals=None):
+    """Every probe sampled up to ``last_sampled``; afterwards only the loss read-back."""
+    r = Run()
+    r.hello()
+    r.model()
+    rng = np.random.RandomState(0)
+    for s in range(1, now + 1):
+        if s <= last_sampled:
+            lh = label_hist(rng)
+            r.batch(s, hist=lh)
+            ph = np.zeros(C, dtype=np.int64)
+            ph[:11] = 40
+            r.preds(s, ph, gt_hist=lh // 8)
+            r.step(s, loss=1.0 / s, grad_norm=2.0)
+        elif s % 10 == 0:
+            r.ev("step", step=s, loss=0.5, grad_norm=None, lr=[9e-5], sampled=False)
+        if s == last_sampled and intervals is not None:
+            r.ev("overhead", step=s, share=0.005, budget=0.01, intervals=intervals, dropped=0)
+    return r
+
+
+def test_every_shown_value_carries_its_step_and_age():
+    st, _ = feed(_stale_run(last_sampled=20, now=200).events, cfg())
+    assert st.step == 200
+    assert st.reading("loss").value == 0.5 and st.reading("loss").step == 200
+    assert st.reading("lr").value == 9e-5 and st.reading("lr").step == 200
+    assert st.reading("grad_norm").step == 20 and st.reading("grad_norm").probe == "grads"
+    assert st.reading("preds").step == 20 and st.reading("preds").value["unique"] == 11
+    assert st.reading("labels").step == 20 and st.reading("inputs").step == 20
+    assert st.reading("sampled_step").step == 20   # a read-back's light step is not "sampled"
+    # no overhead event: a probe is assumed to sample every 64 steps, old after 128
+    assert st.probe_interval("preds") == 64
+    assert st.is_old("preds") and st.is_old("grad_norm") and not st.is_old("loss")
+    assert st.age("preds") == 180 and st.age("nothing") is None and not st.is_old("nothing")
+    # the checklist quotes the same readings, with their step when old
+    items = {it.id: it for it in st.checklist}
+    assert items["predictions_diverse"].step == 20 and items["predictions_diverse"].old
+    assert items["predictions_diverse"].evidence.endswith("@ step 20")
+    assert items["augmentation_keeps_labels"].old and "@ step 20" in items["augmentation_keeps_labels"].evidence
+    assert items["learning_rate"].step == 200 and not items["learning_rate"].old
+    assert items["learning_rate"].to_dict()["step"] == 200
+
+
+def test_old_is_twice_the_probes_interval_from_overhead():
+    iv = {"batch": 100, "preds": 100, "grads": 32, "update": 32, "readback": 10}
+    st, _ = feed(_stale_run(last_sampled=20, now=200, intervals=iv).events, cfg())
+    assert st.probe_interval("preds") == 100 and st.probe_interval("grads") == 32
+    assert not st.is_old("preds")          # 180 steps <= 2 x 100
+    assert st.is_old("grad_norm")          # 180 steps > 2 x 32
+    st2, _ = feed(_stale_run(last_sampled=20, now=230, intervals=iv).events, cfg())
+    assert st2.is_old("preds")
+
+
+def test_preds_reading_is_the_newer_of_training_sample_and_evaluation():
+    r = healthy_run(steps=100, eval_every=100)
+    st, _ = feed(r.events, cfg())
+    p = st.reading("preds")
+    assert p.step == 100 and p.value["phase"] == "val" and p.value["eval_index"] == 0
+    assert p.value["unique"] == st.latest_eval()["pred_classes"]
+    ph = np.zeros(C, dtype=np.int64)
+    ph[0] = 512
+    st.ingest(r.preds(101, ph))
+    p = st.reading("preds")
+    assert (p.step, p.value["phase"], p.value["unique"], p.value["dominant_share"]) == (101, "train", 1, 1.0)
+    it = {i.id: i for i in st.checklist}["predictions_diverse"]
+    assert it.step == 101 and "1 classes in the last training sample" in it.evidence
+
+
 def test_healthy_run_attributes_and_no_findings():
     r = healthy_run()
     st, new = feed(r.events, cfg())

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 STATES = ("pending", "ok", "warn", "fail")
 
 ITEMS: tuple[tuple[str, str, str, str], ...] = (
@@ -33,6 +31,10 @@ class ChecklistItem:
     id: str
     state: str = "pending"
     evidence: str = ""
+    # the step of the measured value the evidence quotes (a state reading), and whether it
+    # is old (older than twice its probe's interval: the evidence then says "@ step N")
+    step: int | None = None
+    old: bool = False
 
     @property
     def phase(self) -> str:
@@ -44,7 +46,7 @@ class ChecklistItem:
 
     def to_dict(self, lang: str = "en") -> dict:
         return {"id": self.id, "state": self.state, "evidence": self.evidence,
-                "title": self.title(lang), "phase": self.phase}
+                "title": self.title(lang), "phase": self.phase, "step": self.step, "old": self.old}
 
 
 def _first(state, *ids):
@@ -103,6 +105,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "miou.same": ("mIoU {b:.2f} unchanged over {n} evaluations", "mIoU 在 {n} 次评估中保持 {b:.2f} 不变"),
     "miou.one": ("one evaluation so far: mIoU {a:.2f}", "目前只有一次评估：mIoU {a:.2f}"),
     "miou.wait": ("no evaluation yet", "尚未评估"),
+    "old": (" @ step {step}", "（第 {step} 步的值）"),
 }
 
 
@@ -113,6 +116,14 @@ def _t(state, key: str, **kw) -> str:
         return tmpl.format(**kw)
     except (KeyError, ValueError, TypeError, IndexError):  # an odd value: keep the words
         return tmpl
+
+
+def _quote(it: ChecklistItem, state, name: str) -> None:
+    """The item's evidence quotes the state reading ``name``: keep its step and age."""
+    r = state.readings.get(name) if hasattr(state, "readings") else None
+    if r is not None:
+        it.step = r.step
+        it.old = bool(state.is_old(r))
 
 
 def _fmt(x) -> str:
@@ -185,6 +196,7 @@ def _learning_rate(state) -> ChecklistItem:
         return it
     lr = state.lr.last_value()
     exp = state.cfg("train", "expected_lr")
+    _quote(it, state, "lr")
     it.state = "ok"
     it.evidence = _t(state, "lr.ok", lr=_fmt(lr), exp=_fmt(exp)) if exp else _t(state, "lr.ok_noexp", lr=_fmt(lr))
     return it
@@ -220,6 +232,7 @@ def _augmentation(state) -> ChecklistItem:
         return it
     if state.batches["train"] >= 5:
         it.state, it.evidence = "ok", _t(state, "aug.ok", n=state.batches["train"])
+        _quote(it, state, "labels")
     else:
         it.evidence = _t(state, "aug.wait")
     return it
@@ -236,6 +249,7 @@ def _loss_falling(state) -> ChecklistItem:
         it.state, it.evidence = "warn", _t(state, "loss.flat", ratio=_fmt(f.evidence.get("ratio_last_to_first")))
         return it
     r = state.loss_ratio()
+    _quote(it, state, "loss")
     if r is None:
         it.evidence = _t(state, "loss.wait", n=len(state.loss))
     elif r < 0.98:
@@ -255,6 +269,7 @@ def _grad(state) -> ChecklistItem:
         it.evidence = _t(state, "grad.wait")
         return it
     g = state.grad_norm.last_value()
+    _quote(it, state, "grad_norm")
     lo = state.cfg("thresholds", "grad_norm_min", 1e-7)
     hi = state.cfg("thresholds", "grad_norm_max", 1000.0)
     inside = g is not None and lo <= g <= hi
@@ -276,15 +291,20 @@ def _diverse(state) -> ChecklistItem:
         it.evidence = _t(state, "pred.low", n=f.evidence.get("pred_classes"), k=f.evidence.get("min_pred_classes"))
         return it
     k = int(state.cfg("thresholds", "min_pred_classes", 5))
-    e = state.latest_eval()
-    if e and e.get("pred_classes") is not None:
-        n = e["pred_classes"]
-        it.state = "ok" if n >= min(k, e.get("gt_classes") or k) else "pending"
-        it.evidence = _t(state, "pred.eval", n=n, i=e.get("index"))
+    # the one "preds" reading the header and the Preds panel show too: the last training
+    # sample, or the last evaluation pass when that is newer
+    r = state.readings.get("preds") if hasattr(state, "readings") else None
+    p = r.value if r is not None else None
+    if p and p.get("phase") == "val":
+        n = p["unique"]
+        _quote(it, state, "preds")
+        it.state = "ok" if n >= min(k, p.get("gt_classes") or k) else "pending"
+        it.evidence = _t(state, "pred.eval", n=n, i=p.get("eval_index"))
         return it
-    if state.pred_unique:
-        n = int(state.pred_unique.last_value())
-        gt = int(np.count_nonzero(state.gt_hist)) if state.gt_hist.size else k
+    if p:
+        n = p["unique"]
+        _quote(it, state, "preds")
+        gt = p.get("gt_classes") or k
         if n >= min(k, max(gt, 1)):
             it.state = "ok"
         it.evidence = _t(state, "pred.train", n=n)
@@ -328,4 +348,8 @@ _BUILDERS = (_num_classes, _ignore_label, _learning_rate, _pretrained, _augmenta
 
 
 def build_checklist(state) -> list[ChecklistItem]:
-    return [b(state) for b in _BUILDERS]
+    items = [b(state) for b in _BUILDERS]
+    for it in items:
+        if it.old and it.step is not None:
+            it.evidence += _t(state, "old", step=it.step)
+    return items

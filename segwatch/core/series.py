@@ -1,26 +1,43 @@
-"""Bounded ring buffers of ``(step, value)`` pairs.
+"""Bounded ring buffers of ``(step, value)`` pairs, and ``Reading``: one value with its step.
 
 RunState keeps every per-step quantity (loss, gradient norm, learning rate, ...) in a
 ``Series``: appending is O(1), memory is fixed by ``capacity``, and viewers get numpy
-arrays in chronological order. numpy + stdlib only.
+arrays in chronological order. Besides the recent pairs, a Series keeps a thinned copy of
+the whole history (``span()``), so that a plot of a 200k-step run shows it start to end.
+numpy + stdlib only.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A value as it was measured: the value, the training step it was measured at, and
+    the shim probe that measured it (its sampling interval says how soon it goes stale)."""
+
+    value: Any
+    step: int
+    probe: str = ""
 
 
 class Series:
     """A fixed-capacity ring buffer of ``(step, value)``; the oldest pairs fall off.
 
-    ``total`` counts every value ever appended (also those that fell off).
+    ``total`` counts every value ever appended (also those that fell off). ``span()`` gives
+    the whole history thinned to at most ``span_capacity`` older pairs plus the kept ones:
+    every ``stride``-th pair is copied aside, and when that copy is full every other pair of
+    it is dropped and the stride doubles (fixed memory, start to end at any run length).
     """
 
-    __slots__ = ("capacity", "_steps", "_values", "_next", "_len", "total", "name")
+    __slots__ = ("capacity", "_steps", "_values", "_next", "_len", "total", "name",
+                 "_span_cap", "_span_steps", "_span_values", "_span_len", "_stride")
 
-    def __init__(self, capacity: int = 4096, name: str = "") -> None:
+    def __init__(self, capacity: int = 4096, name: str = "", span_capacity: int = 1024) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = int(capacity)
@@ -30,6 +47,11 @@ class Series:
         self._next = 0
         self._len = 0
         self.total = 0
+        self._span_cap = max(2, int(span_capacity) // 2 * 2)
+        self._span_steps = np.zeros(self._span_cap, dtype=np.int64)
+        self._span_values = np.full(self._span_cap, np.nan, dtype=np.float64)
+        self._span_len = 0
+        self._stride = 1
 
     def append(self, step: int, value: float | None) -> None:
         """Add one pair. ``None`` is stored as NaN."""
@@ -40,7 +62,36 @@ class Series:
         self._next = 0 if i == self.capacity else i
         if self._len < self.capacity:
             self._len += 1
+        if self.total % self._stride == 0:
+            self._keep_for_span(step, value)
         self.total += 1
+
+    def _keep_for_span(self, step: int, value: float | None) -> None:
+        if self._span_len == self._span_cap:
+            # full: keep every other pair (the first one stays: the run's start is shown)
+            half = self._span_cap // 2
+            self._span_steps[:half] = self._span_steps[0::2]
+            self._span_values[:half] = self._span_values[0::2]
+            self._span_len = half
+            self._stride *= 2
+            if self.total % self._stride:
+                return
+        i = self._span_len
+        self._span_steps[i] = step
+        self._span_values[i] = math.nan if value is None else value
+        self._span_len += 1
+
+    def span(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) over the whole run, oldest first: the thinned pairs older than the
+        kept ones, then every kept pair. A plot of this spans the run start to end."""
+        steps, values = self.steps(), self.values()
+        if self.total <= self._len or not self._span_len:
+            return steps, values
+        first = steps[0] if len(steps) else np.iinfo(np.int64).max
+        old_s = self._span_steps[: self._span_len]
+        keep = old_s < first
+        return (np.concatenate((old_s[keep], steps)),
+                np.concatenate((self._span_values[: self._span_len][keep], values)))
 
     def _order(self, a: np.ndarray) -> np.ndarray:
         if self._len < self.capacity:

@@ -20,7 +20,7 @@ from ..protocol import as_float
 from . import metrics as _metrics
 from .coerce import fint as _int
 from .findings import Finding
-from .series import Series
+from .series import Reading, Series
 
 REPORT_SCHEMA = "segwatch.report/1"
 
@@ -46,6 +46,8 @@ COLLAPSE_IDS = frozenset({"pred.collapse", "metric.single_class_signature"})
 NONFINITE_IDS = frozenset({"loss.nonfinite", "grad.nonfinite"})
 
 _MAX_OUTPUT_LINES = 2000
+#: steps between two samples of a probe when the shim has not said (no ``overhead`` event yet)
+DEFAULT_PROBE_INTERVAL = 64
 _MAX_LIST = 10000  # evals, script metrics, actions: bounded too (they grow per evaluation)
 
 
@@ -95,6 +97,10 @@ class RunState:
       None), ``evals`` [summary dicts: index, step, miou, miou_mmseg, pixel_acc, pred_classes,
       gt_classes, aborted, exception, pixels, oor, size_mismatch, ...],
       ``script_metrics`` [(step, value)]
+    - readings (``Reading``: value, step, probe): ``readings[name]`` is the last measured value
+      of everything a viewer shows (loss, grad_norm, lr, update_ratio, layer_norms,
+      sampled_step, preds, labels, inputs, miou, eval, overhead); ``reading(name)``,
+      ``is_old(reading)`` (older than twice its probe's sampling interval), ``age(reading)``
     - diagnosis: ``findings`` {id: Finding} (first-raised order), ``checklist`` (property:
       9 ``ChecklistItem``), ``policy_for(finding)`` -> warn|pause|kill
     - supervisor side: ``actions`` [dicts], ``output`` deque[(stream, line)] (last 2000),
@@ -150,6 +156,8 @@ class RunState:
         self.pred_unique = Series(h, "pred_unique")   # training preds samples
         self.dominant_share = Series(h, "dominant_share")
         self.lr_groups: list[float] = []
+        # one entry per shown value: what it was and the step it was measured at
+        self.readings: dict[str, Reading] = {}
         self.layer_norms: list[tuple[str, float]] = []
         self.last_step_event: dict | None = None
 
@@ -313,6 +321,39 @@ class RunState:
 
     def latest_eval(self) -> dict | None:
         return self.evals[-1] if self.evals else None
+
+    # ------------------------------------------------------------------ readings and their age
+    def _read(self, name: str, value: Any, step: int, probe: str) -> None:
+        self.readings[name] = Reading(value, int(step), probe)
+
+    def reading(self, name: str) -> Reading | None:
+        """The last measured value of ``name`` (see ``readings``), or None."""
+        return self.readings.get(name)
+
+    def probe_interval(self, probe: str | None) -> int:
+        """Steps between two samples of ``probe``, as the shim's last ``overhead`` event says
+        (``DEFAULT_PROBE_INTERVAL`` when it has not said)."""
+        intervals = self.overhead.get("intervals") if isinstance(self.overhead, dict) else None
+        if isinstance(intervals, dict) and probe:
+            iv = _int(intervals.get(probe))
+            if iv is not None and iv > 0:
+                return iv
+        return DEFAULT_PROBE_INTERVAL
+
+    def age(self, reading: Reading | str | None) -> int | None:
+        """Training steps since ``reading`` was measured (None when there is none)."""
+        r = self.readings.get(reading) if isinstance(reading, str) else reading
+        if r is None:
+            return None
+        return max(0, self.step - r.step)
+
+    def is_old(self, reading: Reading | str | None) -> bool:
+        """True when ``reading`` is older than twice its probe's sampling interval: it must
+        not be shown as current (viewers show it with its step)."""
+        r = self.readings.get(reading) if isinstance(reading, str) else reading
+        if r is None:
+            return False
+        return self.step - r.step > 2 * self.probe_interval(r.probe)
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, event: dict) -> list[Finding]:
@@ -479,7 +520,7 @@ class RunState:
         return h
 
     def _on_batch(self, ev: dict) -> None:
-        self._see_step(ev)
+        s = self._see_step(ev)
         phase = ev.get("phase")
         if phase in self.batches:
             self.batches[phase] += 1
@@ -489,12 +530,14 @@ class RunState:
         inputs = ev.get("inputs")
         if isinstance(inputs, list):
             self.last_inputs = inputs
+            self._read("inputs", inputs, s, "batch")
         if ev.get("image_shape") is not None:
             self.image_shape = ev.get("image_shape")
         labels = ev.get("labels")
         if not isinstance(labels, dict):
             return
         self.last_labels = labels
+        self._read("labels", labels, s, "batch")
         h = self._add_label_counts(phase, labels, lead=True)
         if h is not None and not self.num_classes:
             self.num_classes = len(h)
@@ -540,23 +583,44 @@ class RunState:
             uniq = _int(ev.get("unique"))
             if uniq is None:
                 uniq = int(np.count_nonzero(h))
+            share = (int(h.max()) / total) if total else math.nan
             self.pred_unique.append(s, uniq)
-            self.dominant_share.append(s, (int(h.max()) / total) if total else math.nan)
+            self.dominant_share.append(s, share)
+            self._read_preds(s, "preds", "train", uniq, h, self.gt_hist)
+
+    def _read_preds(self, step: int, probe: str, phase: str, unique: int, hist: np.ndarray,
+                    gt_hist: np.ndarray, eval_index: int | None = None) -> None:
+        """The one ``preds`` reading that the header, the checklist and the Preds panel all
+        quote: the last training sample, or the last evaluation pass when it is newer."""
+        total = int(hist.sum()) if hist.size else 0
+        self._read("preds", {
+            "unique": int(unique), "phase": phase, "eval_index": eval_index,
+            "dominant_class": int(np.argmax(hist)) if total else None,
+            "dominant_share": (int(hist.max()) / total) if total else math.nan,
+            "hist": hist, "gt_hist": gt_hist,
+            "gt_classes": int(np.count_nonzero(gt_hist)) if gt_hist.size else None,
+        }, step, probe)
 
     def _on_step(self, ev: dict) -> None:
         s = self._see_step(ev)
         self.last_step_event = ev
+        if ev.get("sampled") is not False:
+            # the gradient / update fields of a sampled step (a read-back's light step has none)
+            self._read("sampled_step", ev, s, "grads")
         try:
             loss = as_float(ev.get("loss"))
         except Exception:
             loss = None
         self.loss.append(s, loss)
+        if loss is not None:
+            self._read("loss", loss, s, "readback")
         try:
             gn = as_float(ev.get("grad_norm"))
         except Exception:
             gn = None
         if gn is not None:
             self.grad_norm.append(s, gn)
+            self._read("grad_norm", gn, s, "grads")
         lr = ev.get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
             lr = [lr]
@@ -572,10 +636,12 @@ class RunState:
             if vals:
                 self.lr_groups = vals
                 self.lr.append(s, max(vals))
+                self._read("lr", max(vals), s, "readback")
         ur = ev.get("update_ratio")
         if ur is not None:
             try:
                 self.update_ratio.append(s, as_float(ur))
+                self._read("update_ratio", as_float(ur), s, "update")
             except Exception:
                 pass
         ln = ev.get("layer_norms")
@@ -588,6 +654,7 @@ class RunState:
                     except Exception:
                         norms.append((str(p[0]), None))
             self.layer_norms = norms
+            self._read("layer_norms", norms, s, "grads")
         ep = _int(ev.get("epoch"))
         if ep is not None:
             self.epoch = ep
@@ -636,9 +703,13 @@ class RunState:
                     summary["pixel_acc"] = _metrics.pixel_accuracy(mat)
                     if not summary["aborted"]:
                         self._append_bounded(self.miou, (s, g, mm))
+                        self._read("miou", (g, mm, len(self.miou)), s, "eval")
+                    self._read_preds(s, "eval", "val", summary["pred_classes"], pred, gt,
+                                     eval_index=summary["index"])
                 else:
                     summary["miou"] = 0.0
         self._append_bounded(self.evals, summary)
+        self._read("eval", summary, s, "eval")
 
     @staticmethod
     def _append_bounded(lst: list, item: Any) -> None:
@@ -663,6 +734,7 @@ class RunState:
         if (ev.get("rank") or 0) == self.lead_rank:
             self._see_step(ev)
             self.overhead = {k: ev.get(k) for k in ("step", "share", "budget", "intervals", "dropped")}
+            self._read("overhead", self.overhead, _int(ev.get("step")) or self.step, "overhead")
         d = _int(ev.get("dropped"))
         if d is not None and d > self.counters["dropped"]:
             self.counters["dropped"] = d
