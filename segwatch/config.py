@@ -147,6 +147,9 @@ class Thresholds:
       (1 disables).  When C is known and this key was not set, it is lowered to C.
     - ``miou_stuck_evals``: the same mIoU over this many evaluations is
       ``metric.miou_stuck`` (>= 2).
+    - ``collapse_share``: the top predicted class covering at least this share of the
+      predicted pixels is ``pred.collapse``, in training and at evaluation alike (a few
+      stray pixels of other classes do not hide a collapse); in (0.5, 1].
     """
 
     grad_norm_min: float = _f(
@@ -159,6 +162,10 @@ class Thresholds:
         "lowered to C when unset and C is smaller).")
     miou_stuck_evals: int = _f(
         3, "int", "mIoU identical over this many evaluations: `metric.miou_stuck` (>= 2).")
+    collapse_share: float = _f(
+        0.98, "number",
+        "Top predicted class at or above this share of predicted pixels: `pred.collapse` "
+        "(training and evaluation; stray pixels tolerated), in (0.5, 1].")
 
 
 @dataclass
@@ -413,6 +420,9 @@ def _check(cfg: Config, given: dict[str, set[str]]) -> None:
     if th.miou_stuck_evals < 2:
         raise ConfigError(f"must be >= 2, got {th.miou_stuck_evals}",
                           "thresholds.miou_stuck_evals")
+    if not 0.5 < th.collapse_share <= 1.0:
+        raise ConfigError(f"must be in (0.5, 1], got {th.collapse_share:g}",
+                          "thresholds.collapse_share")
     if cfg.policy.grace_steps < 0:
         raise ConfigError(f"must be >= 0, got {cfg.policy.grace_steps}", "policy.grace_steps")
     ob = cfg.sampling.overhead_budget

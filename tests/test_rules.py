@@ -135,29 +135,107 @@ def test_eval_one_class_at_step_zero_or_young_learning_model_is_quiet():
     assert not ids(st) & {"pred.collapse", "metric.single_class_signature", "pred.low_diversity"}
 
 
+def _script_only_run(vh, values_at, preds_fn=None):
+    """Training (predictions dominated by class 0 unless preds_fn says otherwise), then
+    evaluations segwatch could not pair (no matrix) whose mIoU the script prints."""
+    r = Run()
+    r.model()
+    warm(r, 200, loss_fn=lambda s: 2.0, preds_fn=preds_fn or (lambda s: one_class(0)))
+    for s, vals in values_at:
+        r.batch(s, phase="val", hist=vh)
+        for v in vals:
+            r.script_metric(v, step=s)
+    return r
+
+
 def test_signature_from_script_output_and_val_labels():
     rng = np.random.RandomState(4)
     vh = label_hist(rng, C, 50000)
     expected = 100.0 * vh / vh.sum() / C
-    r = Run()
-    r.model()
-    warm(r, 200, loss_fn=lambda s: 2.0)
-    for i, s in enumerate((100, 150, 200)):
-        r.batch(s, phase="val", hist=vh)
-        r.script_metric(round(float(expected[0]), 2), step=s)
-    st, _ = feed(r.events, cfg())
+    v0 = round(float(expected[0]), 2)
+    st, _ = feed(_script_only_run(vh, [(100, [v0]), (150, [v0]), (200, [v0])]).events, cfg())
     f = st.findings["metric.single_class_signature"]
     assert f.evidence["class"] == 0 and f.evidence["source"].startswith("script")
+    assert f.evidence["match"].startswith("dominant class")
+    assert f.first_step == 150
+    # the training predictions showed the collapse first; their evidence is kept
     c = st.findings["pred.collapse"]
-    assert c.evidence["class"] == 0 and c.first_step == f.first_step == 150
+    assert c.evidence["class"] == 0 and c.evidence["source"] == "training predictions"
+    assert c.first_step < 150
     # one matching value is a coincidence, not a signature
+    st, _ = feed(_script_only_run(vh, [(100, [round(float(expected[3]), 2)]), (200, [35.2])],
+                                  preds_fn=lambda s: one_class(3) if s < 150 else np.ones(C, int) * 10).events,
+                 cfg())
+    assert "metric.single_class_signature" not in st.findings
+
+
+def test_script_signature_twice_means_two_distinct_evaluations():
+    # the DFormer fork prints one evaluation's mIoU in two lines and an adapter adds a third
+    rng = np.random.RandomState(4)
+    vh = label_hist(rng, C, 50000)
+    v0 = round(float(100.0 * vh[0] / vh.sum() / C), 2)
+    st, _ = feed(_script_only_run(vh, [(100, [v0, v0, v0])]).events, cfg())
+    assert "metric.single_class_signature" not in st.findings
+    st, _ = feed(_script_only_run(vh, [(100, [v0, v0]), (150, [v0])]).events, cfg())
+    assert st.findings["metric.single_class_signature"].evidence["steps"] == [100, 150]
+
+
+def test_script_signature_needs_the_class_dominant_in_the_predictions():
+    rng = np.random.RandomState(4)
+    vh = label_hist(rng, C, 50000)
+    v0 = round(float(100.0 * vh[0] / vh.sum() / C), 2)
+    diverse = lambda s: np.r_[np.ones(C, int) * 10]  # noqa: E731
+    st, _ = feed(_script_only_run(vh, [(100, [v0]), (150, [v0]), (200, [v0])], preds_fn=diverse).events,
+                 cfg())
+    assert not ids(st) & {"metric.single_class_signature", "pred.collapse"}
+
+
+def test_script_signature_without_predictions_needs_a_unique_match():
+    # no training predictions either: the best class must be clearly ahead of the second
+    vh = np.zeros(C, dtype=np.int64)
+    vh[:] = 1000
+    vh[0] = 40000                        # p_0 / C far from every other class's p_c / C
+    vh[1], vh[2] = 3000, 3010            # classes 1 and 2 lie within 0.01 point of each other
+    exp = 100.0 * vh / vh.sum() / C
+
+    def run(v):
+        r = Run()
+        r.model()
+        for s in range(1, 201):
+            r.step(s, loss=2.0)
+        for s in (100, 150, 200):
+            r.batch(s, phase="val", hist=vh)
+            r.script_metric(v, step=s)
+        return feed(r.events, cfg())[0]
+
+    st = run(round(float(exp[0]), 2))
+    assert st.findings["metric.single_class_signature"].evidence["match"] == "unique best match"
+    st = run(round(float(exp[1]), 2))
+    assert "metric.single_class_signature" not in st.findings
+
+
+def test_script_signature_defers_to_segwatch_matrix():
+    # the guide's own codebase: the printed mIoU lies near p_9 / C, but segwatch's matrix of
+    # that evaluation shows 6 predicted classes and never class 9: no error
+    rng = np.random.RandomState(4)
+    vh = label_hist(rng, C, 50000)
+    v9 = round(float(100.0 * vh[9] / vh.sum() / C), 2)
     r = Run()
-    warm(r, 200, loss_fn=lambda s: 2.0)
-    r.batch(100, phase="val", hist=vh)
-    r.script_metric(round(float(expected[3]), 2), step=100)
-    r.script_metric(35.2, step=200)
+    r.model()
+    warm(r, 200, loss_fn=lambda s: 2.0, preds_fn=lambda s: one_class(9))
+    m = np.zeros((C, C), dtype=np.int64)
+    gt = label_hist(rng, C, 20000)
+    for i, c in enumerate((0, 1, 2, 3, 4, 5)):
+        m[:, c] = gt // 6
+    for i, s in enumerate((100, 150, 200)):
+        r.batch(s, phase="val", hist=vh)
+        r.eval(s, m, index=i)
+        r.script_metric(v9, step=s)
+        r.script_metric(v9, step=s)
     st, _ = feed(r.events, cfg())
-    assert "metric.single_class_signature" not in st.findings and "pred.collapse" not in st.findings
+    assert not ids(st) & {"metric.single_class_signature"}
+    assert "pred.collapse" not in st.findings or st.findings["pred.collapse"].evidence["source"] == \
+        "training predictions"
 
 
 def test_low_diversity_at_evaluation():

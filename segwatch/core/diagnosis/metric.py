@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import metrics as _metrics
 from .base import Rule, finite, fint, r4, script_miou
-from .preds import eval_gate
+from .preds import collapse_share, eval_gate, own_eval_seen
 
 #: a script's mIoU and segwatch's disagree when they differ by more than this (points)
 DISAGREE_POINTS = 0.5
@@ -134,21 +134,35 @@ class MetricMiouStuck(Rule):
 class MetricSingleClassSignature(Rule):
     """mIoU = p_c / C: one predicted class c.
 
-    From segwatch's own confusion matrix (exact), or, when the shim could not pair logits
-    with labels, from the mIoU the script prints: when two consecutive printed values both
-    equal 100 * p_c / C (to the printed precision) for the same class c, with p_c the share
-    of c in the validation labels segwatch saw.
+    From segwatch's own confusion matrix (exact). Only when segwatch never saw an
+    evaluation's predictions (no matrix: the shim could not pair logits with labels) from
+    the mIoU the script prints: it must equal 100 * p_c / C (to the printed precision) for
+    the same class c at two distinct evaluations (distinct training steps: a script that
+    prints one evaluation's mIoU in two lines, plus an adapter's event, is one evaluation),
+    with p_c the share of c in the validation labels segwatch saw. The class must be the one
+    the training predictions are dominated by when those were seen, or else the unique best
+    match, clearly ahead of the second-best class (with 37 classes, several p_c / C lie
+    within a printed rounding of almost any small mIoU).
     """
     id = "metric.single_class_signature"
-    events = ("eval", "script_metric")
+    events = ("eval", "script_metric", "preds")
     #: printed values carry two decimals; allow their rounding plus a little
     SCRIPT_TOL = 0.011
+    #: the second-best class's p_c / C must be at least this far (points) from the value
+    SCRIPT_SEPARATION = 0.05
 
     def __init__(self) -> None:
-        self._match: tuple[int, float] | None = None
-        self._n = 0
+        self._match: int | None = None
+        self._steps: list[int] = []
+        self._train_top: tuple[int, float] | None = None  # last training preds: (class, share)
 
     def check(self, state, ev):
+        if ev["type"] == "preds":
+            if ev.get("phase") == "train" and ev.get("hist"):
+                h = np.asarray(ev["hist"], dtype=np.int64)
+                if h.sum() > 0:
+                    self._train_top = (int(h.argmax()), float(h.max()) / float(h.sum()))
+            return None
         if ev["type"] == "script_metric":
             return self._check_script(state, ev)
         if ev.get("aborted") or not isinstance(ev.get("matrix"), list):
@@ -170,6 +184,7 @@ class MetricSingleClassSignature(Rule):
             "class": c, "class_name": state.class_name(c), "num_classes": C,
             "p_c": r4(sig["share"]), "expected_miou": r4(exp), "observed_miou": r4(obs),
             "formula": "mIoU = 100 * p_c / C", "eval_index": fint(ev.get("index")),
+            "step": step,
             "note": ("= 100/C: the predicted class is the only one in the labels"
                      if abs(float(sig["share"]) - 1.0) < 1e-12 else
                      "100/C would need every labelled pixel to be class c"),
@@ -178,7 +193,13 @@ class MetricSingleClassSignature(Rule):
             ev_d["expected_miou_mmseg"] = r4(sig["expected_miou_mmseg"])
         return self.make(state, ev, ev_d, phase="val")
 
+    def _reset(self) -> None:
+        self._match, self._steps = None, []
+
     def _check_script(self, state, ev):
+        if own_eval_seen(state):
+            self._reset()
+            return None  # segwatch's own matrix has the word (the eval branch above)
         got = script_miou(state, ev)
         h = state.val_label_hist
         C = state.num_classes
@@ -186,26 +207,38 @@ class MetricSingleClassSignature(Rule):
             return None
         step, v = got
         if not eval_gate(state, step):
-            self._match, self._n = None, 0
+            self._reset()
             return None
         p = h[:C].astype(np.float64) / float(h.sum())
         expected = 100.0 * p / C
         d = np.abs(expected - v)
-        c = int(d.argmin())
+        order = np.argsort(d, kind="stable")
+        c = int(order[0])
         if d[c] > self.SCRIPT_TOL or p[c] <= 0:
-            self._match, self._n = None, 0
+            self._reset()
             return None
-        if self._match is not None and self._match[0] == c:
-            self._n += 1
-        else:
-            self._match, self._n = (c, v), 1
-        if self._n < 2:
+        how = "unique best match"
+        if self._train_top is not None:
+            tc, tshare = self._train_top
+            if tc != c or tshare < collapse_share(state):
+                self._reset()
+                return None  # the training predictions are not dominated by c
+            how = "dominant class of the training predictions"
+        elif len(order) > 1 and d[int(order[1])] < self.SCRIPT_SEPARATION:
+            self._reset()
+            return None  # another class matches about as well: no verdict
+        if self._match != c:
+            self._match, self._steps = c, []
+        if not self._steps or self._steps[-1] != step:
+            self._steps.append(step)
+        if len(self._steps) < 2:
             return None
         return self.make(state, ev, {
             "source": "script output and validation labels",
             "class": c, "class_name": state.class_name(c), "num_classes": C,
             "p_c": r4(float(p[c])), "expected_miou": r4(float(expected[c])), "observed_miou": r4(v),
-            "formula": "mIoU = 100 * p_c / C", "evaluations": self._n,
+            "formula": "mIoU = 100 * p_c / C", "evaluations": len(self._steps),
+            "steps": self._steps[-4:], "match": how,
         }, phase="val", step=step)
 
 
