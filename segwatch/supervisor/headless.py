@@ -1,11 +1,18 @@
 """Plain-text views of a run for terminals without the app (``--headless``, logs, CI).
 
-    [segwatch] step 120 | loss 1.234 | grad 3.2e+00 | pred classes 7/37 | mIoU 12.3% | 10.2 it/s
+    [segwatch] step 640 | loss 1.234 | grad 3.2e+00 @ step 608 | pred classes 7/37 | mIoU 12.3% | 10.2 it/s
     [segwatch] ERROR pred.collapse at step 57: the model predicts one class ... — advice
+
+Every value comes from its RunState reading; one older than twice its probe's interval
+carries the step it was measured at ("@ step 608"), never passing for current.
+``StatusLines`` prints a status line only when something was measured anew (or every
+``heartbeat``-th call), not the same values again and again.
 """
 from __future__ import annotations
 
+import io
 import math
+import os
 from typing import Any
 
 from .corelink import finite, last_value
@@ -34,7 +41,7 @@ WORDS: dict[str, dict[str, str]] = {
         "final": "{status}: exit {code} | run dir {run} | report {report}",
         "run_dir": "run dir {run}", "replayed": "replayed {n} events from {run}",
         "invalid_skipped": " ({n} invalid lines skipped)",
-        "rank_loss": "loss by rank {v}",
+        "rank_loss": "loss by rank {v}", "measured_at": " @ step {n}",
         "paused_coop": "PAUSED by {by}{why}. Every rank waits at its next step boundary (cooperative "
                        "pause), not ended. Resume: segwatch ctl {run} resume   Stop: segwatch ctl {run} kill",
     },
@@ -56,7 +63,7 @@ WORDS: dict[str, dict[str, str]] = {
         "final": "{status}：退出码 {code} | 运行目录 {run} | 报告 {report}",
         "run_dir": "运行目录 {run}", "replayed": "已从 {run} 重放 {n} 个事件",
         "invalid_skipped": "（跳过 {n} 行无效内容）",
-        "rank_loss": "各进程损失 {v}",
+        "rank_loss": "各进程损失 {v}", "measured_at": "（第 {n} 步的值）",
         "paused_coop": "已由{by}暂停{why}。每个进程在下一个训练步边界等待（协作式暂停），并未结束。"
                        "继续：segwatch ctl {run} resume   终止：segwatch ctl {run} kill",
     },
@@ -98,25 +105,47 @@ def _last_miou(state: Any) -> float | None:
     return None
 
 
+def _reading(state: Any, name: str) -> Any:
+    """RunState's reading ``name`` (value, step, probe), or None (an older state has none)."""
+    readings = getattr(state, "readings", None)
+    return readings.get(name) if isinstance(readings, dict) else None
+
+
+def _age_suffix(state: Any, reading: Any, lang: str) -> str:
+    """`` @ step N`` when ``reading`` is old (older than twice its probe's interval)."""
+    try:
+        old = reading is not None and state.is_old(reading)
+    except Exception:
+        old = False
+    return tr("measured_at", lang, n=reading.step) if old else ""
+
+
 def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
-    """One line: step, loss, gradient norm, predicted classes, mIoU, speed (fixed words in ``lang``)."""
+    """One line: step, loss, gradient norm, predicted classes, mIoU, speed (fixed words in
+    ``lang``); an old value says the step it was measured at."""
     step = getattr(state, "step", 0) or 0
     parts = [tr("step", lang, n=step)]
     if not step and last_value(getattr(state, "loss", None)) is None:
         parts = [tr("waiting", lang)]
-    loss = last_value(getattr(state, "loss", None))
+    r = _reading(state, "loss")
+    loss = r.value if r is not None else last_value(getattr(state, "loss", None))
     if loss is not None:
-        parts.append(tr("loss", lang, v=_fmt_num(loss, ".4g")))
-    grad = last_value(getattr(state, "grad_norm", None))
+        parts.append(tr("loss", lang, v=_fmt_num(loss, ".4g")) + _age_suffix(state, r, lang))
+    r = _reading(state, "grad_norm")
+    grad = r.value if r is not None else last_value(getattr(state, "grad_norm", None))
     if grad is not None:
-        parts.append(tr("grad", lang, v=_fmt_num(grad, ".1e")))
+        parts.append(tr("grad", lang, v=_fmt_num(grad, ".1e")) + _age_suffix(state, r, lang))
     per_rank = _rank_losses(state)
     if per_rank:
         parts.append(tr("rank_loss", lang, v=per_rank))
-    uniq = last_value(getattr(state, "pred_unique", None))
+    r = _reading(state, "preds")
+    if r is not None:
+        uniq = r.value.get("unique")
+    else:
+        uniq = last_value(getattr(state, "pred_unique", None))
     if uniq is not None and finite(uniq):
         n = getattr(state, "num_classes", None)
-        parts.append(tr("pred_classes", lang, k=int(uniq), n=n if n else "?"))
+        parts.append(tr("pred_classes", lang, k=int(uniq), n=n if n else "?") + _age_suffix(state, r, lang))
     miou = _last_miou(state)
     if miou is not None:
         parts.append(tr("miou", lang, v=_fmt_num(miou, ".1f")))
@@ -140,6 +169,55 @@ def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
     if status and status not in ("running",):
         head += f" {status_word(status, lang)}"
     return f"{head} " + " | ".join(parts)
+
+
+class StatusLines:
+    """The periodic status line, without repeats: ``next(state, ...)`` returns a line when
+    something was measured anew since the last line (a reading's step, a finding, the
+    status, an evaluation), or on every ``heartbeat``-th call even if not; else None."""
+
+    WATCHED = ("loss", "grad_norm", "preds", "lr", "miou")
+
+    def __init__(self, heartbeat: int = 10) -> None:
+        self.heartbeat = max(1, int(heartbeat))
+        self._key: Any = None
+        self._skipped = 0
+
+    def change_key(self, state: Any, status: str | None) -> tuple:
+        steps = []
+        for name in self.WATCHED:
+            r = _reading(state, name)
+            steps.append(None if r is None else r.step)
+        if _reading(state, "loss") is None:  # a state without readings: its loss series
+            steps.append(getattr(getattr(state, "loss", None), "total", None))
+        rank_loss = getattr(state, "rank_loss", None)
+        ranks = tuple((k, getattr(v, "total", 0)) for k, v in sorted(rank_loss.items())) \
+            if isinstance(rank_loss, dict) else ()
+        return (status, tuple(steps), ranks, len(getattr(state, "findings", None) or {}),
+                len(getattr(state, "script_metrics", None) or []))
+
+    def next(self, state: Any, status: str | None = None, lang: str = "en") -> str | None:
+        key = self.change_key(state, status)
+        if key == self._key and self._skipped + 1 < self.heartbeat:
+            self._skipped += 1
+            return None
+        self._key = key
+        self._skipped = 0
+        return status_line(state, status, lang)
+
+
+def same_terminal(a: Any, b: Any) -> bool:
+    """Whether two binary streams write to the same file or terminal (then a line the child
+    left open on one would get segwatch's line on the other glued to it)."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    try:
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (sa.st_dev, sa.st_ino, sa.st_rdev) == (sb.st_dev, sb.st_ino, sb.st_rdev)
 
 
 def _rank_losses(state: Any, limit: int = 8) -> str:
