@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Sequence
 from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, make_event
 
 from . import corelink
-from .headless import PREFIX, by_word, finding_line, status_line, status_word, tr
+from .headless import PREFIX, StatusLines, by_word, finding_line, same_terminal, status_line, status_word, tr
 from .miou_parse import MiouResolver
 from .process import GpuMemProbe, ProcessTree, exit_status
 from .replay import finalize_report
@@ -195,6 +195,9 @@ class Supervisor:
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._echo_pending: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._echo_since: dict[str, float] = {}
+        # the child's last echoed byte per stream was not a newline (a tqdm bar left open)
+        self._line_open: dict[str, bool] = {"stdout": False, "stderr": False}
+        self._status_lines = StatusLines()
         self._signals: list[int] = []
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, Any] = {}
@@ -452,7 +455,9 @@ class Supervisor:
                 next_status = now + self.interval
                 if self._exited_at is None:
                     if not self._paused:
-                        self._say(status_line(self.state, self.status, self.lang))
+                        line = self._status_lines.next(self.state, self.status, self.lang)
+                        if line:
+                            self._say(line)
                     elif now - self._paused_note >= PAUSED_REMINDER:
                         self._paused_note = now
                         self._say(status_line(self.state, self.status, self.lang)
@@ -649,6 +654,8 @@ class Supervisor:
             dst.flush()
         except (OSError, ValueError):
             pass
+        if data:
+            self._line_open[name] = not data.endswith(b"\n")
 
     def _output_line(self, stream: str, raw: bytes) -> None:
         text = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
@@ -1165,6 +1172,9 @@ class Supervisor:
         dst = self._err
         if dst is None:
             return
+        if self._line_open["stderr"] or (self._line_open["stdout"] and same_terminal(self._out, dst)):
+            text = "\n" + text  # start on a fresh line, not glued to the child's open line
+            self._line_open["stderr"] = self._line_open["stdout"] = False
         try:
             dst.write((text + "\n").encode("utf-8", "replace"))
             dst.flush()
