@@ -194,11 +194,18 @@ class SamplingConfig:
     - ``overhead_budget``: share of training wall time the shim may spend on its own
       statistics, strictly between 0 and 1 (0.01 = 1%); probes are sampled to stay
       within it.
+    - ``max_interval``: the coverage floor: every probe samples at least every this many
+      training steps after the dense start, whatever the budget (>= 1). When the floor
+      costs more than the budget, the floor is kept and the overhead is reported as over
+      budget.
     """
 
     overhead_budget: float = _f(
         0.01, "number",
         "Share of training time the shim may use, in (0, 1); probes are sampled to fit.")
+    max_interval: int = _f(
+        32, "int",
+        "Every probe samples at least every this many steps (>= 1), even over the budget.")
 
 
 _SECTIONS: dict[str, type] = {
@@ -429,6 +436,9 @@ def _check(cfg: Config, given: dict[str, set[str]]) -> None:
     if not 0 < ob < 1:
         raise ConfigError(f"must be strictly between 0 and 1, got {ob:g}",
                           "sampling.overhead_budget")
+    mi = cfg.sampling.max_interval
+    if mi < 1:
+        raise ConfigError(f"must be >= 1, got {mi}", "sampling.max_interval")
 
 
 def _build(d: Any, source: str, lines: dict[str, int] | None) -> Config:

@@ -232,8 +232,11 @@ class Shim:
             budget = float(budget)
         except (TypeError, ValueError):
             budget = 0.01
+        max_interval = samp.get("max_interval", 32)
+        if not isinstance(max_interval, int) or isinstance(max_interval, bool) or max_interval < 1:
+            max_interval = 32
         self.debug = bool(debug)
-        self.sampler = Sampler(budget=budget, debug=self.debug)
+        self.sampler = Sampler(budget=budget, debug=self.debug, max_interval=max_interval)
         self.script = script
         self.argv = argv
         self.fault = {f.strip() for f in (fault or "").split(",") if f.strip()}
@@ -525,7 +528,8 @@ class Shim:
         self._emit("bye", step=self.step, dropped=self.emitter.dropped, events=self.emitter.events + 1,
                    share=share, disabled=sorted(self.disabled), reason=reason,
                    backward_total=self.step, optimizer_steps_total=self.optimizer_steps,
-                   loss_nonfinite_total=self.loss_nonfinite_total, epoch=self.epoch)
+                   loss_nonfinite_total=self.loss_nonfinite_total, epoch=self.epoch,
+                   over_budget=self.sampler.over_budget, gaps=self.sampler.gaps())
         try:
             self.emitter.close(2.0)
         except Exception:
@@ -1014,8 +1018,7 @@ class Shim:
             self._device_type = p.device.type
         if self._device_type == "cuda":
             # reading back synchronises the device: not more often than every 5 steps
-            self.sampler.readback_min = max(self.sampler.readback_min, 5)
-            self.sampler.interval["readback"] = max(self.sampler.interval["readback"], 5)
+            self.sampler.set_readback_min(5)
         n_params = sum(p.numel() for _, p in self._root_params)
         trainable = sum(p.numel() for _, p in self._root_params if p.requires_grad)
         self._emit("model", step=self.step, cls=type(root).__name__, params=n_params, trainable=trainable,
@@ -1285,7 +1288,7 @@ class Shim:
                 self._readback()
             buf = self._loss_buf = torch.empty(LOSS_BUF, dtype=torch.float32, device=l.device)
         if len(self._losses) >= LOSS_BUF:
-            self.sampler.mark("readback", -10 ** 9)
+            self.sampler.request_readback()
             self._maybe_readback()
             if len(self._losses) >= LOSS_BUF:
                 return
@@ -1689,6 +1692,7 @@ class Shim:
                    cost_ms={p: (round(c * 1e3, 4) if c is not None else None) for p, c in sm.cost.items()},
                    base_us=round(sm.last_base * 1e6, 1) if sm.last_base is not None else None,
                    step_ms=round(sm.last_step_time * 1e3, 3) if sm.last_step_time else None,
+                   over_budget=sm.over_budget, gaps=sm.gaps(), max_interval=sm.max_interval,
                    final=final)
 
     # =====================================================================================

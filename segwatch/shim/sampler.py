@@ -1,20 +1,32 @@
-"""Sampling under an overhead budget.
+"""Sampling under an overhead budget, with a coverage floor.
 
 The shim times its own work (``perf_counter`` around every hook body) and the wall time of
-training steps. Work done on every step whatever the schedule (counting, keeping a reference
-to the loss) is the *base* cost; each probe (``batch``, ``preds``, ``grads``, ``update``,
-``readback``) has a cost per sampled step. After a dense warm-up (every probe every step for
-the first ``warmup`` steps: faults that are there from the start are seen at once), every
-``window`` steps the sampler recomputes each probe's interval so that
+training steps. Work done on every step whatever the schedule (counting, keeping a copy of
+the loss) is the *base* cost; each probe (``batch``, ``preds``, ``grads``, ``update``,
+``readback``) has a cost per sampled step.
 
-    base + sum_p cost_p / interval_p  <=  target * budget * step_time
+Which steps a probe samples follows from the step number alone: a probe with period ``P``
+(a power of two) samples the steps with ``step % P == 0``. Two ranks, or a loaded and an
+idle machine, see the same steps, and the probes with equal periods sample the same steps
+(the batch, the prediction and the gradients of one step together).
 
-by water-filling: the cheapest probes get their interval first, the remaining budget is
-shared by the others. Intervals shrink again when steps get slower or probes cheaper.
-The read-back (which carries every step's loss, so a NaN loss is seen) goes first: it
-happens at least every ``readback_cap`` (10) steps, its cost taken off the budget before the
-others share the rest, unless that alone would take more than half of the budget (steps of a
-few ms on a CPU), where the budget wins.
+* Dense start: the first ``warmup`` (20) steps are sampled every step (faults that are there
+  from the start are seen at once), except a probe whose measured cost (from its second
+  call on) is more than ``dense_share`` (10%) of a training step: it gets the smallest
+  period that brings it under that share.
+* After it, every ``window`` steps each probe's period is recomputed so that
+
+      base + sum_p cost_p / period_p  <=  target * budget * step_time
+
+  by water-filling (cheapest first, each takes at most its weighted share of what is left),
+  but never beyond the coverage floor: ``max_interval`` (32) for every probe, and
+  ``readback_cap`` (10: every step's loss travels with the read-back, so a NaN loss is seen
+  within that many steps) for the read-back, both rounded down to a power of two. The budget
+  only chooses between every step and the floor. When the floor costs more than the budget,
+  the floor is kept and ``over_budget`` says so.
+* ``gaps``: the largest distance in steps between two samples of each probe after the
+  dense start (what the floor guarantees, measured).
+
 ``debug`` = every probe every step.
 """
 from __future__ import annotations
@@ -26,24 +38,48 @@ PROBES = ("batch", "preds", "grads", "update", "readback")
 WEIGHTS = {"batch": 1.0, "preds": 2.0, "grads": 2.0, "update": 0.5, "readback": 1.0}
 
 
+def pow2_floor(n: int) -> int:
+    """The largest power of two <= n (n >= 1)."""
+    return 1 << (max(1, int(n)).bit_length() - 1)
+
+
+def pow2_ceil(x: float) -> int:
+    """The smallest power of two >= x (1 for x <= 1)."""
+    if not x > 1:
+        return 1
+    if math.isinf(x) or x > 2 ** 40:
+        return 2 ** 40
+    return 1 << (math.ceil(x) - 1).bit_length()
+
+
 class Sampler:
     def __init__(self, budget: float = 0.01, debug: bool = False, warmup: int = 20,
-                 window: int = 20, max_interval: int = 1000, readback_min: int = 1,
-                 readback_cap: int = 10, target: float = 0.9) -> None:
+                 window: int = 20, max_interval: int = 32, readback_min: int = 1,
+                 readback_cap: int = 10, target: float = 0.9, dense_share: float = 0.1) -> None:
         self.budget = float(budget) if budget and budget > 0 else 0.01
         self.debug = bool(debug)
         self.warmup = int(warmup)
         self.window = int(window)
-        self.max_interval = int(max_interval)
-        self.readback_min = max(1, int(readback_min))
-        # Read back at least every ``readback_cap`` steps (every step's loss travels with it),
-        # so that a non-finite loss is reported within that many steps.
-        self.readback_cap = max(self.readback_min, int(readback_cap))
+        self.max_interval = max(1, int(max_interval))
+        self.readback_cap = int(readback_cap)
         self.target = target
+        self.dense_share = float(dense_share)
+        self.readback_min = 1
+        self.set_readback_min(readback_min)
         self.interval = {p: 1 for p in PROBES}
         self.interval["readback"] = self.readback_min
-        self.last = {p: -10 ** 9 for p in PROBES}
+        # dense start: every step, unless a probe costs more than dense_share of a step
+        self.dense = {p: 1 for p in PROBES}
+        self.dense["readback"] = self.readback_min
+        self.last: dict[str, int | None] = {p: None for p in PROBES}
+        self.gap = {p: 0 for p in PROBES}                 # largest gap after the dense start
+        self.over_budget = False
+        self._force_readback = False
         self.cost = {p: None for p in PROBES}            # seconds per sampled call (EMA)
+        self._call_cost = {p: None for p in PROBES}      # per call, from the 2nd call on (EMA)
+        self._calls = {p: 0 for p in PROBES}
+        self._train_dt: float | None = None              # step wall time minus shim time
+        self._inner_at_step = 0.0
         # current window
         self._w_spent = {p: 0.0 for p in PROBES}
         self._w_calls = {p: 0 for p in PROBES}
@@ -68,22 +104,59 @@ class Sampler:
         self._last_step_t: float | None = None
         self._skip_wall = False
 
+    # -- floors -----------------------------------------------------------------------
+    @property
+    def floor(self) -> int:
+        """The longest period of every probe but the read-back."""
+        return pow2_floor(self.max_interval)
+
+    @property
+    def readback_floor(self) -> int:
+        return pow2_floor(min(self.readback_cap, self.max_interval))
+
+    def cap(self, probe: str) -> int:
+        return self.readback_floor if probe == "readback" else self.floor
+
+    def set_readback_min(self, n: int) -> None:
+        """Read back at most every ``n`` steps where the floor allows (a read-back
+        synchronises a CUDA device): a power of two, not above the read-back floor."""
+        self.readback_min = min(pow2_ceil(max(1, int(n))), self.readback_floor)
+        if hasattr(self, "interval"):
+            self.interval["readback"] = max(self.interval["readback"], self.readback_min)
+            self.dense["readback"] = max(self.dense["readback"], self.readback_min)
+
     # -- decisions --------------------------------------------------------------------
+    def period(self, probe: str, step: int) -> int:
+        if self.debug:
+            return 1
+        return self.dense[probe] if step <= self.warmup else self.interval[probe]
+
     def due(self, probe: str, step: int) -> bool:
         """Whether ``probe`` samples training step ``step`` (1-based step in progress)."""
-        if self.debug or step <= self.warmup:
-            return True
-        return step - self.last[probe] >= self.interval[probe]
-
-    def mark(self, probe: str, step: int) -> None:
-        self.last[probe] = step
-
-    def readback_due(self, step: int) -> bool:
         if self.debug:
             return True
-        if step <= self.warmup:
-            return step - self.last["readback"] >= self.readback_min
-        return step - self.last["readback"] >= self.interval["readback"]
+        return self.last[probe] != step and step % self.period(probe, step) == 0
+
+    def mark(self, probe: str, step: int) -> None:
+        last = self.last[probe]
+        if last is not None and step > self.warmup and step - last > self.gap[probe]:
+            self.gap[probe] = step - last
+        self.last[probe] = step
+        if probe == "readback":
+            self._force_readback = False
+
+    def readback_due(self, step: int) -> bool:
+        if self.debug or self._force_readback:
+            return True
+        return self.last["readback"] != step and step % self.period("readback", step) == 0
+
+    def request_readback(self) -> None:
+        """The next ``readback_due`` says yes (a buffer is full)."""
+        self._force_readback = True
+
+    def gaps(self) -> dict[str, int]:
+        """Largest gap in steps between two samples of each probe after the dense start."""
+        return dict(self.gap)
 
     # -- accounting -------------------------------------------------------------------
     def spend(self, probe: str | None, seconds: float) -> None:
@@ -100,6 +173,10 @@ class Sampler:
         else:
             self._w_spent[probe] += seconds
             self._w_calls[probe] += 1
+            n = self._calls[probe] = self._calls[probe] + 1
+            if n >= 2:              # the first call pays one-off costs (allocation, caches)
+                c = self._call_cost[probe]
+                self._call_cost[probe] = seconds if c is None else 0.5 * c + 0.5 * seconds
 
     def skip_wall(self) -> None:
         """The time until the next step is not training (an evaluation ran): don't count it."""
@@ -114,12 +191,30 @@ class Sampler:
             self.wall_total += dt
             self._w_steps += 1
             self.steps_total += 1
+            train = max(dt - (self.inner - self._inner_at_step), 1e-9)
+            self._train_dt = train if self._train_dt is None else 0.7 * self._train_dt + 0.3 * train
         self._skip_wall = False
         self._last_step_t = now
+        self._inner_at_step = self.inner
+        if step <= self.warmup and not self.debug:
+            self._dense_periods()
         if self._w_steps >= self.window and step > self.warmup:
             self._close_window()
             return True
         return False
+
+    def _dense_periods(self) -> None:
+        """A probe that costs more than ``dense_share`` of a training step does not run
+        every step of the dense start: the smallest power-of-two period that fits."""
+        if self._train_dt is None:
+            return
+        allowed = self.dense_share * self._train_dt
+        for p in PROBES:
+            c = self._call_cost[p]
+            if c is None:
+                continue
+            lo = self.readback_min if p == "readback" else 1
+            self.dense[p] = min(self.cap(p), max(lo, pow2_ceil(c / allowed)))
 
     def share_total(self) -> float | None:
         if self.wall_total <= 0:
@@ -170,42 +265,38 @@ class Sampler:
             elif sh < 0.8 * self.budget:
                 self._tight = max(1.0, self._tight / 1.25)
         avail = self.target * self.budget * step_time / self._tight - base
-        # The read-back carries every step's loss: it is what reports a NaN loss. It is
-        # cheap and kept within ``readback_cap`` steps whatever the budget says; its cost
-        # is taken off the budget before the other probes share the rest.
+        known = [p for p in PROBES if self.cost[p] is not None]
+        # The read-back carries every step's loss (it reports a NaN loss): its period is
+        # chosen first, from an equal share of the budget, and its cost taken off the rest.
         rc = self.cost["readback"]
         if rc is not None:
-            n = sum(1 for p in PROBES if self.cost[p] is not None)
-            share = avail / n if avail > 0 else 0.0
-            iv = math.ceil(rc / share) if share > 0 else self.readback_cap
-            iv = min(self.readback_cap, max(self.readback_min, iv))
-            # ...unless the read-back alone would take more than half of the budget (steps of
-            # a few ms on CPU): then the budget wins and NaN losses are reported later
-            whole = self.target * self.budget * step_time / self._tight
-            if whole > 0 and rc / iv > 0.5 * whole:
-                iv = max(iv, math.ceil(rc / (0.5 * whole)))
-            self.interval["readback"] = min(self.max_interval, iv)
+            share = avail / len(known) if avail > 0 else 0.0
+            iv = pow2_ceil(rc / share) if share > 0 else self.readback_floor
+            self.interval["readback"] = min(self.readback_floor, max(self.readback_min, iv))
             avail -= rc / self.interval["readback"]
-        probes = [p for p in PROBES if p != "readback" and self.cost[p] is not None]
-        if avail <= 0:
-            # not even the unsampled hooks fit: back off quickly (x4 per window), not at once
-            for p in probes:
-                self.interval[p] = min(self.max_interval, max(2, self.interval[p] * 4))
-            return
+        probes = [p for p in PROBES if p != "readback" and p in known]
         # weighted water-filling: cheapest first, each takes at most its weighted share of
         # what is left (what it does not need goes to the others). Transient step-level
         # faults (collapse, exploding gradients) weigh more than label statistics, which
-        # are wrong in every batch when they are wrong at all.
+        # are wrong in every batch when they are wrong at all. Never beyond the floor.
         probes.sort(key=lambda p: self.cost[p])
         left = avail
         wleft = sum(WEIGHTS[p] for p in probes)
         for p in probes:
-            share = left * WEIGHTS[p] / wleft if wleft > 0 else 0.0
+            share = left * WEIGHTS[p] / wleft if wleft > 0 and left > 0 else 0.0
             wleft -= WEIGHTS[p]
-            iv = max(1, math.ceil(self.cost[p] / share)) if share > 0 else self.max_interval
-            iv = min(self.max_interval, iv)
-            self.interval[p] = iv
-            left -= self.cost[p] / iv
+            iv = pow2_ceil(self.cost[p] / share) if share > 0 else self.floor
+            self.interval[p] = min(self.floor, iv)
+            left -= self.cost[p] / self.interval[p]
+        # the update probe compares parameters around a step whose gradients were sampled:
+        # it cannot sample more often than the gradients
+        self.interval["update"] = max(self.interval["update"], self.interval["grads"])
+        # Over budget: even the floor costs more than the budget (cost model), or the last
+        # window measured more than the budget with every probe already at its floor.
+        at_floor = base + sum(self.cost[p] / self.cap(p) for p in known)
+        all_capped = all(self.interval[p] >= self.cap(p) for p in known)
+        self.over_budget = bool(at_floor > self.budget * step_time
+                                or (sh is not None and sh > self.budget and all_capped))
 
     def intervals(self) -> dict[str, int]:
         if self.debug:
