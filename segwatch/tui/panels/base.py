@@ -24,14 +24,48 @@ def sget(state: Any, name: str, default: Any = None) -> Any:
 
 
 def series_arrays(series: Any):
-    """(steps, values) of a core Series (or of a list of pairs), as lists."""
+    """(steps, values) of a core Series over the whole run (its thinned span: a plot goes
+    from the run's start to now), or of a list of pairs, as lists."""
     if series is None:
         return [], []
+    try:
+        steps, values = series.span()
+        return list(steps), list(values)
+    except AttributeError:
+        pass
     try:
         return list(series.steps()), list(series.values())
     except AttributeError:
         pairs = list(series)
         return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def reading(state: Any, name: str) -> Any:
+    """RunState's reading ``name`` (``.value``, ``.step``, ``.probe``), or None."""
+    readings = sget(state, "readings")
+    return readings.get(name) if isinstance(readings, dict) else None
+
+
+def is_old(state: Any, r: Any) -> bool:
+    """Whether the reading ``r`` must be shown with its step rather than as current."""
+    if r is None:
+        return False
+    try:
+        return bool(state.is_old(r))
+    except Exception:
+        return False
+
+
+def age_note(state: Any, r: Any, lang: str = "en") -> Text:
+    """`` @ step 82`` (dimmed) after a value whose reading is old, else nothing."""
+    if not is_old(state, r):
+        return Text("")
+    return Text(f" @ step {r.step:,}" if lang != "zh" else f" @第 {r.step:,} 步", style="dim italic")
+
+
+def value_style(state: Any, r: Any, style: str = "") -> str:
+    """An old value is dimmed, whatever its own style would be."""
+    return "dim" if is_old(state, r) else style
 
 
 def series_last(series: Any):

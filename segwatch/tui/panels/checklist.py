@@ -42,7 +42,9 @@ def checklist_table(items: list, lang: str) -> Table:
     for item in items:
         state = _get(item, "state", "pending")
         icon, style = ICONS.get(state, ("?", "bold"))
-        table.add_row(Text(icon, style=style), Text(item_title(item, lang)), str(_get(item, "evidence", "") or ""))
+        # evidence quoting an old value (it ends with "@ step N") is set apart in italics
+        evidence = Text(str(_get(item, "evidence", "") or ""), style="italic" if _get(item, "old") else "")
+        table.add_row(Text(icon, style=style), Text(item_title(item, lang)), evidence)
     return table
 
 

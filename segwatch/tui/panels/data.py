@@ -10,14 +10,25 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from segwatch.tui.panels.base import Panel, sget
+from segwatch.tui.panels.base import Panel, is_old, reading, sget
 from segwatch.tui.text import class_name, fint, fnum, fpct, ui
 from segwatch.tui.widgets import hbar
+
+
+def measured_at(state: Any, name: str, lang: str) -> Text:
+    """`` @ step N`` after a heading: the step its reading was measured at (dimmed italic
+    when old, so the block is not read as current)."""
+    r = reading(state, name)
+    if r is None:
+        return Text("")
+    return Text(f" @ step {r.step:,}" if lang != "zh" else f" @第 {r.step:,} 步",
+                style="dim italic" if is_old(state, r) else "dim")
 
 
 def labels_block(state: Any, lang: str) -> Text:
     lab = sget(state, "last_labels")
     t = Text(ui("h.labels", lang), style="bold underline")
+    t.append_text(measured_at(state, "labels", lang))
     if not isinstance(lab, dict):
         t.append("\n" + ui("no_labels", lang), style="dim")
         return t
@@ -87,6 +98,7 @@ def labels_block(state: Any, lang: str) -> Text:
 
 def class_hist_block(state: Any, lang: str, top: int = 12) -> Group:
     head = Text(ui("h.class_hist", lang), style="bold underline")
+    head.append_text(measured_at(state, "labels", lang))
     hist = sget(state, "label_hist")
     if hist is None or np.size(hist) == 0 or np.sum(hist) == 0:
         return Group(head, Text(ui("no_labels", lang), style="dim"))
@@ -118,6 +130,7 @@ def class_hist_block(state: Any, lang: str, top: int = 12) -> Group:
 
 def inputs_block(state: Any, lang: str):
     head = Text(ui("h.inputs", lang), style="bold underline")
+    head.append_text(measured_at(state, "inputs", lang))
     inputs = sget(state, "last_inputs", [])
     if not inputs:
         return Group(head, Text(ui("no_inputs", lang), style="dim"))

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from segwatch.tui.panels.base import sget
+from segwatch.tui.panels.base import age_note, reading, sget, value_style
 from segwatch.tui.text import fbytes, fduration, fint
 from segwatch.tui.view import TERMINAL, ViewInfo
 from segwatch.tui.widgets import hbar
@@ -119,7 +119,9 @@ class StatusHeader(Static):
         if isinstance(share, (int, float)):
             budget = overhead.get("budget")
             over = isinstance(budget, (int, float)) and share > budget
-            line2.append(f"{share * 100:.1f}%", style="bold red" if over else "")
+            r = reading(state, "overhead")
+            line2.append(f"{share * 100:.1f}%", style=value_style(state, r, "bold red" if over else ""))
+            line2.append_text(age_note(state, r))
         else:
             line2.append("–")
         length, index = view.loop_length, view.loop_index

@@ -4,43 +4,61 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from rich.text import Text
 from textual.containers import Container
 from textual.widgets import Static
 
-from segwatch.tui.panels.base import Panel, series_last, sget
+from segwatch.tui.panels.base import Panel, age_note, reading, series_last, sget, value_style
 from segwatch.tui.panels.checklist import ChecklistView
 from segwatch.tui.panels.findings import FindingsView
 from segwatch.tui.text import class_name, fnum, fpct
 
 
+def _value(state: Any, name: str, series_name: str | None = None):
+    """(value, reading) of a shown number: the state's reading, else the series' last."""
+    r = reading(state, name)
+    if r is not None:
+        return r.value, r
+    return (series_last(sget(state, series_name)) if series_name else None), None
+
+
 def key_numbers(state: Any, lang: str, width: int = 100) -> Text:
+    """The key numbers line. Each one comes from its state reading; an old one is dimmed
+    and says the step it was measured at."""
     t = Text()
     t.append("loss ", style="dim")
-    loss = series_last(sget(state, "loss"))
+    loss, r = _value(state, "loss", "loss")
     bad = isinstance(loss, float) and not math.isfinite(loss)
-    t.append(fnum(loss), style="bold red" if bad else "bold")
+    t.append(fnum(loss), style=value_style(state, r, "bold red" if bad else "bold"))
+    t.append_text(age_note(state, r, lang))
     t.append("  grad ", style="dim")
-    t.append(fnum(series_last(sget(state, "grad_norm")), 3))
+    grad, r = _value(state, "grad_norm", "grad_norm")
+    t.append(fnum(grad, 3), style=value_style(state, r))
+    t.append_text(age_note(state, r, lang))
     t.append("  lr ", style="dim")
-    t.append(fnum(series_last(sget(state, "lr")), 3))
+    lr, r = _value(state, "lr", "lr")
+    t.append(fnum(lr, 3), style=value_style(state, r))
+    t.append_text(age_note(state, r, lang))
     c = sget(state, "num_classes")
-    uniq = series_last(sget(state, "pred_unique"))
     t.append("  pred classes ", style="dim")
-    if uniq is not None and not (isinstance(uniq, float) and math.isnan(uniq)):
+    r = reading(state, "preds")
+    p = r.value if r is not None else {}
+    uniq = p.get("unique")
+    if uniq is not None:
         style = "bold red" if uniq <= 1 else ("yellow" if uniq < 5 else "green")
-        t.append(f"{int(uniq)}", style=style)
-        t.append(f"/{c}" if c else "")
+        t.append(f"{int(uniq)}", style=value_style(state, r, style))
+        t.append(f"/{c}" if c else "", style=value_style(state, r))
     else:
         t.append("–")
-    share = series_last(sget(state, "dominant_share"))
-    pred_hist = sget(state, "pred_hist")
+    share = p.get("dominant_share")
     if share is not None and not (isinstance(share, float) and math.isnan(share)):
         t.append("  dominant ", style="dim")
-        t.append(fpct(share), style="bold red" if share >= 0.95 else "")
-        if pred_hist is not None and np.size(pred_hist) and np.sum(pred_hist) > 0:
-            t.append(" " + class_name(sget(state, "class_names"), int(np.argmax(pred_hist))))
+        t.append(fpct(share), style=value_style(state, r, "bold red" if share >= 0.95 else ""))
+        if p.get("dominant_class") is not None:
+            t.append(" " + class_name(sget(state, "class_names"), int(p["dominant_class"])),
+                     style=value_style(state, r))
+    if uniq is not None:
+        t.append_text(age_note(state, r, lang))
     t.append("\n")
     miou = sget(state, "miou", [])
     t.append("mIoU ", style="dim")

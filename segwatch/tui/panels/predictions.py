@@ -10,15 +10,34 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from segwatch.tui.panels.base import Panel, series_arrays, series_last, sget
+from segwatch.tui.panels.base import Panel, is_old, reading, series_arrays, series_last, sget, value_style
 from segwatch.tui.text import class_name, fpct, ui
 from segwatch.tui.widgets import Plot, hbar
 
 
+def _source(state: Any, r: Any, lang: str) -> Text:
+    """Where the shown predictions come from: `` — training sample @ step 120`` or
+    `` — evaluation 2 @ step 300`` (dimmed italic when old)."""
+    if r is None:
+        return Text("")
+    p = r.value
+    if p.get("phase") == "val":
+        what = f"evaluation {p.get('eval_index')}" if lang != "zh" else f"第 {p.get('eval_index')} 次评估"
+    else:
+        what = "training sample" if lang != "zh" else "训练采样"
+    where = f" @ step {r.step:,}" if lang != "zh" else f" @第 {r.step:,} 步"
+    return Text(f" — {what}{where}", style="dim italic" if is_old(state, r) else "dim")
+
+
 def distribution_block(state: Any, lang: str, top: int = 10):
     head = Text(ui("h.pred_vs_gt", lang), style="bold underline")
-    pred = sget(state, "pred_hist")
-    gt = sget(state, "gt_hist")
+    r = reading(state, "preds")
+    if r is not None:
+        pred, gt = r.value.get("hist"), r.value.get("gt_hist")
+        head.append_text(_source(state, r, lang))
+    else:
+        pred = sget(state, "pred_hist")
+        gt = sget(state, "gt_hist")
     pred = np.asarray(pred if pred is not None else [], dtype=np.float64)
     gt = np.asarray(gt if gt is not None else [], dtype=np.float64)
     if pred.size == 0 or pred.sum() == 0:
@@ -53,22 +72,30 @@ def distribution_block(state: Any, lang: str, top: int = 10):
 
 
 def dominant_line(state: Any, lang: str) -> Text:
+    """The dominant class, its share and the number of predicted classes: the same
+    ``preds`` reading the overview and the checklist quote, with where it comes from."""
     t = Text()
-    pred = sget(state, "pred_hist")
-    share = series_last(sget(state, "dominant_share"))
-    uniq = series_last(sget(state, "pred_unique"))
+    r = reading(state, "preds")
     c = sget(state, "num_classes")
-    if pred is None or np.size(pred) == 0 or np.sum(pred) == 0:
+    if r is not None:
+        p = r.value
+        pred, share, uniq, dom = p.get("hist"), p.get("dominant_share"), p.get("unique"), p.get("dominant_class")
+    else:
+        pred = sget(state, "pred_hist")
+        share = series_last(sget(state, "dominant_share"))
+        uniq = series_last(sget(state, "pred_unique"))
+        dom = int(np.argmax(pred)) if pred is not None and np.size(pred) else None
+    if pred is None or np.size(pred) == 0 or np.sum(pred) == 0 or dom is None:
         return Text(ui("no_preds", lang), style="dim")
-    dom = int(np.argmax(pred))
     t.append("dominant class ", style="dim")
-    t.append(f"{dom} {class_name(sget(state, 'class_names'), dom)}", style="bold")
+    t.append(f"{dom} {class_name(sget(state, 'class_names'), dom)}", style=value_style(state, r, "bold"))
     t.append(" at ", style="dim")
     t.append(fpct(share) if share is not None else fpct(float(np.max(pred)) / float(np.sum(pred))),
-             style="bold red" if share is not None and share >= 0.95 else "bold")
+             style=value_style(state, r, "bold red" if share is not None and share >= 0.95 else "bold"))
     t.append("   classes predicted ", style="dim")
     if uniq is not None:
-        t.append(f"{int(uniq)}" + (f"/{c}" if c else ""), style="bold red" if uniq <= 1 else "bold")
+        t.append(f"{int(uniq)}" + (f"/{c}" if c else ""), style=value_style(state, r, "bold red" if uniq <= 1 else "bold"))
+    t.append_text(_source(state, r, lang))
     if uniq is not None and uniq <= 1:
         t.append("   ← collapse: one class everywhere" if lang != "zh" else "   ← collapse：只预测一个类别",
                  style="bold red")
