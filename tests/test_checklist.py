@@ -112,3 +112,50 @@ def test_evidence_follows_the_state_language():
         fe = {f for _, f, _, _ in string.Formatter().parse(e) if f}
         fz = {f for _, f, _, _ in string.Formatter().parse(z) if f}
         assert fe == fz, key
+
+
+def test_items_follow_the_newest_evidence_with_its_step():
+    """Issue 15: after a late collapse the checklist must not say "loss is falling" or
+    "mIoU is changing" from the old half of the run; a newer diverse evaluation
+    overrides an older collapse; "pending" only when nothing was measured."""
+    from segwatch.core.metrics import miou_guide
+    from test_state import eval_matrix
+
+    rng = np.random.RandomState(3)
+    r = Run()
+    r.hello()
+    r.model()
+    for s in range(1, 641):
+        r.batch(s, hist=label_hist(rng), ignore=300)
+        r.step(s, loss=3.0 * np.exp(-s / 60) + 0.2 if s < 320 else 2.7)
+        if s % 64 == 0:
+            m = eval_matrix(rng, quality=0.8)
+            if s >= 320:
+                m = np.zeros((C, C), dtype=np.int64)
+                m[:, 0] = label_hist(rng, C, 20000)
+                m[3, 5] = 40                                   # a few stray pixels
+            r.eval(s, m, index=s // 64 - 1)
+            r.script_metric(round(miou_guide(m), 2), step=s)
+    st, _ = feed(r.events, cfg())
+    items = {c.id: c for c in st.checklist}
+    assert items["loss_falling"].state == "warn" and "rose" in items["loss_falling"].evidence
+    assert items["predictions_diverse"].state == "fail" and items["predictions_diverse"].step == 640
+    assert items["miou_changing"].state == "fail" and items["miou_changing"].evidence.startswith("falling")
+    # a newer diverse evaluation is the newest evidence: the older collapse no longer decides
+    st.ingest(r.eval(704, eval_matrix(rng, quality=0.8), index=11))
+    items = {c.id: c for c in st.checklist}
+    assert items["predictions_diverse"].state == "ok" and items["predictions_diverse"].step == 704
+    assert "pred.collapse" in st.findings                        # the finding itself stays in the record
+
+
+def test_few_classes_is_a_warning_not_pending():
+    r = Run()
+    r.model()
+    ph = np.zeros(C, dtype=np.int64)
+    ph[[0, 1]] = [300, 212]
+    for s in range(1, 150):
+        r.preds(s, ph, gt_hist=label_hist(np.random.RandomState(s)) // 8)
+    st, _ = feed(r.events, cfg())
+    it = {c.id: c for c in st.checklist}["predictions_diverse"]
+    assert it.state == "warn" and "2 classes" in it.evidence and it.step == 149
+    assert {c.id: c.state for c in RunState(cfg()).checklist}["predictions_diverse"] == "pending"

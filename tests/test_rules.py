@@ -967,3 +967,109 @@ def test_long_healthy_run_with_warmup_poly_amp_hiccups_and_converged_evals():
     # norm_eval on 6 of 40 norm layers is a deliberate mmseg setting: a warning at most
     assert set(st.findings) <= {"model.eval_mode_in_training"}, [f.to_dict() for f in st.findings.values()]
     assert all(f.severity == "warning" for f in st.findings.values())
+
+
+# --------------------------------------------------------------------------- issue 15: whole run
+def _stray_collapse_matrix(rng, c=0, share=0.992, strays=(1, 2)):
+    """A collapse with stray pixels: class c on ~share of the pixels, a few of other classes."""
+    gt = label_hist(rng, C, 20000)
+    m = np.zeros((C, C), dtype=np.int64)
+    for g in range(C):
+        n = int(gt[g])
+        stray = int(n * (1 - share))
+        m[g, c] = n - stray
+        for k, s in enumerate(strays):
+            m[g, s] += stray // len(strays) + (stray % len(strays) if k == 0 else 0)
+    return m
+
+
+def _late_collapse_run(collapse_from=400, steps=640, every=64, seed=1):
+    """Healthy to ``collapse_from``, then the model predicts class 0 on ~99 % of the pixels."""
+    rng = np.random.RandomState(seed)
+    r = Run()
+    r.hello()
+    r.model()
+    i = 0
+    for s in range(1, steps + 1):
+        lh = label_hist(rng, C)
+        r.batch(s, hist=lh, ignore=300)
+        r.step(s, loss=3.0 * math.exp(-s / 60) + 0.3 if s < collapse_from else 2.7)
+        if s % every == 0:
+            m = eval_matrix(rng, quality=0.8) if s < collapse_from else _stray_collapse_matrix(rng)
+            r.eval(s, m, index=i)
+            r.script_metric(round(miou_guide(m), 2), step=s)
+            i += 1
+    r.ev("bye", step=steps, reason="finished")
+    return r
+
+
+def test_late_collapse_with_stray_pixels_at_evaluation_and_regression():
+    st, _ = feed(_late_collapse_run().events, cfg())
+    f = st.findings["pred.collapse"]
+    assert f.evidence["source"] == "evaluation confusion matrix"
+    assert f.first_step == 448 and f.evidence["class"] == 0
+    assert 0.98 <= f.evidence["share"] < 1.0 and f.evidence["stray_classes"] == 2
+    reg = st.findings["metric.miou_regressed"]
+    assert reg.severity == "error" and reg.first_step == 448
+    assert reg.evidence["best"] > 2 * reg.evidence["now"] and reg.evidence["best_step"] < 448
+    assert "pred.low_diversity" not in st.findings   # one verdict, not two
+    # the checklist tells it from the newest evidence
+    items = {c.id: c for c in st.checklist}
+    assert items["predictions_diverse"].state == "fail"
+    assert items["miou_changing"].state == "fail" and "fall" in items["miou_changing"].evidence
+
+
+def test_collapse_share_is_configurable():
+    st, _ = feed(_late_collapse_run().events, cfg(thresholds__collapse_share=0.995))
+    assert "pred.collapse" not in st.findings          # 99 % is below a 99.5 % threshold
+    assert "metric.miou_regressed" in st.findings
+
+
+def test_miou_regressed_quiet_on_noise_converged_and_tiny_values():
+    for series in ([20, 35, 50, 48, 51, 49, 50],      # converged, flat, noisy
+                   [2.0, 0.9, 3.5, 1.2, 6.0, 12.0],   # tiny early values: noise
+                   [30, 40, 25, 45, 38]):             # dips, never below half
+        r = Run()
+        for i, v in enumerate(series):
+            r.step(10 * (i + 1), loss=1.0)
+            r.script_metric(v, step=10 * (i + 1))
+        st, _ = feed(r.events, cfg())
+        assert "metric.miou_regressed" not in st.findings, series
+    r = Run()
+    for i, v in enumerate([20, 45, 61.8, 0.9, 5.2]):
+        r.step(10 * (i + 1), loss=1.0)
+        r.script_metric(v, step=10 * (i + 1))
+        r.script_metric(v, step=10 * (i + 1))
+    st, _ = feed(r.events, cfg())
+    f = st.findings["metric.miou_regressed"]
+    # raised at the first regressed evaluation; its evidence follows the newest one
+    assert f.evidence["best"] == 61.8 and f.evidence["best_step"] == 30 and f.evidence["now"] == 5.2
+    assert f.first_step == 40 and f.last_step == 50 and f.evidence["source"] == "script output"
+
+
+def test_short_run_that_ends_collapsed_is_reported_at_its_end():
+    # an HF Trainer run of 48 steps (grace 100): the last two evaluations predict one class
+    rng = np.random.RandomState(7)
+    r = Run()
+    r.hello()
+    r.model()
+    for s in range(1, 49):
+        r.batch(s, hist=label_hist(rng, C), ignore=300)
+        r.step(s, loss=3.0 * math.exp(-s / 10) + 0.5)   # loss falls fast: the eval gate waits
+        if s % 12 == 0:
+            r.eval(s, _collapse_matrix(0, rng) if s >= 36 else eval_matrix(rng, 0.4), index=s // 12)
+    st, _ = feed(r.events, cfg())
+    assert "pred.collapse" not in st.findings          # mid-run, grace protects the young model
+    st.ingest(r.ev("bye", step=48, reason="finished"))
+    f = st.findings["pred.collapse"]
+    assert f.evidence["verdict"] == "the run ended collapsed" and f.first_step == 36
+    assert f.evidence["collapsed_evaluations"] == 2
+    # a young run whose last evaluation is diverse again is not collapsed
+    r2 = Run()
+    for s in range(1, 49):
+        r2.step(s, loss=3.0 * math.exp(-s / 10) + 0.5)
+        if s % 12 == 0:
+            r2.eval(s, _collapse_matrix(0, rng) if s in (24, 36) else eval_matrix(rng, 0.4), index=s // 12)
+    r2.ev("bye", step=48, reason="finished")
+    st, _ = feed(r2.events, cfg())
+    assert "pred.collapse" not in st.findings

@@ -37,6 +37,11 @@ TITLES: dict[str, dict[str, str]] = {
     "model.frozen": {"en": "Model is frozen", "zh": "模型参数被冻结"},
     "data.nonfinite": {"en": "Input holds NaN/Inf", "zh": "输入数据含 NaN/Inf"},
     "data.not_normalized": {"en": "Inputs not normalized", "zh": "输入未归一化"},
+    "metric.miou_regressed": {"en": "mIoU fell below half of its best", "zh": "mIoU 跌到最好值的一半以下"},
+    "optim.grads_accumulate": {"en": "Gradients are never reset", "zh": "梯度从未清零"},
+    "optim.lr_schedule": {"en": "Learning-rate schedule is wrong", "zh": "学习率调度有误"},
+    "model.output_is_probability": {"en": "Loss receives probabilities, not logits", "zh": "损失函数收到的是概率而非 logits"},
+    "label.single_value": {"en": "Training labels hold one or two values", "zh": "训练标签只有一两个取值"},
     "dist.rank_divergence": {"en": "Ranks disagree", "zh": "各进程(rank)结果不一致"},
     "dist.same_batches": {"en": "Ranks see identical batches", "zh": "各进程读取了相同的批次"},
     "dist.rank_silent": {"en": "A rank stopped reporting", "zh": "某个进程停止上报"},
@@ -169,8 +174,11 @@ ADVICE: dict[str, dict[str, str]] = {
     },
     "grad.exploding": {
         "en": "The total gradient norm is above grad_norm_max. Lower the learning rate, clip gradients "
-              "(clip_grad_norm_ to e.g. 1-10), add warmup and check input normalization.",
-        "zh": "梯度总范数超过 grad_norm_max。降低学习率，使用梯度裁剪（clip_grad_norm_ 设为 1 到 10 左右），加 warmup，并检查输入归一化。",
+              "(clip_grad_norm_ to e.g. 1-10), add warmup and check input normalization. If the loss has "
+              "class weights (e.g. inverse frequency), huge weights on rare classes inflate the gradients: "
+              "normalize them (mean 1) or cap them.",
+        "zh": "梯度总范数超过 grad_norm_max。降低学习率，使用梯度裁剪（clip_grad_norm_ 设为 1 到 10 左右），加 warmup，并检查输入归一化。"
+              "如果损失函数带类别权重（例如按频率取倒数），稀有类别的超大权重会放大梯度：请把权重归一化（均值为 1）或设上限。",
     },
     "grad.nonfinite": {
         "en": "Some gradients hold NaN or Inf. Find the first non-finite input or loss, lower the LR, clip "
@@ -226,6 +234,52 @@ ADVICE: dict[str, dict[str, str]] = {
               "model's mean/std (divide by 255 first) for every modality.",
         "zh": "输入看起来是原始的 0..255（或以毫米为单位的深度）数值。对每种模态都按预训练模型的均值/方差归一化（先除以 255）。",
     },
+    "metric.miou_regressed": {
+        "en": "mIoU was much higher at an earlier evaluation and has fallen below half of it: the model "
+              "collapsed or diverged mid-run. Look at what changed at that step (a stage switch, an LR "
+              "jump or restart of the schedule, unfrozen layers, a new augmentation), lower the LR of the "
+              "new stage, and keep the checkpoint of the best evaluation.",
+        "zh": "mIoU 在之前的评估中高得多，现在已跌到最好值的一半以下：模型在训练中途塌缩或发散。检查该步发生了什么变化"
+              "（切换训练阶段、学习率跳变或调度器重启、解冻层、新加的数据增强），降低新阶段的学习率，并保留最好一次评估的权重。",
+    },
+    "optim.grads_accumulate": {
+        "en": "Gradients are already non-zero when the first backward after optimizer.step() begins, on "
+              "several steps: zero_grad() is never called (or called before the wrong optimizer), so every "
+              "update adds up all gradients since the start. Call optimizer.zero_grad() (or "
+              "model.zero_grad()) once per optimizer step; for intended accumulation, reset every k backwards.",
+        "zh": "在 optimizer.step() 之后第一次 backward 开始时，梯度已经不为零，且在多个步骤上都是如此：从未调用 zero_grad()"
+              "（或对错误的优化器调用），每次更新都叠加了从开始以来的全部梯度。每个优化器步骤调用一次 optimizer.zero_grad()"
+              "（或 model.zero_grad()）；如果是有意的梯度累积，请每 k 次 backward 清零一次。",
+    },
+    "optim.lr_schedule": {
+        "en": "The learning rate does not follow a sensible schedule: it sits near zero while training goes "
+              "on, an epoch scheduler (StepLR/MultiStepLR/ExponentialLR) is stepped every iteration so it "
+              "decays far too early, or the LR is set after optimizer.step() so step 1 runs at the full base "
+              "rate (warm-up skipped) and step 2 at the wrong value. Step epoch schedulers once per epoch "
+              "(or convert milestones to iterations), and set the LR before optimizer.step().",
+        "zh": "学习率没有按合理的调度变化：训练仍在进行时学习率接近 0；按 epoch 设计的调度器（StepLR/MultiStepLR/ExponentialLR）"
+              "每个迭代都调用 step()，导致过早衰减；或者在 optimizer.step() 之后才设置学习率，使第 1 步以完整的基础学习率运行"
+              "（跳过了 warm-up）、第 2 步使用了错误的值。按 epoch 的调度器每个 epoch 调用一次（或把里程碑换算成迭代数），"
+              "并在 optimizer.step() 之前设置学习率。",
+    },
+    "model.output_is_probability": {
+        "en": "The tensor given to the loss lies in [0, 1] and sums to 1 over the class dimension: softmax "
+              "(or sigmoid) is applied in the model and CrossEntropyLoss applies log-softmax again, which "
+              "flattens the gradients (loss stuck near log C). Return raw logits from the model and apply "
+              "softmax only for inference/visualisation.",
+        "zh": "送入损失函数的张量取值在 [0, 1] 之间，且在类别维上求和为 1：模型里已经做了 softmax（或 sigmoid），"
+              "CrossEntropyLoss 又做了一次 log-softmax，梯度被压平（loss 停在 log C 附近）。模型应返回原始 logits，"
+              "softmax 只在推理/可视化时使用。",
+    },
+    "label.single_value": {
+        "en": "Training labels hold only one or two distinct values over many batches while evaluation labels "
+              "hold many classes: the training labels were scaled or mis-decoded (ToTensor divides by 255 and "
+              "turns class ids into 0, a palette PNG read as grey). Load label maps with "
+              "torch.as_tensor(np.array(img), dtype=torch.long), never ToTensor, and map palette colours to ids.",
+        "zh": "训练标签在多个批次中只有一两个取值，而评估标签包含很多类别：训练标签被缩放或解码错误"
+              "（ToTensor 会除以 255，把类别 id 变成 0；调色板 PNG 被按灰度读取）。请用 "
+              "torch.as_tensor(np.array(img), dtype=torch.long) 读取标签图，不要用 ToTensor，并把调色板颜色映射为类别 id。",
+    },
     "dist.rank_divergence": {
         "en": "Ranks report different gradient norms or losses beyond tolerance: gradients may not be "
               "synchronized (no DDP wrapper, find_unused_parameters issues, SyncBN missing).",
@@ -260,6 +314,9 @@ DETAIL: dict[str, dict[str, str]] = {
                             "zh": "本次：{where} 处抛出 {exception}：{message}"},
     "metric.script_disagrees": {"en": "Here: the script printed {script_miou}, segwatch computed {segwatch_miou_guide:.2f}.",
                                 "zh": "本次：脚本打印 {script_miou}，segwatch 计算得到 {segwatch_miou_guide:.2f}。"},
+    "metric.miou_regressed": {"en": "Here: best {best:.2f} at step {best_step}, now {now:.2f} at step {step}.",
+                              "zh": "本次：第 {best_step} 步最好为 {best:.2f}，第 {step} 步降为 {now:.2f}。"},
+    "optim.lr_schedule": {"en": "Here: {why}.", "zh": "本次：{why_zh}。"},
     "data.nonfinite": {"en": "Here: input '{key}'.", "zh": "本次：输入 '{key}'。"},
     "data.not_normalized": {"en": "Here: input '{key}'.", "zh": "本次：输入 '{key}'。"},
     "model.pretrained_not_loaded": {"en": "Here: {loaded} of {total} keys loaded.",

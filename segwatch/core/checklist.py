@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 STATES = ("pending", "ok", "warn", "fail")
 
 ITEMS: tuple[tuple[str, str, str, str], ...] = (
@@ -87,11 +89,15 @@ TEXT: dict[str, tuple[str, str]] = {
     "loss.flat": ("loss flat over the first window (ratio {ratio})", "前期 Loss 没有下降（比值 {ratio}）"),
     "loss.wait": ("{n} loss samples so far", "目前有 {n} 个 loss 样本"),
     "loss.ok": ("loss {loss}, down {pct:.0f}% (last vs first quarter)", "Loss {loss}，下降了 {pct:.0f}%（末四分之一对比首四分之一）"),
+    "loss.rose": ("loss rose from {lo} (step {s0}) to {now} (step {s1})",
+                  "Loss 从 {lo}（第 {s0} 步）升到 {now}（第 {s1} 步）"),
     "loss.notyet": ("loss {loss}, not falling yet (ratio {ratio:.2f})", "Loss {loss}，尚未下降（比值 {ratio:.2f}）"),
     "grad.bad": ("{id}: grad norm {g}", "{id}：梯度范数 {g}"),
     "grad.wait": ("no gradient norm sampled yet", "尚未采样到梯度范数"),
     "grad.val": ("grad norm {g} (range {lo}..{hi})", "梯度范数 {g}（范围 {lo}..{hi}）"),
-    "pred.collapse": ("only class {c} ({name}) predicted", "只预测出类别 {c}（{name}）"),
+    "pred.collapse": ("class {c} ({name}) is {share:.1f}% of the predictions at step {step}",
+                      "第 {step} 步类别 {c}（{name}）占预测的 {share:.1f}%"),
+    "pred.top": (": class {c} is {share:.1f}%", "：类别 {c} 占 {share:.1f}%"),
     "pred.low": ("{n} classes predicted (< {k})", "只预测出 {n} 个类别（< {k}）"),
     "pred.eval": ("{n} classes predicted at evaluation {i}", "第 {i} 次评估预测出 {n} 个类别"),
     "pred.train": ("{n} classes in the last training sample", "最近一次训练采样中有 {n} 个类别"),
@@ -101,7 +107,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "miou.aborted": ("evaluation raised {exc}: printed mIoU is stale", "评估抛出 {exc}：打印的 mIoU 是旧值"),
     "miou.empty": ("empty confusion matrix: {why}", "混淆矩阵为空：{why}"),
     "miou.sig": ("mIoU = p_c/C = {v}", "mIoU = p_c/C = {v}"),
-    "miou.ok": ("mIoU {a:.2f} -> {b:.2f} over {n} evaluations", "mIoU 在 {n} 次评估中从 {a:.2f} 变为 {b:.2f}"),
+    "miou.ok": ("rising: mIoU {a:.2f} -> {b:.2f} over {n} evaluations", "上升：mIoU 在 {n} 次评估中从 {a:.2f} 变为 {b:.2f}"),
+    "miou.flat": ("flat: mIoU {b:.2f} over the last {n} evaluations (from {a:.2f})",
+                  "持平：最近 {n} 次评估 mIoU 为 {b:.2f}（起始 {a:.2f}）"),
+    "miou.falling": ("falling: best {best:.2f} at step {s0}, now {b:.2f} at step {s1}",
+                     "下降：第 {s0} 步最好为 {best:.2f}，第 {s1} 步为 {b:.2f}"),
     "miou.same": ("mIoU {b:.2f} unchanged over {n} evaluations", "mIoU 在 {n} 次评估中保持 {b:.2f} 不变"),
     "miou.one": ("one evaluation so far: mIoU {a:.2f}", "目前只有一次评估：mIoU {a:.2f}"),
     "miou.wait": ("no evaluation yet", "尚未评估"),
@@ -238,23 +248,49 @@ def _augmentation(state) -> ChecklistItem:
     return it
 
 
+def _loss_rise(state) -> tuple[float, int, float, int] | None:
+    """The newest loss evidence against the older: (lowest level, its step, recent level,
+    recent step) when the recent level (median of the last 8 finite samples) rose above
+    1.5x the lowest earlier level (medians of 8), else None."""
+    steps, vals = state.loss.steps(), state.loss.values()
+    ok = np.isfinite(vals)
+    steps, vals = steps[ok], vals[ok]
+    w = 8
+    if len(vals) < 3 * w:
+        return None
+    recent = float(np.median(vals[-w:]))
+    lows = [(float(np.median(vals[i:i + w])), int(steps[i + w - 1])) for i in range(0, len(vals) - 2 * w + 1, w // 2)]
+    low, low_step = min(lows)
+    if recent > 1.5 * low and recent - low > 1e-6:
+        return low, low_step, recent, int(steps[-1])
+    return None
+
+
 def _loss_falling(state) -> ChecklistItem:
     it = ChecklistItem("loss_falling")
     f = _first(state, "loss.nonfinite", "loss.diverging")
     if f:
         it.state, it.evidence = "fail", _t(state, "loss.bad", id=f.id, step=f.first_step)
+        it.step = f.last_step
         return it
     f = _first(state, "loss.plateau")
     if f:
         it.state, it.evidence = "warn", _t(state, "loss.flat", ratio=_fmt(f.evidence.get("ratio_last_to_first")))
+        it.step = f.last_step
         return it
     r = state.loss_ratio()
     _quote(it, state, "loss")
-    if r is None:
+    rise = _loss_rise(state)
+    if rise is not None:
+        # the newest losses contradict an overall fall: say so, not "falling"
+        it.state = "warn"
+        it.evidence = _t(state, "loss.rose", lo=_fmt(rise[0]), s0=rise[1], now=_fmt(rise[2]), s1=rise[3])
+    elif r is None:
         it.evidence = _t(state, "loss.wait", n=len(state.loss))
     elif r < 0.98:
         it.state, it.evidence = "ok", _t(state, "loss.ok", loss=_fmt(state.loss.last_value()), pct=100 * (1 - r))
     else:
+        it.state = "warn"
         it.evidence = _t(state, "loss.notyet", loss=_fmt(state.loss.last_value()), ratio=r)
     return it
 
@@ -278,48 +314,81 @@ def _grad(state) -> ChecklistItem:
     return it
 
 
+def _newer(f, step: int | None) -> bool:
+    """Is finding ``f`` at least as new as the reading of ``step`` (None: no reading)?"""
+    return f is not None and (step is None or int(f.last_step or f.first_step) >= step)
+
+
 def _diverse(state) -> ChecklistItem:
+    """From the newest evidence: the one "preds" reading (the last training sample, or the
+    last evaluation pass when newer; the header and the Preds panel show it too), unless a
+    finding is at least as new. A collapse is judged as the rules judge it (top class share,
+    stray pixels tolerated)."""
+    from .diagnosis.preds import collapse_share, dominance, effective_classes
+
     it = ChecklistItem("predictions_diverse")
-    f = _first(state, "pred.collapse")
-    if f:
-        e = f.evidence
-        it.state, it.evidence = "fail", _t(state, "pred.collapse", c=e.get("class"), name=e.get("class_name") or "?")
-        return it
-    f = _first(state, "pred.low_diversity")
-    if f:
-        it.state = "warn"
-        it.evidence = _t(state, "pred.low", n=f.evidence.get("pred_classes"), k=f.evidence.get("min_pred_classes"))
-        return it
-    k = int(state.cfg("thresholds", "min_pred_classes", 5))
-    # the one "preds" reading the header and the Preds panel show too: the last training
-    # sample, or the last evaluation pass when that is newer
     r = state.readings.get("preds") if hasattr(state, "readings") else None
     p = r.value if r is not None else None
-    if p and p.get("phase") == "val":
-        n = p["unique"]
-        _quote(it, state, "preds")
-        it.state = "ok" if n >= min(k, p.get("gt_classes") or k) else "pending"
-        it.evidence = _t(state, "pred.eval", n=n, i=p.get("eval_index"))
+    rstep = r.step if r is not None else None
+    fc, fl = _first(state, "pred.collapse"), _first(state, "pred.low_diversity")
+    if _newer(fc, rstep):
+        e = fc.evidence
+        it.state, it.step = "fail", fc.last_step
+        it.evidence = _t(state, "pred.collapse", c=e.get("class"), name=e.get("class_name") or "?",
+                         share=100.0 * float(e.get("share") or 0), step=fc.last_step)
         return it
-    if p:
-        n = p["unique"]
-        _quote(it, state, "preds")
-        gt = p.get("gt_classes") or k
-        if n >= min(k, max(gt, 1)):
-            it.state = "ok"
-        it.evidence = _t(state, "pred.train", n=n)
-        if state.step <= state.grace_steps and it.state == "pending":
-            it.evidence += _t(state, "pred.grace")
+    if _newer(fl, rstep):
+        it.state, it.step = "warn", fl.last_step
+        it.evidence = _t(state, "pred.low", n=fl.evidence.get("pred_classes"), k=fl.evidence.get("min_pred_classes"))
         return it
-    it.evidence = _t(state, "pred.wait")
+    if not p:
+        it.evidence = _t(state, "pred.wait")
+        return it
+    _quote(it, state, "preds")
+    k = int(state.cfg("thresholds", "min_pred_classes", 5))
+    hist = np.asarray(p.get("hist") if p.get("hist") is not None else [], dtype=np.int64)
+    gt = p.get("gt_hist")
+    gt = np.asarray(gt, dtype=np.int64) if gt is not None and len(gt) else None
+    d = dominance(hist, gt, collapse_share(state)) if hist.size else None
+    n = len(effective_classes(hist)) if hist.size else int(p.get("unique") or 0)
+    young = p.get("phase") == "train" and (rstep or 0) <= state.grace_steps
+    it.evidence = (_t(state, "pred.eval", n=n, i=p.get("eval_index")) if p.get("phase") == "val"
+                   else _t(state, "pred.train", n=n))
+    if d is not None:
+        # one dominant class, not (yet) a finding (grace window, persistence): a warning
+        # that names it; "fail" is left to pred.collapse so the two never disagree
+        it.state = "warn"
+        it.evidence += _t(state, "pred.top", c=d["class"], share=100.0 * d["share"])
+    else:
+        it.state = "ok" if n >= min(k, max(p.get("gt_classes") or k, 1)) else "warn"
+    if young and it.state != "ok":
+        it.evidence += _t(state, "pred.grace")
     return it
 
 
+def _miou_series(state) -> list[tuple[int, float]]:
+    """(step, mIoU) per distinct evaluation: segwatch's own, else the script's printed ones
+    (one evaluation printed in several lines counts once: the last)."""
+    pts = [(int(s), float(g)) for s, g, _ in state.miou] or [(int(s), float(v)) for s, v in state.script_metrics]
+    out: list[tuple[int, float]] = []
+    for s, v in pts:
+        if out and out[-1][0] == s:
+            out[-1] = (s, v)
+        else:
+            out.append((s, v))
+    return out
+
+
 def _miou(state) -> ChecklistItem:
+    """Rising, flat or falling, from the newest evaluations; a finding decides while no
+    newer evaluation contradicts it."""
     it = ChecklistItem("miou_changing")
-    f = _first(state, "metric.cm_empty", "metric.eval_aborted", "metric.miou_stuck", "metric.single_class_signature")
-    if f:
-        it.state = "fail"
+    pts = _miou_series(state)
+    last_step = pts[-1][0] if pts else None
+    f = _first(state, "metric.cm_empty", "metric.eval_aborted", "metric.miou_regressed", "metric.miou_stuck",
+               "metric.single_class_signature")
+    if _newer(f, last_step):
+        it.state, it.step = "fail", f.last_step
         e = f.evidence
         if f.id == "metric.miou_stuck":
             it.evidence = _t(state, "miou.stuck", v=_fmt(e.get("value")), n=e.get("evaluations"))
@@ -327,19 +396,35 @@ def _miou(state) -> ChecklistItem:
             it.evidence = _t(state, "miou.aborted", exc=e.get("exception"))
         elif f.id == "metric.cm_empty":
             it.evidence = _t(state, "miou.empty", why=e.get("why"))
+        elif f.id == "metric.miou_regressed":
+            it.evidence = _t(state, "miou.falling", best=e.get("best"), s0=e.get("best_step"),
+                             b=e.get("now"), s1=e.get("step"))
         else:
             it.evidence = _t(state, "miou.sig", v=_fmt(e.get("expected_miou")))
         return it
-    vals = [g for _, g, _ in state.miou] or [v for _, v in state.script_metrics]
-    if len(vals) >= 2:
-        if max(vals) - min(vals) > 1e-9:
-            it.state, it.evidence = "ok", _t(state, "miou.ok", a=vals[0], b=vals[-1], n=len(vals))
-        else:
-            it.state, it.evidence = "warn", _t(state, "miou.same", b=vals[-1], n=len(vals))
-    elif vals:
-        it.evidence = _t(state, "miou.one", a=vals[0])
-    else:
+    if not pts:
         it.evidence = _t(state, "miou.wait")
+        return it
+    it.step = last_step
+    vals = [v for _, v in pts]
+    if len(vals) == 1:
+        it.state, it.evidence = "ok", _t(state, "miou.one", a=vals[0])
+        return it
+    best_i = int(np.argmax(vals))
+    best, now = vals[best_i], vals[-1]
+    tol = max(0.5, 0.02 * abs(best))
+    if best_i < len(vals) - 1 and now < best - max(1.0, 0.1 * best):
+        it.state = "fail" if now < 0.5 * best else "warn"
+        it.evidence = _t(state, "miou.falling", best=best, s0=pts[best_i][0], b=now, s1=last_step)
+    elif max(vals) - min(vals) <= 1e-9:
+        it.state, it.evidence = "warn", _t(state, "miou.same", b=now, n=len(vals))
+    elif len(vals) >= 3 and max(vals[-3:]) - min(vals[-3:]) <= tol:
+        # flat over the last evaluations: fine near a best reached after a rise (converged)
+        risen = best - vals[0] > tol
+        it.state = "ok" if risen and now >= best - tol else "warn"
+        it.evidence = _t(state, "miou.flat", a=vals[0], b=now, n=3)
+    else:
+        it.state, it.evidence = "ok", _t(state, "miou.ok", a=vals[0], b=now, n=len(vals))
     return it
 
 

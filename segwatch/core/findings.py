@@ -25,6 +25,7 @@ SEVERITY: dict[str, str] = {
     "metric.single_class_signature": "error",
     "metric.script_disagrees": "warning",
     "metric.eval_aborted": "error",
+    "metric.miou_regressed": "error",
     "label.out_of_range": "error",
     "label.ignore_mismatch": "error",
     "label.all_ignored": "error",

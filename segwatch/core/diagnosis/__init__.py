@@ -20,6 +20,8 @@ metric.miou_stuck              miou_stuck_evals evaluations (distinct steps) wit
                                from own matrices or from the script's printed values
 metric.single_class_signature  one predicted class and mIoU == 100 * p_c / C (rel 1e-6); or
                                the printed mIoU equals 100 * p_c / C (val labels) twice
+metric.miou_regressed         an evaluation's mIoU < 0.5 x the best earlier one (best >= 5
+                               points); from the script's printed values only without matrices
 metric.script_disagrees        script mIoU vs own eval of the same step: > 0.5 points off in
                                both conventions (guide and mmseg; fractions accepted)
 metric.eval_aborted            eval event with aborted: true
@@ -67,8 +69,8 @@ from .data import DataNonfinite, DataNotNormalized
 from .dist import DistRankDivergence, DistRankSilent, DistSameBatches
 from .labels import (LabelAllIgnored, LabelClassImbalance, LabelIgnoreMismatch, LabelInterpolated,
                      LabelMisaligned, LabelOutOfRange, LabelShapeMismatch)
-from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouStuck, MetricScriptDisagrees,
-                     MetricSingleClassSignature)
+from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouRegressed, MetricMiouStuck,
+                     MetricScriptDisagrees, MetricSingleClassSignature)
 from .preds import PredCollapse, PredLowDiversity
 from .training import (ConfigNumClassesMismatch, GradExploding, GradNonfinite, GradVanishing,
                        LossDiverging, LossNonfinite, LossPlateau, ModelEvalModeInTraining,
@@ -104,6 +106,7 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     MetricEvalAborted,
     MetricCmEmpty,
     MetricMiouStuck,
+    MetricMiouRegressed,
     MetricScriptDisagrees,
     DistRankDivergence,
     DistSameBatches,

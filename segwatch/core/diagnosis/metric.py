@@ -317,3 +317,49 @@ class MetricScriptDisagrees(Rule):
             if f is not None:
                 return f
         return None
+
+
+#: mIoU regressed: below this fraction of its best ...
+REGRESS_FRACTION = 0.5
+#: ... with a best of at least this many points (tiny early mIoUs are noise)
+REGRESS_MIN_BEST = 5.0
+
+
+class MetricMiouRegressed(Rule):
+    """mIoU fell below half of its best after having been higher for at least one
+    evaluation (a mid-run collapse: a stage switch, an LR jump). From segwatch's own
+    evaluations; from the script's printed values only while segwatch saw no matrix.
+    Evaluations of the same training step count once (the last)."""
+    id = "metric.miou_regressed"
+    events = ("eval", "script_metric")
+
+    def __init__(self) -> None:
+        self._own: dict = {"best": None, "best_step": None, "last_step": None}
+        self._script: dict = {"best": None, "best_step": None, "last_step": None}
+
+    def check(self, state, ev):
+        if ev["type"] == "eval":
+            if ev.get("aborted") or not state.evals:
+                return None
+            e = state.evals[-1]
+            if e.get("miou") is None or e.get("pred_classes") is None:
+                return None
+            step, value, track, source = e["step"], float(e["miou"]), self._own, "segwatch evaluations"
+        else:
+            got = script_miou(state, ev)
+            if got is None or own_eval_seen(state):
+                return None
+            step, value = got
+            if 0.0 <= value <= 1.0 and (self._script["best"] or 0.0) <= 1.0:
+                value *= 100.0  # printed as a fraction
+            track, source = self._script, "script output"
+        best = track["best"]
+        if best is None or value > best:
+            track["best"], track["best_step"] = value, step
+            return None
+        if step == track["best_step"] or best < REGRESS_MIN_BEST or value >= REGRESS_FRACTION * best:
+            return None
+        return self.make(state, ev, {
+            "source": source, "best": r4(best), "best_step": int(track["best_step"]),
+            "now": r4(value), "step": int(step), "ratio": r4(value / best),
+        }, phase="val", step=step)
