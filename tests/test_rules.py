@@ -1073,3 +1073,23 @@ def test_short_run_that_ends_collapsed_is_reported_at_its_end():
     r2.ev("bye", step=48, reason="finished")
     st, _ = feed(r2.events, cfg())
     assert "pred.collapse" not in st.findings
+
+
+def test_misaligned_judged_like_against_like():
+    """The guide's fork: training crops align 0.66, validation images padded to 531x730
+    align 0.995 because of the padding border: not a reference for training alignment."""
+    def run(val_shape, val_ignore):
+        rng = np.random.RandomState(0)
+        r = Run()
+        for s in range(1, 61):
+            r.batch(s, hist=label_hist(rng), ignore=300, align=0.66, align_flipped=0.45)
+            if s % 20 == 0:
+                for i in range(4):
+                    r.batch(s, phase="val", hist=label_hist(rng), ignore=val_ignore, image_shape=val_shape,
+                            align=0.995, align_flipped=0.5, index=i)
+        return feed(r.events, cfg())[0]
+
+    assert "label.misaligned" not in run((531, 730), 300).findings      # padded to another size
+    assert "label.misaligned" not in run((64, 64), 3000).findings       # same size, padded with ignore
+    f = run((64, 64), 300).findings["label.misaligned"]        # like against like: it is real
+    assert f.evidence["align_train"] == pytest.approx(0.66) and f.evidence["align_val"] == pytest.approx(0.995)

@@ -220,9 +220,14 @@ class LabelMisaligned(Rule):
     * C, train vs val: training batches align far worse than validation batches, above
       chance (0.5): excess_train < 0.4 x excess_val, with excess_val >= 0.05.
     A single odd batch never fires; healthy joint flips keep align above align_flipped.
+    Like against like: a validation batch is a reference only when its images have a size
+    the training batches have and its labels are not much more ignore than theirs (images
+    padded to a fixed size score their padding border as a perfect image/label edge).
     """
     id = "label.misaligned"
     events = ("batch",)
+    #: a validation batch whose ignore share exceeds training's by more than this is padded
+    PAD_IGNORE_MARGIN = 0.05
 
     def __init__(self) -> None:
         self._train: deque = deque(maxlen=ALIGN_WINDOW)
@@ -230,20 +235,75 @@ class LabelMisaligned(Rule):
         self._val_sum = 0.0
         self._val_pref = 0
         self._val_pairs = 0
+        self._train_shapes: set = set()
+        self._train_ignore = [0, 0]   # ignore pixels, pixels of training batches
+        self._val_skipped = 0
+        self._val_pending: deque = deque(maxlen=64)
+
+    @staticmethod
+    def _shape(ev) -> tuple | None:
+        sh = ev.get("image_shape")
+        if isinstance(sh, (list, tuple)) and len(sh) >= 2:
+            return tuple(int(x) for x in sh[-2:] if isinstance(x, (int, float)))
+        return None
+
+    @staticmethod
+    def _ignore_share(ev) -> float | None:
+        lab = ev.get("labels")
+        if not isinstance(lab, dict):
+            return None
+        tot, ign = fint(lab.get("total")) or 0, fint(lab.get("ignore")) or 0
+        oor = fint(lab.get("oor_total"))
+        if oor is None and isinstance(lab.get("oor"), dict):
+            oor = sum(fint(v) or 0 for v in lab["oor"].values())
+        return (ign + (oor or 0)) / tot if tot > 0 else None
+
+    def _like_training(self, ev) -> bool:
+        sh = self._shape(ev)
+        if sh is None or sh not in self._train_shapes:
+            return False
+        vs = self._ignore_share(ev)
+        if vs is not None and self._train_ignore[1] > 0:
+            ts = self._train_ignore[0] / self._train_ignore[1]
+            if vs > ts + self.PAD_IGNORE_MARGIN:
+                return False
+        return True
+
+    def _add_val(self, ev, a: float, af: float | None) -> None:
+        if not self._like_training(ev):
+            self._val_skipped += 1
+            return
+        self._val_n += 1
+        self._val_sum += a
+        if af is not None:
+            self._val_pairs += 1
+            self._val_pref += af > a + ALIGN_MARGIN
 
     def check(self, state, ev):
         a = ffloat(ev.get("align"))
+        if ev.get("phase") != "val":
+            sh = self._shape(ev)
+            if sh is not None and len(self._train_shapes) < 64:
+                self._train_shapes.add(sh)
+            lab = ev.get("labels")
+            if isinstance(lab, dict) and (fint(lab.get("total")) or 0) > 0:
+                share = self._ignore_share(ev) or 0.0
+                tot = fint(lab.get("total")) or 0
+                self._train_ignore[0] += share * tot
+                self._train_ignore[1] += tot
         if not finite(a):
             return None
         af = ffloat(ev.get("align_flipped"))
         af = af if finite(af) else None
         if ev.get("phase") == "val":
-            self._val_n += 1
-            self._val_sum += a
-            if af is not None:
-                self._val_pairs += 1
-                self._val_pref += af > a + ALIGN_MARGIN
+            if not self._train_shapes:
+                # no training batch yet (a sanity evaluation first): judge it once one came
+                self._val_pending.append((ev, a, af))
+                return None
+            self._add_val(ev, a, af)
             return None
+        while self._val_pending:
+            self._add_val(*self._val_pending.popleft())
         self._train.append((a, af))
         pairs = [(x, y) for x, y in self._train if y is not None]
         recent = pairs[-ALIGN_ALL_MIN * 2:]
@@ -274,9 +334,10 @@ class LabelMisaligned(Rule):
             ex_tr = float(np.mean([x for x, _ in self._train])) - 0.5
             if ex_val >= 0.05 and ex_tr < 0.4 * ex_val:
                 return self.make(state, ev, {
-                    "why": "training batches align far worse than validation batches",
+                    "why": "training batches align far worse than validation batches of the same size",
                     "align_train": r4(ex_tr + 0.5), "align_val": r4(ex_val + 0.5),
-                    "batches": len(self._train),
+                    "batches": len(self._train), "val_batches": self._val_n,
+                    "val_batches_not_comparable": self._val_skipped,
                 })
         return None
 
