@@ -256,8 +256,11 @@ async def test_live_action_is_shown_in_header_and_notified():
         make_event("action", t=t0 + 1, kind="pause", finding="pred.collapse", step=57, by="policy"),
         make_event("status", t=t0 + 1.1, status="paused", pid=7),
     ]
-    app = SegwatchApp(client=FakeClient(events), live=True)
+    gate = threading.Event()
+    app = SegwatchApp(client=FakeClient(events, gate=gate, hold_after=1), live=True)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert await wait_for(pilot, lambda: app.caught_up)   # the action comes while we watch
+        gate.set()
         assert await wait_for(pilot, lambda: app.view.stream_ended)
         assert await wait_for(pilot, lambda: "last action" in screen_text(app))
         text = screen_text(app)
@@ -276,6 +279,104 @@ async def test_control_error_is_reported():
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("p")
         assert await wait_for(pilot, lambda: any("supervisor gone" in n.message for n in app._notifications))
+
+
+async def test_attach_puts_history_in_the_panels_without_toasts():
+    """Attach to a finished run: its four findings are listed, none pops up as a toast."""
+    app = SegwatchApp(client=FakeClient(recorded()), live=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.2)
+        assert len(app.state.findings) == 4
+        assert "pred.collapse" in screen_text(app)
+        assert app.toasted == []
+        assert not any(n.title == "finding" for n in app._notifications)
+
+
+async def test_findings_new_while_watching_are_toasted_not_over_a_dialog():
+    events = recorded()
+    gate = threading.Event()
+    # history: up to step 1's label mismatch; the collapse and the rest come live
+    app = SegwatchApp(client=FakeClient(events, gate=gate, hold_after=60), live=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert await wait_for(pilot, lambda: app.caught_up)
+        assert "label.ignore_mismatch" in app.state.findings and app.toasted == []
+        await pilot.press("question_mark")                  # a dialog is open: no toast over it
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        gate.set()
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.2)
+        assert "pred.collapse" in app.state.findings and app.toasted == []
+        await pilot.press("escape")
+        await pilot.pause()
+    app = SegwatchApp(client=FakeClient(events, gate=(gate2 := threading.Event()), hold_after=60), live=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert await wait_for(pilot, lambda: app.caught_up)
+        gate2.set()
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.2)
+        assert "pred.collapse" in app.toasted and "label.ignore_mismatch" not in app.toasted
+        # opening a dialog clears the toasts on screen
+        assert any(n.title == "finding" for n in app._notifications)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert not list(app._notifications)
+
+
+def _stale_events(sampled_until: int = 82, now: int = 640) -> list[dict]:
+    """A live run whose probes stop at ``sampled_until`` while the loss read-back goes on."""
+    t0 = 1_700_000_000.0
+    evs = [make_event("status", t=t0, status="running", pid=7),
+           make_event("hello", t=t0, pid=7, script="train.py", argv=["train.py"], config=None,
+                      rank=0, world_size=1)]
+    hist = [0] * 37
+    for s in range(1, now + 1):
+        t = t0 + s * 0.05
+        if s <= sampled_until:
+            ph = list(hist)
+            for c in range(11):
+                ph[c] = 40
+            ph[0] = 200
+            evs.append(make_event("preds", t=t, step=s, phase="train", shape=[2, 37, 16, 16], channels=37,
+                                  hist=ph, gt_hist=None, unique=11, correct=None, valid=None,
+                                  rank=0, world_size=1))
+            evs.append(make_event("step", t=t, step=s, loss=0.4861, grad_norm=2.0, lr=[0.003],
+                                  layer_norms=[["head.weight", 1.0]], rank=0, world_size=1))
+        elif s % 10 == 0:
+            evs.append(make_event("step", t=t, step=s, loss=round(0.18 + s / 250, 4), grad_norm=None,
+                                  lr=[round(0.003 * s / 82, 5)], sampled=False, rank=0, world_size=1))
+    return evs
+
+
+async def test_a_value_that_stops_being_refreshed_is_shown_with_its_age():
+    events = _stale_events(sampled_until=82, now=640)
+    cut = next(i for i, e in enumerate(events) if e.get("step") == 90)
+    gate = threading.Event()
+    app = SegwatchApp(client=FakeClient(events, gate=gate, hold_after=cut), live=True)
+    async with app.run_test(size=(120, 32)) as pilot:
+        assert await wait_for(pilot, lambda: app.state.step >= 82)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "pred classes 11/37" in text and "@ step" not in text   # fresh: shown as current
+        gate.set()
+        assert await wait_for(pilot, lambda: app.view.stream_ended and app.state.step == 640)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        line = next(ln for ln in text.splitlines() if "pred classes" in ln)
+        assert "loss 2.74 " in line and "loss 2.74 @" not in line      # the read-back is current
+        assert "grad 2 @ step 82" in line
+        assert "pred classes 11/37  dominant" in line and "@ step 82" in line
+        keys = app.query_one("#keys")
+        spans = keys.render().spans                                  # the old values are dimmed
+        plain = keys.render().plain
+        at = plain.index("11/37")
+        assert any(sp.start <= at < sp.end and "dim" in str(sp.style) for sp in spans)
+        # the checklist quotes the same reading with its step
+        assert "11 classes in the last training sample @ step 82" in text
+        await pilot.press("4")                                       # Preds: the source and its step
+        await pilot.pause(0.2)
+        assert "training sample @ step 82" in screen_text(app)
 
 
 # ------------------------------------------------------------------ helpers

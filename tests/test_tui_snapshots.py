@@ -7,6 +7,8 @@ event times, so the screens are reproducible. Regenerate after an intended chang
 from __future__ import annotations
 
 import pathlib
+import threading
+import time
 
 import pytest
 
@@ -80,3 +82,38 @@ def test_kill_confirmation(snap_compare):
 def test_overview_wide(snap_compare):
     """A large terminal: checklist and findings (with evidence and advice) side by side."""
     assert snap_compare(replay(), terminal_size=(170, 40))
+
+
+class _GatedClient(_RecordedClient):
+    """The recorded run as an attach: the first ``hold_after`` events are its history, the
+    rest (every finding, the actions) arrive once ``gate`` is set, as a burst."""
+
+    def __init__(self, hold_after: int) -> None:
+        self.gate = threading.Event()
+        self.hold_after = hold_after
+
+    def events(self, follow=True):
+        for i, ev in enumerate(recorded()):
+            if i == self.hold_after:
+                self.gate.wait(20)
+            yield ev
+
+
+def test_kill_dialog_stays_readable_during_a_burst_of_findings(snap_compare):
+    """Four findings and two actions arrive while the kill dialog is open: no toast covers it."""
+    client = _GatedClient(hold_after=6)
+    app = SegwatchApp(client=client, events=None, live=True)
+
+    async def burst_under_dialog(pilot):
+        end = time.monotonic() + 20
+        while not pilot.app.caught_up and time.monotonic() < end:
+            await pilot.pause(0.05)
+        await pilot.press("k")
+        await pilot.pause(0.1)
+        client.gate.set()
+        while not pilot.app.view.stream_ended and time.monotonic() < end:
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        assert len(pilot.app.state.findings) == 4
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=burst_under_dialog)

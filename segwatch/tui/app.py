@@ -8,6 +8,10 @@ Two sources:
 Every batch goes into RunState at once; the screen is refreshed by a 10 Hz timer, and
 only the header and the visible panel are redrawn, and only when the state changed.
 The app never kills a run by itself: ``q`` and ``d`` detach, ``k`` asks first.
+
+Toasts are for what happens while you watch: what the run had stored before the reader
+caught up (``attach`` to a run with a history) goes to the panels only, and no toast is
+shown over a dialog (they are cleared when one opens and held back while it is open).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from segwatch.core.state import RunState
-from segwatch.tui.messages import ControlDone, EventsArrived, StreamEnded
+from segwatch.tui.messages import CaughtUp, ControlDone, EventsArrived, StreamEnded
 from segwatch.tui.panels.base import Panel, sget
 from segwatch.tui.panels.confusion import ConfusionPanel
 from segwatch.tui.panels.data import DataPanel
@@ -54,6 +58,7 @@ REFRESH_INTERVAL = 0.1   # at most ~10 redraws per second
 BATCH_MAX = 2000         # events per EventsArrived message
 BATCH_WAIT = 0.05        # seconds the reader waits to fill a batch
 MAX_IN_FLIGHT = 2        # batches posted and not yet ingested
+CAUGHT_UP_IDLE = 0.3     # seconds without a new event after which the stored history is read
 
 KEYS_EN = [
     ("p", "pause the training (SIGSTOP to its process group)"),
@@ -176,6 +181,8 @@ class SegwatchApp(App):
         self._sw_stop = threading.Event()
         self.ingest_errors = 0
         self.refreshes = 0
+        self.caught_up = False          # the reader has read the run's stored history
+        self.toasted: list[str] = []    # what was toasted: finding ids, "action:<kind>"
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -221,6 +228,8 @@ class SegwatchApp(App):
         return new
 
     def _announce(self, events: list[dict], new_findings: list) -> None:
+        if isinstance(self.screen, ModalScreen):
+            return  # never over a dialog; the findings are in the panels
         shown = 0
         for ev in events:
             if ev.get("type") == "action" and shown < 3:
@@ -228,30 +237,40 @@ class SegwatchApp(App):
                 kind = str(ev.get("kind", "?"))
                 by = ev.get("by") or "?"
                 what = f" ({ev['finding']} @ step {ev.get('step')})" if ev.get("finding") else ""
+                self.toasted.append(f"action:{kind}")
                 self.notify(f"{kind} by {by}{what}", title="action",
                             severity="error" if kind == "kill" else "warning", timeout=8)
         for f in new_findings[:3]:
             sev = getattr(f, "severity", None) or (f.get("severity") if isinstance(f, dict) else None)
             fid = getattr(f, "id", None) or (f.get("id") if isinstance(f, dict) else "?")
             if sev in ("error", "warning"):
+                self.toasted.append(str(fid))
                 self.notify(str(fid), title="finding", severity="error" if sev == "error" else "warning",
                             timeout=6)
 
+    def push_screen(self, screen, *args, **kwargs):
+        if isinstance(screen, ModalScreen):
+            self.clear_notifications()  # a dialog is read whole, with no toast over it
+        return super().push_screen(screen, *args, **kwargs)
+
     def on_events_arrived(self, message: EventsArrived) -> None:
         try:
-            self.ingest(message.events, notify=True)
+            self.ingest(message.events, notify=not message.history)
         finally:
             self._sw_in_flight.release()
         # under a flood of batches the timer's turn comes late: keep ~10 redraws/s anyway
         if time.monotonic() - self._sw_last_header >= REFRESH_INTERVAL:
             self.refresh_view()
 
+    def on_caught_up(self, message: CaughtUp) -> None:
+        self.caught_up = True
+
     def on_stream_ended(self, message: StreamEnded) -> None:
         self.view.stream_ended = True
         self._sw_dirty = True
         if message.error:
             self.notify(f"event stream failed: {message.error}", severity="error", timeout=10)
-        elif self.live:
+        elif self.live and not isinstance(self.screen, ModalScreen):
             self.notify("the run's event stream ended" if self.lang != "zh" else "事件流已结束", timeout=5)
 
     def _read_events(self) -> None:
@@ -260,6 +279,8 @@ class SegwatchApp(App):
         A pump thread drains the client's (blocking) generator into a deque; this loop
         takes what has accumulated every ``BATCH_WAIT`` seconds (at most ``BATCH_MAX`` at a
         time) and posts it, with at most ``MAX_IN_FLIGHT`` batches waiting for the app.
+        Batches read before the source first went quiet for ``CAUGHT_UP_IDLE`` seconds are
+        the run's history (``EventsArrived.history``): they are not toasted.
         """
         worker = get_current_worker()
         buf: deque = deque()
@@ -283,14 +304,23 @@ class SegwatchApp(App):
                 done.set()
 
         threading.Thread(target=pump, name="segwatch-pump", daemon=True).start()
+        caught_up = False
+        idle_since: float | None = None
         while not worker.is_cancelled and not stop.is_set():
             finished = done.is_set()  # read before draining: nothing is appended after it
             if not buf:
                 if finished:
                     self.post_message(StreamEnded(failure[0] if failure else None))
                     return
+                now = time.monotonic()
+                if idle_since is None:
+                    idle_since = now
+                elif not caught_up and now - idle_since >= CAUGHT_UP_IDLE:
+                    caught_up = True
+                    self.post_message(CaughtUp())
                 time.sleep(BATCH_WAIT / 2)
                 continue
+            idle_since = None
             if len(buf) < BATCH_MAX and not finished:
                 time.sleep(BATCH_WAIT)  # let a batch accumulate
             n = min(len(buf), BATCH_MAX)
@@ -298,7 +328,7 @@ class SegwatchApp(App):
             while not self._sw_in_flight.acquire(timeout=0.2):
                 if stop.is_set() or worker.is_cancelled:
                     return
-            self.post_message(EventsArrived(batch))
+            self.post_message(EventsArrived(batch, history=not caught_up))
 
     # ----------------------------------------------------------------- refresh
     def _tick(self) -> None:

@@ -5,11 +5,17 @@ from textual.message import Message
 
 
 class EventsArrived(Message):
-    """A batch of events read from the run (stored ones first, then the live tail)."""
+    """A batch of events read from the run (stored ones first, then the live tail).
+    ``history``: read before the reader caught up with the run (nothing to toast)."""
 
-    def __init__(self, events: list[dict]) -> None:
+    def __init__(self, events: list[dict], history: bool = False) -> None:
         super().__init__()
         self.events = events
+        self.history = history
+
+
+class CaughtUp(Message):
+    """The reader has read everything the run had stored: what comes next is news."""
 
 
 class StreamEnded(Message):
