@@ -137,6 +137,17 @@ def fetch(tensors: list[torch.Tensor]) -> list[list[float]]:
     return out  # type: ignore[return-value]
 
 
+def _group_lrs(optimizer) -> list:
+    """The LR of each param group (a CPU tensor LR as a float; a device tensor: None, no sync)."""
+    out = []
+    for g in optimizer.param_groups:
+        lr = g.get("lr")
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr) if lr.device.type == "cpu" else None
+        out.append(lr)
+    return out
+
+
 def _num(v: float) -> float | int:
     if isinstance(v, float) and math.isfinite(v) and v == int(v) and abs(v) < 2 ** 53:
         return int(v)
@@ -294,6 +305,15 @@ class Shim:
         self._gnz = None
         self._had_grad: set[int] = set()
         self._norm_snapshots = 0
+        # issue-15 signals: gradients left over from before a backward, backward passes per
+        # optimizer step, the LR the update used, the scheduler whose step() is called
+        self._backwards_since_step = 0
+        self._grad_before: torch.Tensor | None = None   # device scalar of this step, or None
+        self._lr_applied: list | None = None            # LRs read in this step's pre-hooks
+        self._sched_ref = None
+        self._sched_cls: str | None = None
+        self._sched_steps = 0
+        self._sched_depth = 0
         # step / read-back
         self._in_backward = False
         self._grads_due = False
@@ -410,7 +430,12 @@ class Shim:
         self._patch(torch.autograd, "backward", autograd_backward)
 
         from torch.optim import optimizer as optmod
+        self._handles.append(optmod.register_optimizer_step_pre_hook(self._opt_pre))
         self._handles.append(optmod.register_optimizer_step_post_hook(self._opt_post))
+        try:
+            self._patch_schedulers()
+        except Exception as exc:  # pragma: no cover - unusual torch
+            self.note(f"LR schedulers not patched: {_one_line(exc)}", "scheduler")
 
         try:
             from torch.amp import grad_scaler as gs
@@ -1179,7 +1204,12 @@ class Shim:
                             lab_r = lab_r[..., ::st, ::st]
                         fields_stride = st
                     pred = logits.detach().max(1).indices
+                    prob = S.probability_signature(logits)
+                else:
+                    prob = None
                 dev = self._pred_stats_from(pred, logits.shape[1], n, lab_r)
+                if prob is not None:
+                    dev["prob"] = prob
             fields = {"phase": phase, "shape": shape, "channels": int(logits.shape[1]),
                       "site": site or self._site_name, "stride": fields_stride}
             return _Rec("preds", self.step, fields, dev, self._preds_post)
@@ -1207,6 +1237,13 @@ class Shim:
         hist = [int(x) for x in vals["hist"]]
         f["hist"] = hist
         f["unique"] = sum(1 for x in hist if x > 0)
+        f["value_range"] = None
+        f["channel_sum_dev"] = None
+        if "prob" in vals:
+            mn, mx, dev = vals["prob"]
+            if math.isfinite(mn) and math.isfinite(mx):
+                f["value_range"] = [mn, mx]
+            f["channel_sum_dev"] = dev if math.isfinite(dev) else None
         if "gt_hist" in vals:
             f["gt_hist"] = [int(x) for x in vals["gt_hist"]]
             f["correct"] = int(vals["correct"][0])
@@ -1279,6 +1316,14 @@ class Shim:
             self._emit_overhead()
         self._step_rec = None
         self._grads_due = self.sampler.due("grads", s) and self._on("grads")
+        self._backwards_since_step += 1
+        self._lr_applied = None
+        self._grad_before = None
+        if self._grads_due and self._backwards_since_step == 1 and self._on("grad_before"):
+            try:
+                self._grad_before = self._leftover_grad_norm()
+            except Exception as exc:
+                self._fail("grad_before", exc)
 
     def _keep_loss(self, s: int, loss: torch.Tensor) -> None:
         l = loss.detach()
@@ -1322,6 +1367,12 @@ class Shim:
             return "grads"
         if self._optims:
             rec_fields["lr"] = self._lrs()
+        rec_fields["backwards_since_step"] = self._backwards_since_step
+        rec_fields["grad_before_backward"] = None
+        if self._grad_before is not None:
+            dev["grad_before"] = self._grad_before
+            self._grad_before = None
+        rec_fields["scheduler"] = self._scheduler_field()
         self._step_rec = _Rec("step", s, rec_fields, dev, self._step_post)
         self._pending.append(self._step_rec)
         if self._on("update") and self._root_params and self.sampler.due("update", s):
@@ -1406,6 +1457,13 @@ class Shim:
             f.setdefault("grad_nonfinite", None)
             f.setdefault("layer_norms", None)
         f["scale"] = vals["scale"][0] if "scale" in vals else None
+        if "grad_before" in vals:
+            v = vals["grad_before"][0]
+            f["grad_before_backward"] = v if math.isfinite(v) else None
+        f.setdefault("lr_applied", None)
+        f.setdefault("backwards_since_step", None)
+        f.setdefault("grad_before_backward", None)
+        f.setdefault("scheduler", None)
         f["update_ratio"] = None
         if "ratio" in vals:
             dw, w = vals["ratio"]
@@ -1424,6 +1482,7 @@ class Shim:
         probe = None
         try:
             self.optimizer_steps += 1
+            self._backwards_since_step = 0
             rec = self._step_rec
             if rec is not None:
                 if self.fault:
@@ -1450,6 +1509,104 @@ class Shim:
         if self._pause_file is not None:
             self._coop_pause("optimizer step")
         return None
+
+    def _opt_pre(self, optimizer, args, kwargs):
+        """The LRs this update uses, read just before it (a script that changes the LR after
+        ``step()`` shows it here: ``lr_applied`` differs from what it meant to set)."""
+        if not self.installed or not self._on("lr_applied"):
+            return None
+        t0 = self._clock()
+        try:
+            if self.fault:
+                self._inject("lr_applied")
+            lrs = _group_lrs(optimizer)
+            if self._lr_applied is None:
+                self._lr_applied = lrs
+            else:
+                self._lr_applied = self._lr_applied + lrs     # several optimizers in one step
+            rec = self._step_rec
+            if rec is not None and rec.step == self.step:
+                rec.fields["lr_applied"] = self._lr_applied
+            elif self.optimizer_steps < 3:
+                # optimizer steps 1..3 always carry it (a warm-up skipped by an LR set after
+                # step() shows there): a light step record, its loss filled at read-back
+                rec = _Rec("step", self.step, self._light_fields(self.step), {}, None)
+                rec.fields["lr_applied"] = self._lr_applied
+                self._step_rec = rec
+                self._pending.append(rec)
+        except Exception as exc:
+            self._fail("lr_applied", exc)
+        self.sampler.spend(None, self._clock() - t0)
+        return None
+
+    def _leftover_grad_norm(self) -> torch.Tensor:
+        """Total L2 norm of the .grad tensors present before this backward (a device scalar;
+        0 when there are none): non-zero on the first backward after a step means the
+        gradients were not reset."""
+        with torch.no_grad():
+            grads = [p.grad for _, p in self._grad_params() if p.grad is not None and not p.grad.is_sparse]
+            if not grads:
+                return torch.zeros((), dtype=torch.float32)
+            dev = grads[0].device
+            norms = torch._foreach_norm(grads)
+            return torch.stack([x.float().to(dev) for x in norms]).norm()
+
+    def _patch_schedulers(self) -> None:
+        """Count ``step()`` calls of LR schedulers (base class and the subclasses that
+        override ``step``); the nested calls of SequentialLR / ChainedScheduler count once."""
+        from torch.optim import lr_scheduler as L
+        base = getattr(L, "LRScheduler", None) or getattr(L, "_LRScheduler")
+        shim = self
+        classes = [c for c in vars(L).values()
+                   if isinstance(c, type) and issubclass(c, base) and "step" in c.__dict__]
+        if getattr(L, "ReduceLROnPlateau", None) is not None and L.ReduceLROnPlateau not in classes \
+                and "step" in L.ReduceLROnPlateau.__dict__:
+            classes.append(L.ReduceLROnPlateau)
+        for cls in classes:
+            orig = cls.__dict__["step"]
+
+            def step(sched, *args, _orig=orig, **kwargs):
+                if shim._sched_depth == 0 and shim.installed:
+                    try:
+                        shim._on_scheduler_step(sched)
+                    except Exception as exc:
+                        shim._fail("scheduler", exc)
+                shim._sched_depth += 1
+                try:
+                    return _orig(sched, *args, **kwargs)
+                finally:
+                    shim._sched_depth -= 1
+
+            self._patch(cls, "step", step)
+
+    def _on_scheduler_step(self, sched) -> None:
+        if not self._on("scheduler"):
+            return
+        if getattr(sched, "_step_count", None) == 0:
+            return              # the step() a scheduler makes in its own constructor
+        cur = self._sched_ref() if self._sched_ref is not None else None
+        if cur is None:
+            if self._sched_cls is not None:
+                return          # the first scheduler is gone; keep its record
+            self._sched_ref = weakref.ref(sched)
+            self._sched_cls = type(sched).__name__
+            self._sched_steps = 1
+        elif cur is sched:
+            self._sched_steps += 1
+
+    def _scheduler_field(self) -> dict | None:
+        if self._sched_cls is None:
+            return None
+        return {"cls": self._sched_cls, "steps_total": self._sched_steps}
+
+    def _light_fields(self, s: int) -> dict:
+        """Fields of a step event that no probe sampled (counters, LRs; the loss is added
+        at read-back)."""
+        return dict(backward_total=s, grad_norm=None, grad_nonfinite=None, lr=self._lrs(),
+                    layer_norms=None, update_ratio=None, no_optim=None, with_grad=None, no_grad=None,
+                    eval_modules=None, norm_modules=None, scale=None, sampled=False,
+                    grad_before_backward=None, backwards_since_step=None, lr_applied=None,
+                    scheduler=self._scheduler_field())
 
     def _coop_pause(self, where: str) -> None:
         """Cooperative pause (distributed runs): while the supervisor's pause file exists,
@@ -1551,11 +1708,7 @@ class Shim:
     def _lrs(self) -> list:
         out = []
         for o in list(self._optims):
-            for g in o.param_groups:
-                lr = g.get("lr")
-                if isinstance(lr, torch.Tensor):
-                    lr = float(lr) if lr.device.type == "cpu" else None
-                out.append(lr)
+            out += _group_lrs(o)
         return out
 
     # =====================================================================================
@@ -1670,10 +1823,8 @@ class Shim:
             self._emit_recs(recs, per)
         for s in sorted(light):
             f = dict(base)
-            f.update(loss=loss_vals.get(s), backward_total=s, grad_norm=None, grad_nonfinite=None, lr=self._lrs(),
-                     layer_norms=None, update_ratio=None, no_optim=None, with_grad=None, no_grad=None,
-                     eval_modules=None, norm_modules=None, scale=None, sampled=False,
-                     loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
+            f.update(self._light_fields(s))
+            f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
             self._emit("step", step=s, **f)
         self.sampler.spend("readback", self._clock() - t0)
 

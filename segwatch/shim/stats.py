@@ -170,6 +170,17 @@ def host_oor_values(lab: torch.Tensor, num_classes: int, ignore: int | None, top
 
 # ---------------------------------------------------------------------------------------
 # inputs
+def probability_signature(logits: torch.Tensor) -> torch.Tensor:
+    """[min, max, max |sum over the class dim - 1|] of (a subsample of) the logits: values
+    in [0, 1] that sum to 1 per pixel are probabilities (softmax applied before the loss)."""
+    x = logits.detach()
+    if x.dtype != torch.float32 and x.dtype != torch.float64:
+        x = x.float()
+    mn, mx = torch.aminmax(x)
+    dev = (x.sum(1) - 1).abs().amax()
+    return torch.stack([mn, mx, dev.to(mn.dtype)])
+
+
 def subsample_stride(shape, max_elems: int) -> int:
     """Smallest spatial stride s such that prod(shape) / s**2 <= max_elems."""
     n = 1
