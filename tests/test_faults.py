@@ -51,8 +51,11 @@ def test_every_finding_id_but_dist_has_a_fault_script():
 
     covered = {i for spec in TABLE.values() for i in spec["expected"]}
     wanted = {i for i in FINDING_IDS if not i.startswith("dist.")}
-    assert wanted - covered == set()
     assert covered - set(FINDING_IDS) == set(), "EXPECTED.yaml names unknown ids"
+    # the late zoo (tests/faults_late, tests/test_faults_late.py) covers the slow-burn ids
+    late = " ".join(ast.get_docstring(ast.parse(p.read_text())) or "" for p in (ROOT / "tests" / "faults_late").glob("*.py"))
+    covered |= {i for i in wanted if i in late}
+    assert wanted - covered == set()
     assert len([n for n, s in TABLE.items() if s["healthy"]]) >= 3
 
 

@@ -1093,3 +1093,129 @@ def test_misaligned_judged_like_against_like():
     assert "label.misaligned" not in run((64, 64), 3000).findings       # same size, padded with ignore
     f = run((64, 64), 300).findings["label.misaligned"]        # like against like: it is real
     assert f.evidence["align_train"] == pytest.approx(0.66) and f.evidence["align_val"] == pytest.approx(0.995)
+
+
+# --------------------------------------------------------------------------- issue 15: new ids
+def test_grads_accumulate_fires_without_zero_grad_and_not_on_intended_accumulation():
+    # zero_grad() never called: every sampled first backward after a step finds gradients
+    r = Run()
+    for s in range(1, 200):
+        leftover = 0.0 if s == 1 else 3.0 + 0.01 * s
+        r.step(s, grad_before_backward=leftover if s % 16 == 1 else None, backwards_since_step=1)
+    st, _ = feed(r.events, cfg())
+    f = st.findings["optim.grads_accumulate"]
+    assert f.severity == "error" and f.first_step == 49 and f.evidence["samples"] >= 3
+    # accumulation over k=4 backwards, reset after each step: the first backward starts at 0
+    r = Run()
+    for s in range(1, 400):
+        k = (s - 1) % 4 + 1
+        r.step(s, skipped=k != 4, backwards_since_step=k,
+               grad_before_backward=(0.0 if k == 1 else None) if s % 16 in (1, 2, 3, 4) else None)
+    st, _ = feed(r.events, cfg())
+    assert "optim.grads_accumulate" not in st.findings
+    # one odd measurement (a script that calls zero_grad late once) is not enough
+    r = Run()
+    for s in range(1, 200):
+        r.step(s, backwards_since_step=1, grad_before_backward=(2.0 if s == 33 else 0.0) if s % 16 == 1 else None)
+    assert "optim.grads_accumulate" not in feed(r.events, cfg())[0].findings
+
+
+def _lr_run(lr_at, steps=640, sched=None, every=1, applied_at=None):
+    r = Run()
+    for s in range(1, steps + 1):
+        if s % every and s > 3:
+            continue
+        f = {"scheduler": sched(s) if sched else None}
+        if applied_at is not None and s <= 3:
+            f["lr_applied"] = [applied_at(s)]
+        r.step(s, loss=1.0, lr=(lr_at(s),), **f)
+    return r
+
+
+def test_lr_schedule_quiet_on_warmup_poly_and_cosine_to_zero():
+    base = 3e-3
+    warm_poly = lambda s: base * s / 50 if s <= 50 else base * (1 - (s - 50) / 590) ** 0.9  # noqa: E731
+    cosine = lambda s: base * 0.5 * (1 + math.cos(math.pi * s / 640))  # noqa: E731
+    for fn in (warm_poly, cosine, lambda s: base):
+        st, _ = feed(_lr_run(fn, applied_at=fn).events, cfg())
+        assert "optim.lr_schedule" not in st.findings, st.findings.get("optim.lr_schedule")
+    # a long cosine (20k steps) ends its last 2 % below 1e-3 of the peak: still quiet
+    long_cos = lambda s: base * 0.5 * (1 + math.cos(math.pi * s / 20000))  # noqa: E731
+    st, _ = feed(_lr_run(long_cos, steps=20000, every=32).events, cfg())
+    assert "optim.lr_schedule" not in st.findings
+
+
+def test_lr_schedule_epoch_scheduler_stepped_per_iteration():
+    base = 3e-3
+    step_lr = lambda s: base * 0.1 ** (s // 30)  # noqa: E731  StepLR(step_size=30) per iteration
+    st, _ = feed(_lr_run(step_lr, sched=lambda s: {"cls": "StepLR", "steps_total": s}).events, cfg())
+    f = st.findings["optim.lr_schedule"]
+    assert f.first_step == 60 and f.evidence["scheduler"] == "StepLR" and "every iteration" in f.evidence["why"]
+    assert f.evidence["lr_history"] and f.severity == "warning"
+    assert "StepLR" in f.advice("zh") or "StepLR" in f.to_dict("zh")["advice"]
+    # the same scheduler stepped once per epoch of 100 iterations: quiet
+    st, _ = feed(_lr_run(lambda s: base * 0.1 ** (s // 3000), sched=lambda s: {"cls": "StepLR", "steps_total": s // 100}
+                         ).events, cfg())
+    assert "optim.lr_schedule" not in st.findings
+
+
+def test_lr_schedule_near_zero_while_training_goes_on():
+    base = 3e-3
+    st, _ = feed(_lr_run(lambda s: base if s < 300 else 1e-9, sched=None).events, cfg())
+    f = st.findings["optim.lr_schedule"]
+    assert f.first_step == 400 and f.evidence["below_since"] == 300 and f.evidence["peak_lr"] == base
+
+
+def test_lr_schedule_lr_set_after_step_skips_the_warmup():
+    # the guide's fork: step 1 runs at the base LR, step 2 at 0, then the warm-up
+    base = 8e-5
+    warm = lambda s: base * min(1.0, (s - 1) / 100)  # noqa: E731  what the script means to set
+    applied = lambda s: base if s == 1 else warm(s - 1)  # noqa: E731
+    st, _ = feed(_lr_run(warm, steps=50, applied_at=applied).events, cfg())
+    f = st.findings["optim.lr_schedule"]
+    assert f.evidence["lr_applied_steps_1_3"] == [base, 0.0, pytest.approx(base / 100)]
+    assert f.first_step == 3
+    # a warm-up stepped properly (scheduler.step() after optimizer.step()) is quiet
+    st, _ = feed(_lr_run(lambda s: base * s / 100, steps=50, applied_at=lambda s: base * s / 100).events, cfg())
+    assert "optim.lr_schedule" not in st.findings
+
+
+def test_output_is_probability():
+    def run(vr, dev, n=40):
+        r = Run()
+        for s in range(1, n):
+            e = r.preds(s, np.ones(C, int) * 10)
+            e["value_range"], e["channel_sum_dev"] = vr, dev
+            r.step(s)
+        return feed(r.events, cfg())[0]
+
+    f = run([0.0, 0.93], 2e-7).findings["model.output_is_probability"]
+    assert f.severity == "error" and f.first_step == 3
+    assert "model.output_is_probability" not in run([-7.2, 9.1], 40.0).findings      # logits
+    assert "model.output_is_probability" not in run([0.0, 0.9], 3.5).findings        # sigmoid, multi-label
+    assert "model.output_is_probability" not in run(None, None).findings             # not measured
+
+
+def test_label_single_value_scaled_labels_vs_healthy_and_few_classes():
+    def run(train_hist, val_hist, n=12):
+        r = Run()
+        for s in range(1, n):
+            r.batch(s, hist=train_hist(s))
+            r.step(s)
+        for i in range(3):
+            r.batch(n, phase="val", hist=val_hist, index=i)
+        return feed(r.events, cfg())[0]
+
+    rng = np.random.RandomState(0)
+    zeros = np.zeros(C, dtype=np.int64)
+    zeros[0], zeros[1] = 8000, 200                 # ToTensor /255: ids -> 0, ignore 255 -> 1
+    f = run(lambda s: zeros, label_hist(rng)).findings["label.single_value"]
+    assert f.severity == "error" and f.evidence["train_values"] == [0, 1] and f.evidence["val_classes"] >= 6
+    # a healthy early batch of two classes among diverse ones: quiet
+    two = np.zeros(C, dtype=np.int64)
+    two[[0, 3]] = 4000
+    st = run(lambda s: two if s == 5 else label_hist(rng), label_hist(rng))
+    assert "label.single_value" not in st.findings
+    # a dataset with two classes (binary segmentation): evaluation holds two as well
+    st = run(lambda s: two, two)
+    assert "label.single_value" not in st.findings

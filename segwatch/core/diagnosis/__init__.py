@@ -56,6 +56,16 @@ model.eval_mode_in_training    eval_modules > 0 in 2 consecutive samples (error 
 model.pretrained_not_loaded    a state_dict event with loaded / total < 0.5
 model.frozen                   trainable < 10 % of params; or > 75 % of parameter tensors
                                without gradient (some with) in 3 consecutive samples
+optim.grads_accumulate         grad_before_backward > 0 at the first backward after a step, on
+                               >= 3 of the last <= 8 measured steps (>= 80 %)
+optim.lr_schedule              LR < 1e-3 x peak for >= 100 steps and >= 5 % of the run before;
+                               StepLR/MultiStepLR/ExponentialLR stepped per optimizer step with
+                               LR <= 1e-2 x peak early; lr_applied at steps 1-3: peak, < 0.1x,
+                               rising (LR set after step())
+model.output_is_probability    training preds: value_range in [0, 1] and channel_sum_dev < 1e-3
+                               on 3 consecutive samples
+label.single_value             the last 4 sampled training batches hold <= 2 label values
+                               together while validation labels hold >= max(4, 2n + 2) classes
 data.nonfinite                 any input with nonfinite > 0
 data.not_normalized            a float, non-label input with |min|/|max| > 20 or |mean| > 10
 dist.*                         grad norms differ > 5 % across ranks (3 steps); identical
@@ -68,9 +78,11 @@ from .base import Rule
 from .data import DataNonfinite, DataNotNormalized
 from .dist import DistRankDivergence, DistRankSilent, DistSameBatches
 from .labels import (LabelAllIgnored, LabelClassImbalance, LabelIgnoreMismatch, LabelInterpolated,
-                     LabelMisaligned, LabelOutOfRange, LabelShapeMismatch)
+                     LabelMisaligned, LabelOutOfRange, LabelShapeMismatch, LabelSingleValue)
 from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouRegressed, MetricMiouStuck,
                      MetricScriptDisagrees, MetricSingleClassSignature)
+from .optim import OptimGradsAccumulate, OptimLrSchedule
+from .outputs import ModelOutputIsProbability
 from .preds import PredCollapse, PredLowDiversity
 from .training import (ConfigNumClassesMismatch, GradExploding, GradNonfinite, GradVanishing,
                        LossDiverging, LossNonfinite, LossPlateau, ModelEvalModeInTraining,
@@ -90,6 +102,7 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     LabelInterpolated,
     LabelMisaligned,
     LabelClassImbalance,
+    LabelSingleValue,
     LossNonfinite,
     LossPlateau,
     LossDiverging,
@@ -99,7 +112,10 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     OptimLrSuspicious,
     OptimParamsNotStepped,
     OptimStepsSkipped,
+    OptimGradsAccumulate,
+    OptimLrSchedule,
     ModelEvalModeInTraining,
+    ModelOutputIsProbability,
     MetricSingleClassSignature,   # before PredCollapse, which reads its script-side verdict
     PredCollapse,
     PredLowDiversity,

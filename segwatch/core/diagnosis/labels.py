@@ -367,3 +367,63 @@ class LabelClassImbalance(Rule):
             "class": c, "class_name": state.class_name(c), "share": r4(share),
             "batches": self._n, "labelled_pixels": tot,
         })
+
+
+#: label.single_value: the last this many sampled training batches ...
+SINGLE_BATCHES = 4
+#: ... hold at most this many distinct label values together ...
+SINGLE_MAX_VALUES = 2
+#: ... while the evaluation labels hold at least this many classes (and 2x + 2 of them)
+SINGLE_VAL_MIN = 4
+
+
+class LabelSingleValue(Rule):
+    """Training labels hold one or two values over several batches while the evaluation
+    labels hold many: the training labels were scaled (ToTensor's /255 turns class ids
+    into 0) or mis-decoded (a palette PNG read as grey). Datasets with few classes never
+    fire (their evaluation labels do not hold many), nor does one odd batch."""
+    id = "label.single_value"
+    events = ("batch",)
+
+    def __init__(self) -> None:
+        self._recent: deque = deque(maxlen=SINGLE_BATCHES)   # (step, set of values)
+
+    @staticmethod
+    def _values(state, lab: dict) -> set | None:
+        h = lab.get("hist")
+        if not isinstance(h, list):
+            return None
+        vals = {i for i, c in enumerate(h) if (fint(c) or 0) > 0}
+        ig = state.effective_ignore
+        oor = lab.get("oor")
+        if isinstance(oor, dict):
+            for k, c in oor.items():
+                v = fint(k)
+                if v is not None and (fint(c) or 0) > 0 and v != ig:
+                    vals.add(v)
+        frac = fint(lab.get("fractional")) or 0
+        if frac > 0:
+            vals.add("fractional")
+        return vals
+
+    def check(self, state, ev):
+        lab = ev.get("labels")
+        if ev.get("phase") == "train" and isinstance(lab, dict):
+            vals = self._values(state, lab)
+            if vals is None:
+                return None
+            self._recent.append((fint(ev.get("step")) or 0, vals))
+        if len(self._recent) < SINGLE_BATCHES:
+            return None
+        union = set().union(*(v for _, v in self._recent))
+        if not union or len(union) > SINGLE_MAX_VALUES:
+            return None
+        vh = state.val_label_hist
+        nval = int(np.count_nonzero(vh)) if vh.size else 0
+        if nval < max(SINGLE_VAL_MIN, 2 * len(union) + 2):
+            return None
+        return self.make(state, ev, {
+            "why": "training labels hold only these values while evaluation labels hold many classes",
+            "train_values": sorted(union, key=str), "train_batches": len(self._recent),
+            "since_step": self._recent[0][0], "val_classes": nval,
+        }, severity="error", phase="train", step=self._recent[-1][0])
