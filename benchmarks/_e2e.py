@@ -1,0 +1,208 @@
+"""End-to-end overhead: ``segwatch run --headless train.py`` against ``python train.py``.
+
+The whole process is timed, from launch to exit: python start-up, the supervisor, the
+shim's import and discovery, every evaluation pass and the final report. The training is
+the overhead bench's tiny CPU segmentation net (two strided conv+BN+ReLU blocks and a 1x1
+head, batch 4x3x96x96, 37 classes) for ``steps`` optimizer steps, with an evaluation pass
+(8 batches, the script prints its mIoU) every 250 steps and at the end.
+
+Plain and segwatch runs alternate, the order swapped each round; the ratio is the median
+over rounds of (segwatch wall / plain wall of the same round).
+
+    python benchmarks/_e2e.py [--steps 1000] [--rounds 3]
+
+``measure_e2e(steps, rounds)`` returns the ratio; benchmarks/overhead.py imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAIN_SCRIPT = r'''
+import sys, time
+t_start = time.perf_counter()
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+C = 37
+STEPS = int(sys.argv[1])
+THREADS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+EVAL_EVERY = 250
+torch.manual_seed(0)
+torch.set_num_threads(THREADS)
+
+
+class TinySeg(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.head = nn.Conv2d(32, C, 1)
+
+    def forward(self, x):
+        y = self.head(self.enc2(self.enc1(x)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def loader(n, seed, shuffle):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randn(n, 3, 96, 96, generator=g)
+    # labels follow the image (a learnable task): class from the mean of a blurred channel
+    labs = ((F.avg_pool2d(imgs[:, :1], 9, 1, 4) * 60).long() % C).squeeze(1)
+    return DataLoader(TensorDataset(imgs, labs), batch_size=4, shuffle=shuffle)
+
+
+def evaluate(model, val):
+    model.eval()
+    inter = torch.zeros(C)
+    union = torch.zeros(C)
+    with torch.no_grad():
+        for img, lab in val:
+            pred = model(img).argmax(1)
+            for c in range(C):
+                p, t = pred == c, lab == c
+                inter[c] += (p & t).sum()
+                union[c] += (p | t).sum()
+    model.train()
+    present = union > 0
+    return float((inter[present] / union[present]).mean() * 100)
+
+
+model = TinySeg()
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+crit = nn.CrossEntropyLoss(ignore_index=255)
+train, val = loader(64, 0, True), loader(32, 1, False)
+step = 0
+while step < STEPS:
+    for img, lab in train:
+        loss = crit(model(img), lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % EVAL_EVERY == 0 or step == STEPS:
+            print(f"step {step} loss {loss.item():.4f} mIoU: {evaluate(model, val):.2f}", flush=True)
+        if step >= STEPS:
+            break
+print(f"train_s {time.perf_counter() - t_start:.3f}", flush=True)
+'''
+
+
+def _write_script(folder: Path) -> Path:
+    path = folder / "e2e_train.py"
+    path.write_text(TRAIN_SCRIPT)
+    return path
+
+
+def _config(folder: Path) -> Path:
+    path = folder / "e2e.yaml"
+    path.write_text("dataset: {num_classes: 37, ignore_index: 255}\n")
+    return path
+
+
+def _timed(cmd: list[str], cwd: Path) -> dict:
+    """Run ``cmd`` to its end. Returns ``wall`` (seconds), ``cpu`` (CPU seconds of the whole
+    process tree), ``top_cpu`` (CPU seconds of the top process alone: the supervisor under
+    segwatch, sampled until it exits) and ``train`` (the ``train_s`` the script prints)."""
+    import psutil
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    top_cpu = 0.0
+    try:
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                ct = ps.cpu_times()
+                top_cpu = ct.user + ct.system
+            except psutil.Error:
+                break
+            time.sleep(0.1)
+    except psutil.Error:
+        pass
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.decode(errors='replace')[-2000:]}")
+    text = out.decode(errors="replace")
+    log = cwd / "run" / "stdout.log"   # under segwatch the child's stdout is also kept in the run dir
+    if "train_s " not in text and log.exists():
+        text = log.read_text()
+    train = None
+    for line in text.splitlines():
+        if line.startswith("train_s "):
+            train = float(line.split()[1])
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"wall": wall, "cpu": cpu, "top_cpu": top_cpu, "train": train}
+
+
+def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threads: int = 1) -> float:
+    """Median over rounds of (wall of ``segwatch run --headless`` / wall of ``python``)."""
+    ratios: list[float] = []
+    runs: dict[str, list[dict]] = {"plain": [], "segwatch": []}
+    with tempfile.TemporaryDirectory(prefix="segwatch-e2e-") as tmp:
+        folder = Path(tmp)
+        script = _write_script(folder)
+        cfg = _config(folder)
+        run_dir = folder / "run"
+        cmds = {
+            "plain": [sys.executable, str(script), str(steps), str(threads)],
+            "segwatch": [sys.executable, "-m", "segwatch", "run", "--headless", "--config", str(cfg),
+                         "--run-dir", str(run_dir), str(script), "--", str(steps), str(threads)],
+        }
+        for r in range(rounds):
+            order = ("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")
+            this: dict[str, dict] = {}
+            for mode in order:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                this[mode] = _timed(cmds[mode], folder)
+                runs[mode].append(this[mode])
+            ratios.append(this["segwatch"]["wall"] / this["plain"]["wall"])
+            if verbose:
+                print(f"  round {r + 1}: plain {this['plain']['wall']:.2f} s, segwatch {this['segwatch']['wall']:.2f} s,"
+                      f" ratio {ratios[-1]:.3f}", flush=True)
+    ratio = statistics.median(ratios)
+    if verbose:
+        def med(mode: str, key: str) -> float:
+            vals = [x[key] for x in runs[mode] if x[key] is not None]
+            return statistics.median(vals) if vals else float("nan")
+
+        pw, sw = med("plain", "wall"), med("segwatch", "wall")
+        pt, st = med("plain", "train"), med("segwatch", "train")
+        print(f"  median wall:  plain {pw:.2f} s, segwatch {sw:.2f} s")
+        print(f"  script body (import torch .. exit, timed by the script): plain {pt:.2f} s, "
+              f"under the shim {st:.2f} s (ratio {st / pt:.3f})")
+        print(f"  outside the script body (interpreter, shim import, supervisor start/end, report): "
+              f"plain {pw - pt:.2f} s, segwatch {sw - st:.2f} s")
+        print(f"  CPU seconds, whole tree: plain {med('plain', 'cpu'):.2f}, segwatch {med('segwatch', 'cpu'):.2f}"
+              f" (of which the supervisor process {med('segwatch', 'top_cpu'):.2f})")
+    return ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in the training (default 1)")
+    a = ap.parse_args(argv)
+    print(f"end to end: {a.steps} steps, {a.rounds} rounds (plain and segwatch alternating), "
+          f"{a.threads} torch thread(s), {os.cpu_count()} CPUs", flush=True)
+    ratio = measure_e2e(a.steps, a.rounds, verbose=True, threads=a.threads)
+    print(f"end-to-end ratio: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
