@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from rich.console import Console
 
 from segwatch.protocol import make_event, read_events
@@ -17,6 +18,7 @@ from segwatch.tui import SegwatchApp, screenshot
 from segwatch.tui.app import TABS, ConfirmKill, HelpScreen
 from segwatch.tui.messages import EventsArrived
 from segwatch.tui.panels.base import Panel
+from segwatch.tui.widgets import Plot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / "tests" / "data" / "recorded_run"
@@ -377,6 +379,77 @@ async def test_a_value_that_stops_being_refreshed_is_shown_with_its_age():
         await pilot.press("4")                                       # Preds: the source and its step
         await pilot.pause(0.2)
         assert "training sample @ step 82" in screen_text(app)
+
+
+def _close(a: str, b: str, rel: float = 0.01) -> bool:
+    x, y = float(a.replace(",", "")), float(b.replace(",", ""))
+    return abs(x - y) <= rel * max(abs(x), abs(y), 1e-12)
+
+
+def _healthy_stream() -> list[dict]:
+    from test_state import healthy_run
+
+    return healthy_run(steps=130, eval_every=100).events
+
+
+@pytest.mark.parametrize("stream", ["recorded", "healthy"])
+async def test_header_checklist_and_panels_agree_at_every_frame(stream):
+    """A run replayed frame by frame (the recorded collapse; a synthetic healthy run whose
+    evaluation sees more classes than the training samples that follow it): at each frame
+    the header's numbers, the checklist's evidence, the Loss panel and the Preds panel
+    quote the same readings."""
+    import re
+
+    events = recorded() if stream == "recorded" else _healthy_stream()
+    app = SegwatchApp(events=[], live=False)
+    checked = {"preds_quoted": 0, "loss": 0, "grad": 0, "lr": 0, "preds_panel": 0}
+    async with app.run_test(size=(120, 40)) as pilot:
+        for start in range(0, len(events), 8):
+            app.ingest(events[start:start + 8], notify=False)
+            app.refresh_view(force=True)
+            await pilot.pause()
+            over = screen_text(app)
+            key = next((ln for ln in over.splitlines() if ln.startswith(" loss ")), None)
+            if key is None:
+                continue
+            m = re.search(r"loss (\S+)(?: @ step \d+)?  grad (\S+)(?: @ step \d+)?  lr (\S+)(?: @ step \d+)?"
+                          r"  pred classes (\S+?)(?:/\d+)?(?:  dominant ([\d.]+)% (.+?))?(?: @ step \d+)?\s*$", key)
+            assert m, key
+            loss, grad, lr, k, share, dom = m.groups()
+            rows = {ln.split("  ")[0].strip()[2:]: ln for ln in over.splitlines() if ln[:3] in (" ✓ ", " ! ", " ✗ ", " · ")}
+            div = rows["predictions are diverse"]
+            q = re.search(r"(\d+) classes (?:in the last training sample|predicted at evaluation)", div)
+            if q:
+                assert q.group(1) == k, (key, div)
+                checked["preds_quoted"] += 1
+            c = re.search(r"class \d+ \((.+?)\) is", div)
+            if c and dom:
+                assert c.group(1) == dom, (key, div)
+            q = re.search(r"loss ([-\d.e+]+), (?:down|not falling)", rows["loss is falling"])
+            if q and loss != "–":
+                assert _close(q.group(1), loss), (key, rows["loss is falling"])
+                checked["loss"] += 1
+            q = re.search(r"grad norm ([-\d.e+]+) \(range", rows["gradient norm in range"])
+            if q and grad != "–":
+                assert _close(q.group(1), grad, 0.02), (key, rows["gradient norm in range"])
+                checked["grad"] += 1
+            q = re.search(r"lr ([-\d.e+]+) \(", rows["learning rate is sensible"])
+            if q and lr != "–":
+                assert _close(q.group(1), lr), (key, rows["learning rate is sensible"])
+                checked["lr"] += 1
+            # the Loss and Preds panels, drawn from the same state (hidden tabs: drawn directly)
+            for pane in ("loss", "preds"):
+                app.query_one(f"#panel-{pane}", Panel).update_panel(app.state, app.view)
+            if loss != "–":
+                assert app.query_one("#loss-plot", Plot)._note == f"last {loss}", key
+            if grad != "–":
+                assert app.query_one("#grad-plot", Plot)._note == f"last {grad}", key
+            dominant = app.query_one("#pred-dominant").render().plain
+            p = re.search(r"dominant class \d+ (.+?) at ([\d.]+)%   classes predicted (\d+)", dominant)
+            if k != "–":
+                assert p and (p.group(1), p.group(2), p.group(3)) == (dom, share, k), (key, dominant)
+                checked["preds_panel"] += 1
+    assert all(n >= 3 for n in checked.values()), checked
 
 
 # ------------------------------------------------------------------ helpers

@@ -25,7 +25,7 @@ _UI: dict[str, tuple[str, str]] = {
     "h.inputs": ("Inputs (last sampled batch)", "输入（最近采样的batch）"),
     "h.loss": ("Loss", "Loss"),
     "h.grad": ("Gradient norm (log scale)", "梯度总范数（对数坐标）"),
-    "h.layers": ("Per-layer gradient norms (last step)", "各层梯度范数（最近一步）"),
+    "h.layers": ("Per-layer gradient norms (last sampled step)", "各层梯度范数（最近采样的一步）"),
     "h.pred_unique": ("Predicted classes per sample", "每次采样预测的类别数"),
     "h.dominant": ("Dominant class share", "最多类别的像素占比"),
     "h.pred_vs_gt": ("Predicted vs ground-truth class distribution (last sample)",
