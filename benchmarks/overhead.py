@@ -1,15 +1,25 @@
-"""Overhead of the shim on a tiny CPU segmentation training.
+"""Overhead and coverage of the shim on a CPU segmentation training.
 
 The same training runs in one process, in interleaved blocks: plain (no hooks), under the
 shim at default settings, and under the shim in debug mode (every probe every step). The
 shim is installed and uninstalled in-process between blocks (``Shim.install()`` /
 ``Shim.uninstall(finish=False)``, a null emitter), so machine noise hits all three alike.
 Each shim mode keeps its own ``Shim`` across its blocks (its sampler state carries over, as
-in one long run) and is warmed up before measuring. Reported: median step time per mode.
+in one long run) and is warmed up before measuring. Reported:
 
-    python benchmarks/overhead.py [--rounds 8] [--steps 30]
+* median step time per mode, and the per-round ratios to plain;
+* per-probe cost: the shim's own timing of each probe (µs per sampled call, from the debug
+  shim that samples every step) and its cost per training step at the default schedule
+  (cost / interval);
+* coverage: the largest gap in steps between two samples of each probe after the dense
+  start, at default settings (``sampling.max_interval`` = 32 is the floor);
+* end to end: ``benchmarks/_e2e.py``'s ``measure_e2e`` (whole-process wall ratio of
+  ``segwatch run --headless`` vs ``python train.py`` on 1,000 steps), when it exists.
 
-Last line: ``overhead ratio default: X, debug: Y`` (ratios of median step times to plain).
+    python benchmarks/overhead.py [--net tiny|unet] [--rounds 60] [--steps 10] [--no-e2e]
+
+``--net unet``: a ~31M-parameter UNet (4 levels, 64..1024 channels), batch 2x3x64x64.
+Last line: ``overhead ratio default: X (largest probe gap G steps), end to end: Y``.
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from segwatch.shim import NullEmitter, Shim
+from segwatch.shim.sampler import PROBES
 
 C = 37
 
@@ -40,11 +51,41 @@ class TinySeg(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def make_loader(n: int = 64) -> DataLoader:
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """The classic UNet (64, 128, 256, 512, 1024 channels): ~31M parameters."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        ch = [width * 2 ** i for i in range(5)]
+        self.downs = nn.ModuleList([_block(3, ch[0])] + [_block(ch[i], ch[i + 1]) for i in range(4)])
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(4))])
+        self.decs = nn.ModuleList([_block(ch[i] * 2, ch[i]) for i in reversed(range(4))])
+        self.head = nn.Conv2d(ch[0], C, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, d in enumerate(self.downs):
+            x = d(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.ups, self.decs):
+            x = dec(torch.cat([up(x), skips.pop()], 1))
+        return self.head(x)
+
+
+NETS = {"tiny": (TinySeg, 4, 96), "unet": (UNet, 2, 64)}
+
+
+def make_loader(batch: int, size: int, n: int = 64) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    imgs = torch.randn(n, 3, 96, 96, generator=g)
-    labs = torch.randint(0, C, (n, 96, 96), generator=g)
-    return DataLoader(TensorDataset(imgs, labs), batch_size=4, shuffle=False)
+    imgs = torch.randn(n, 3, size, size, generator=g)
+    labs = torch.randint(0, C, (n, size, size), generator=g)
+    return DataLoader(TensorDataset(imgs, labs), batch_size=batch, shuffle=False)
 
 
 def run_block(model, opt, loader, steps: int, times: list[float]) -> None:
@@ -65,24 +106,57 @@ def run_block(model, opt, loader, steps: int, times: list[float]) -> None:
         times.append(time.perf_counter() - t0)
 
 
+def end_to_end(steps: int) -> str:
+    """``benchmarks/_e2e.py``'s ratio, or "n/a" when that module is missing or fails."""
+    try:
+        sys.path.insert(0, __file__.rsplit("/", 1)[0])
+        from _e2e import measure_e2e          # noqa: PLC0415 (optional, imported lazily)
+    except Exception:
+        return "n/a"
+    try:
+        return f"{measure_e2e(steps=steps):.3f}"
+    except Exception as exc:
+        print(f"  end to end: failed ({type(exc).__name__}: {exc})")
+        return "n/a"
+
+
+def cost_table(shims: dict[str, Shim]) -> list[str]:
+    dbg, dflt = shims["debug"].sampler, shims["default"].sampler
+    iv = dflt.intervals()
+    rows = [f"  {'probe':9s} {'µs/sampled call':>16s} {'default interval':>17s} {'µs/step at default':>19s}"]
+    for p in PROBES:
+        c = dbg.cost[p]
+        per_call = f"{c * 1e6:16.1f}" if c is not None else f"{'-':>16s}"
+        per_step = f"{c * 1e6 / iv[p]:19.2f}" if c is not None else f"{'-':>19s}"
+        rows.append(f"  {p:9s} {per_call} {iv[p]:17d} {per_step}")
+    base = dflt.last_base
+    rows.append(f"  base (unsampled hooks, every step): {base * 1e6:.1f} µs/step" if base is not None else
+                "  base: -")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--net", choices=sorted(NETS), default="tiny")
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--e2e-steps", type=int, default=1000)
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end measurement")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    model = TinySeg()
+    net_cls, batch, size = NETS[a.net]
+    model = net_cls()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = make_loader()
+    loader = make_loader(batch, size)
     config = {"dataset": {"num_classes": C, "ignore_index": 255}, "sampling": {"overhead_budget": 0.01}}
     shims = {"default": Shim(NullEmitter(), config, debug=False, script=__file__),
              "debug": Shim(NullEmitter(), config, debug=True, script=__file__)}
     times: dict[str, list[float]] = {"plain": [], "default": [], "debug": []}
 
     # warm-up: torch kernels, then each shim past its dense start
-    run_block(model, opt, loader, 10, [])
+    run_block(model, opt, loader, 3 if a.net == "unet" else 10, [])
     for name, s in shims.items():
         s.install()
         run_block(model, opt, loader, a.warmup, [])
@@ -108,19 +182,29 @@ def main(argv=None) -> int:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     d = shims["default"]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch 4x3x96x96, {C} classes, "
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, net {a.net} ({n_params / 1e6:.1f}M params), "
+          f"batch {batch}x3x{size}x{size}, {C} classes, "
           f"{a.rounds} rounds x {a.steps} steps per mode (interleaved, order rotated)")
     for k in ("plain", "default", "debug"):
         print(f"  {k:8s} median step {med[k] * 1e3:8.3f} ms")
     share = d.sampler.share_total()
     print(f"  default: shim's own measured share {share:.4f} (budget {d.sampler.budget}), "
-          f"intervals {d.sampler.intervals()}")
+          f"intervals {d.sampler.intervals()}, over budget: {d.sampler.over_budget}")
+    print("  per-probe cost (the shim's own timing):")
+    for row in cost_table(shims):
+        print(row)
+    gaps = d.sampler.gaps()
+    print(f"  coverage at default: largest gap between two samples after the dense start {gaps} "
+          f"(floor {d.sampler.max_interval})")
     print("  ratio = median over rounds of (median step of the mode / median plain step of the same round)")
     for k in ("default", "debug"):
         q = statistics.quantiles(ratios[k], n=4)
         print(f"  {k:8s} per-round ratio quartiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
-    print(f"overhead ratio default: {statistics.median(ratios['default']):.3f}, "
-          f"debug: {statistics.median(ratios['debug']):.3f}")
+    print(f"  overhead ratio debug: {statistics.median(ratios['debug']):.3f}")
+    e2e = "n/a" if a.no_e2e else end_to_end(a.e2e_steps)
+    print(f"overhead ratio default: {statistics.median(ratios['default']):.3f} "
+          f"(largest probe gap {max(gaps.values())} steps), end to end: {e2e}")
     return 0
 
 
