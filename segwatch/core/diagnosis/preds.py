@@ -243,8 +243,8 @@ class PredCollapse(Rule):
             self._evals = None
             return None
         c = d["class"]
-        if self._evals is None or self._evals["class"] != c:
-            self._evals = {"class": c, "first": step, "n": 0}
+        if self._evals is None:   # consecutive collapsed evaluations, to whichever class
+            self._evals = {"first": step, "n": 0}
         self._evals["n"] += 1
         evidence = {
             "source": "evaluation confusion matrix",
@@ -274,7 +274,9 @@ class PredCollapse(Rule):
                 return None  # one young evaluation is not a verdict
             evidence = dict(e["evidence"], verdict="the run ended collapsed",
                             since_step=e["first"])
-            return self.make(state, ev, evidence, phase="val", step=e["first"])
+            f = self.make(state, ev, evidence, phase="val", step=e["first"])
+            f.last_step = int(last.get("step") or e["first"])
+            return f
         t = self._tail
         if t is None or own_eval_seen(state):
             return None  # the last evaluation was diverse: it has the last word
@@ -284,7 +286,9 @@ class PredCollapse(Rule):
             return None
         evidence = self._train_evidence(state, t["ev"], t["d"], t["first"], t["n"], t["min_share"])
         evidence["verdict"] = "the run ended collapsed"
-        return self.make(state, ev, evidence, phase="train", step=t["first"])
+        f = self.make(state, ev, evidence, phase="train", step=t["first"])
+        f.last_step = int(t["last"])
+        return f
 
 
 class PredLowDiversity(Rule):
