@@ -174,8 +174,9 @@ class PolicyConfig:
 
     - ``on_collapse``: action when ``pred.collapse`` is raised: warn, pause or kill.
     - ``on_nonfinite``: action when the loss or a gradient is NaN/Inf: warn, pause or kill.
-    - ``grace_steps``: training steps before collapse findings may fire (early training
-      often predicts one class briefly).
+    - ``grace_steps``: training steps before collapse findings may fire mid-run (early
+      training often predicts one class briefly); a run that ends collapsed is reported
+      when it ends, however short.
     """
 
     on_collapse: str = _f(
@@ -184,7 +185,9 @@ class PolicyConfig:
         "warn", "choice", "Action on `loss.nonfinite` / `grad.nonfinite`.",
         choices=POLICY_ACTIONS)
     grace_steps: int = _f(
-        100, "int", "Training steps before `pred.collapse` may fire (>= 0).")
+        100, "int",
+        "Training steps before `pred.collapse` may fire mid-run (>= 0); a run that ends "
+        "collapsed is reported at its end.")
 
 
 @dataclass
