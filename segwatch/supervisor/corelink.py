@@ -122,23 +122,50 @@ def new_state(config: Any = None, lang: str = "en"):
 
 
 class SafeState:
-    """Wraps a RunState: ingest errors are counted (and the first few kept), never raised."""
+    """Wraps a RunState: ingest errors are counted (and the first few kept), never raised.
+
+    The RunState (and with it core and numpy, a few hundred ms of imports) is built at the
+    first use that needs it, not at construction: the supervisor constructs its state before
+    it launches the training, and its ``status`` events (starting, running) need no
+    diagnosis, so the imports overlap the training's own start-up instead of delaying it.
+    Those early ``status`` events are held and fed, in order, when the state is built; any
+    attribute read builds it first, so what callers see is unchanged."""
 
     def __init__(self, config: Any = None, lang: str = "en") -> None:
         self.lang = lang
-        try:
-            self.inner = new_state(config, lang)
-        except Exception:
-            self.inner = _MiniState(config, lang)
+        self._config = config
+        self._inner: Any = None
+        self._held: list[dict] = []
         self.errors = 0
         self.error_messages: list[str] = []
 
+    @property
+    def inner(self) -> Any:
+        if self._inner is None:
+            try:
+                self._inner = new_state(self._config, self.lang)
+            except Exception:
+                self._inner = _MiniState(self._config, self.lang)
+            held, self._held = self._held, []
+            for ev in held:
+                self._ingest(ev)
+        return self._inner
+
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_held", "_config"):
+            raise AttributeError(name)   # copy/pickle probes, or a half-built instance
         return getattr(self.inner, name)
 
     def ingest(self, ev: dict) -> list:
+        if self._inner is None and ev.get("type") == "status" and len(self._held) < 64:
+            self._held.append(ev)
+            return []
+        self.inner
+        return self._ingest(ev)
+
+    def _ingest(self, ev: dict) -> list:
         try:
-            return list(self.inner.ingest(ev) or [])
+            return list(self._inner.ingest(ev) or [])
         except Exception as exc:
             self.errors += 1
             if len(self.error_messages) < 5:
