@@ -101,7 +101,9 @@ class OverviewPanel(Panel):
             self.set_class(wide, "wide")
             # side by side there is room for the evidence and the advice
             self.query_one("#overview-findings", FindingsView).compact = not wide
-            self.rerender()
+        # the key numbers depend on the width (the mIoU trend): a render made before the
+        # layout (width 0) is redone at the real width, so the screen does not depend on timing
+        self.rerender()
 
     def render_state(self, state: Any, view: Any) -> None:
         self.query_one("#keys", Static).update(key_numbers(state, self.lang, self.size.width or 100))
