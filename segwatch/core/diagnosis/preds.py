@@ -146,7 +146,6 @@ class PredCollapse(Rule):
         self._tail: dict | None = None
         # collapsed evaluations at the end: (first step, first index, last evidence)
         self._evals: dict | None = None
-        self._ended = False
 
     def _reset(self) -> None:
         self._cls, self._len, self._min_share = None, 0, 1.0
@@ -264,9 +263,8 @@ class PredCollapse(Rule):
         """The final verdict: the run ended collapsed, whatever the grace window said."""
         if ev["type"] == "status" and ev.get("status") not in FINAL_STATUSES:
             return None
-        if self._ended or self.id in state.findings:
-            return None
-        self._ended = True
+        if self.id in state.findings:
+            return None  # (judged again at the final status: an evaluation may follow bye)
         last = state.latest_eval()
         e = self._evals
         if e is not None and last is not None and e["evidence"].get("step") == last.get("step"):
