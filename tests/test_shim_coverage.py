@@ -116,14 +116,23 @@ def test_gap_is_measured_after_the_dense_start():
 
 def test_costly_probe_is_thinned_in_the_dense_start():
     s = Sampler(budget=0.01, warmup=20)
-    s._train_dt = 0.010                          # 10 ms training steps
+    s._train_dt = 0.400                          # 400 ms training steps (a 46M model on CPU)
     for _ in range(2):
-        s.spend("batch", 0.004)                  # 4 ms per call: 40% of a step
-        s.spend("grads", 0.0002)                 # 0.2 ms: 2%
+        s.spend("batch", 0.160)                  # 160 ms per call: 40% of a step
+        s.spend("grads", 0.030)                  # 30 ms: 7.5%
     s._dense_periods()
-    assert s.dense["batch"] == 4                 # 4 ms / 4 = 10% of a step
+    assert s.dense["batch"] == 4                 # 160 ms / 4 = 10% of a step
     assert s.dense["grads"] == 1
     assert not s.due("batch", 5) and s.due("batch", 8) and s.due("grads", 5)
+
+
+def test_cheap_probe_keeps_the_dense_start_on_a_tiny_training():
+    s = Sampler(budget=0.01, warmup=20)
+    s._train_dt = 0.004                          # 4 ms steps, 2 ms probe: 50% of a step,
+    for _ in range(2):                           # but 40 ms over the whole dense start
+        s.spend("batch", 0.002)
+    s._dense_periods()
+    assert s.dense["batch"] == 1
 
 
 def test_forced_readback():

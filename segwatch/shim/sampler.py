@@ -12,8 +12,10 @@ idle machine, see the same steps, and the probes with equal periods sample the s
 
 * Dense start: the first ``warmup`` (20) steps are sampled every step (faults that are there
   from the start are seen at once), except a probe whose measured cost (from its second
-  call on) is more than ``dense_share`` (10%) of a training step: it gets the smallest
-  period that brings it under that share.
+  call on) is more than ``dense_share`` (10%) of a training step and whose whole dense start
+  would cost more than ``dense_min_s`` (0.5 s: 25 ms per call; cheaper probes cost little in
+  absolute terms, and tiny trainings keep a dense start that does not depend on the
+  machine's load): it gets the smallest period that brings it under that share.
 * After it, every ``window`` steps each probe's period is recomputed so that
 
       base + sum_p cost_p / period_p  <=  target * budget * step_time
@@ -55,7 +57,8 @@ def pow2_ceil(x: float) -> int:
 class Sampler:
     def __init__(self, budget: float = 0.01, debug: bool = False, warmup: int = 20,
                  window: int = 20, max_interval: int = 32, readback_min: int = 1,
-                 readback_cap: int = 10, target: float = 0.9, dense_share: float = 0.1) -> None:
+                 readback_cap: int = 10, target: float = 0.9, dense_share: float = 0.1,
+                 dense_min_s: float = 0.5) -> None:
         self.budget = float(budget) if budget and budget > 0 else 0.01
         self.debug = bool(debug)
         self.warmup = int(warmup)
@@ -64,6 +67,7 @@ class Sampler:
         self.readback_cap = int(readback_cap)
         self.target = target
         self.dense_share = float(dense_share)
+        self.dense_min_s = float(dense_min_s)
         self.readback_min = 1
         self.set_readback_min(readback_min)
         self.interval = {p: 1 for p in PROBES}
@@ -214,7 +218,10 @@ class Sampler:
             if c is None:
                 continue
             lo = self.readback_min if p == "readback" else 1
-            self.dense[p] = min(self.cap(p), max(lo, pow2_ceil(c / allowed)))
+            if c * self.warmup < self.dense_min_s:
+                self.dense[p] = lo
+            else:
+                self.dense[p] = min(self.cap(p), max(lo, pow2_ceil(c / allowed)))
 
     def share_total(self) -> float | None:
         if self.wall_total <= 0:
