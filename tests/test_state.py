@@ -273,6 +273,19 @@ def test_old_is_twice_the_probes_interval_from_overhead():
     assert st.is_old("grad_norm")          # 180 steps > 2 x 32
     st2, _ = feed(_stale_run(last_sampled=20, now=230, intervals=iv).events, cfg())
     assert st2.is_old("preds")
+    # evaluations are not scheduled by the shim: their own spacing says when one is old
+    r = Run()
+    r.hello()
+    for s in (1, 300, 600):
+        r.step(s)
+        r.ev("overhead", step=s, share=0.005, budget=0.01, intervals=iv, dropped=0)
+        r.eval(s, np.eye(C, dtype=np.int64) * 10, index=s // 300)
+    r.step(1000)
+    st3, _ = feed(r.events, cfg())
+    assert st3.probe_interval("eval") == 300 and st3.probe_interval("overhead") == 300
+    assert not st3.is_old("miou")          # 400 steps <= 2 x 300
+    st3.ingest(r.step(1300))
+    assert st3.is_old("miou")
 
 
 def test_preds_reading_is_the_newer_of_training_sample_and_evaluation():

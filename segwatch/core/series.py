@@ -9,16 +9,15 @@ numpy + stdlib only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """A value as it was measured: the value, the training step it was measured at, and
-    the shim probe that measured it (its sampling interval says how soon it goes stale)."""
+    the probe that measured it (its sampling interval says how soon it goes stale).
+    A tuple: made for every event ingested, it must be cheap."""
 
     value: Any
     step: int

@@ -158,6 +158,7 @@ class RunState:
         self.lr_groups: list[float] = []
         # one entry per shown value: what it was and the step it was measured at
         self.readings: dict[str, Reading] = {}
+        self._probe_steps: dict[str, tuple[int, int]] = {}   # probe -> its last two steps
         self.layer_norms: list[tuple[str, float]] = []
         self.last_step_event: dict | None = None
 
@@ -324,20 +325,31 @@ class RunState:
 
     # ------------------------------------------------------------------ readings and their age
     def _read(self, name: str, value: Any, step: int, probe: str) -> None:
-        self.readings[name] = Reading(value, int(step), probe)
+        step = int(step)
+        self.readings[name] = Reading(value, step, probe)
+        last = self._probe_steps.get(probe)
+        if last is None:
+            self._probe_steps[probe] = (step, step)
+        elif step > last[1]:
+            self._probe_steps[probe] = (last[1], step)
 
     def reading(self, name: str) -> Reading | None:
         """The last measured value of ``name`` (see ``readings``), or None."""
         return self.readings.get(name)
 
     def probe_interval(self, probe: str | None) -> int:
-        """Steps between two samples of ``probe``, as the shim's last ``overhead`` event says
-        (``DEFAULT_PROBE_INTERVAL`` when it has not said)."""
+        """Steps between two samples of ``probe``, as the shim's last ``overhead`` event says.
+        What the shim does not schedule (evaluations, the overhead reports themselves) comes
+        as often as it comes: the last gap seen, at least ``DEFAULT_PROBE_INTERVAL``; that is
+        also the interval of a probe the shim has not reported on yet."""
         intervals = self.overhead.get("intervals") if isinstance(self.overhead, dict) else None
         if isinstance(intervals, dict) and probe:
             iv = _int(intervals.get(probe))
             if iv is not None and iv > 0:
                 return iv
+            if probe not in intervals:
+                prev, last = self._probe_steps.get(probe, (0, 0))
+                return max(DEFAULT_PROBE_INTERVAL, last - prev)
         return DEFAULT_PROBE_INTERVAL
 
     def age(self, reading: Reading | str | None) -> int | None:
@@ -586,17 +598,21 @@ class RunState:
             share = (int(h.max()) / total) if total else math.nan
             self.pred_unique.append(s, uniq)
             self.dominant_share.append(s, share)
-            self._read_preds(s, "preds", "train", uniq, h, self.gt_hist)
+            self._read_preds(s, "preds", "train", uniq, h, self.gt_hist, total=total, share=share)
 
     def _read_preds(self, step: int, probe: str, phase: str, unique: int, hist: np.ndarray,
-                    gt_hist: np.ndarray, eval_index: int | None = None) -> None:
+                    gt_hist: np.ndarray, eval_index: int | None = None, total: int | None = None,
+                    share: float | None = None) -> None:
         """The one ``preds`` reading that the header, the checklist and the Preds panel all
         quote: the last training sample, or the last evaluation pass when it is newer."""
-        total = int(hist.sum()) if hist.size else 0
+        if total is None:
+            total = int(hist.sum()) if hist.size else 0
+        if share is None:
+            share = (int(hist.max()) / total) if total else math.nan
         self._read("preds", {
             "unique": int(unique), "phase": phase, "eval_index": eval_index,
-            "dominant_class": int(np.argmax(hist)) if total else None,
-            "dominant_share": (int(hist.max()) / total) if total else math.nan,
+            "dominant_class": int(hist.argmax()) if total else None,
+            "dominant_share": share,
             "hist": hist, "gt_hist": gt_hist,
             "gt_classes": int(np.count_nonzero(gt_hist)) if gt_hist.size else None,
         }, step, probe)
