@@ -325,8 +325,10 @@ class RunState:
 
     # ------------------------------------------------------------------ readings and their age
     def _read(self, name: str, value: Any, step: int, probe: str) -> None:
-        step = int(step)
         self.readings[name] = Reading(value, step, probe)
+
+    def _note_gap(self, probe: str, step: int) -> None:
+        """Keep the last two steps of a reading the shim does not schedule (its interval)."""
         last = self._probe_steps.get(probe)
         if last is None:
             self._probe_steps[probe] = (step, step)
@@ -726,6 +728,7 @@ class RunState:
                     summary["miou"] = 0.0
         self._append_bounded(self.evals, summary)
         self._read("eval", summary, s, "eval")
+        self._note_gap("eval", s)
 
     @staticmethod
     def _append_bounded(lst: list, item: Any) -> None:
@@ -750,7 +753,9 @@ class RunState:
         if (ev.get("rank") or 0) == self.lead_rank:
             self._see_step(ev)
             self.overhead = {k: ev.get(k) for k in ("step", "share", "budget", "intervals", "dropped")}
-            self._read("overhead", self.overhead, _int(ev.get("step")) or self.step, "overhead")
+            s = _int(ev.get("step")) or self.step
+            self._read("overhead", self.overhead, s, "overhead")
+            self._note_gap("overhead", s)
         d = _int(ev.get("dropped"))
         if d is not None and d > self.counters["dropped"]:
             self.counters["dropped"] = d
