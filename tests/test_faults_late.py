@@ -14,11 +14,13 @@ segwatch's default settings (the configs name the dataset only, no ``--debug``):
 
 The trainings take ~10-40 s each on a loaded 2-core CPU.  They run two at a time in the
 background from the first test on (one module fixture), each test waits for its own.
+``SEGWATCH_LATE_ZOO_KEEP=DIR`` keeps the reports and run directories under DIR.
 """
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -156,7 +158,9 @@ def zoo(request, tmp_path_factory):
     if any(it.module is request.module and it.name.startswith("test_reports_agree")
            for it in request.session.items):
         selected += sorted(TABLE)
-    runs = ZooRuns(list(dict.fromkeys(selected)), tmp_path_factory.mktemp("late_zoo"))
+    keep = os.environ.get("SEGWATCH_LATE_ZOO_KEEP")  # a folder to keep the run directories in
+    workdir = Path(keep) if keep else tmp_path_factory.mktemp("late_zoo")
+    runs = ZooRuns(list(dict.fromkeys(selected)), workdir)
     yield runs
     runs.close()
 
