@@ -1150,9 +1150,15 @@ def test_lr_schedule_epoch_scheduler_stepped_per_iteration():
     step_lr = lambda s: base * 0.1 ** (s // 30)  # noqa: E731  StepLR(step_size=30) per iteration
     st, _ = feed(_lr_run(step_lr, sched=lambda s: {"cls": "StepLR", "steps_total": s}).events, cfg())
     f = st.findings["optim.lr_schedule"]
-    assert f.first_step == 60 and f.evidence["scheduler"] == "StepLR" and "every iteration" in f.evidence["why"]
+    # 1e-2 of the peak at step 60; it stays there >= 32 steps (and half the 60 it took)
+    assert f.first_step == 92 and f.evidence["scheduler"] == "StepLR" and "every iteration" in f.evidence["why"]
     assert f.evidence["lr_history"] and f.severity == "warning"
     assert "StepLR" in f.advice("zh") or "StepLR" in f.to_dict("zh")["advice"]
+    # a MultiStepLR with milestones in iterations (300, 450 of 640), stepped per iteration on
+    # purpose: the LR reaches 1e-2 of its peak late in the run: quiet
+    multi = lambda s: base * 0.1 ** ((s >= 300) + (s >= 450))  # noqa: E731
+    st, _ = feed(_lr_run(multi, sched=lambda s: {"cls": "MultiStepLR", "steps_total": s}).events, cfg())
+    assert "optim.lr_schedule" not in st.findings
     # the same scheduler stepped once per epoch of 100 iterations: quiet
     st, _ = feed(_lr_run(lambda s: base * 0.1 ** (s // 3000), sched=lambda s: {"cls": "StepLR", "steps_total": s // 100}
                          ).events, cfg())
@@ -1219,3 +1225,17 @@ def test_label_single_value_scaled_labels_vs_healthy_and_few_classes():
     # a dataset with two classes (binary segmentation): evaluation holds two as well
     st = run(lambda s: two, two)
     assert "label.single_value" not in st.findings
+
+
+def test_partial_eval_mode_with_a_frozen_backbone_is_intended():
+    # mmseg's norm_eval: the frozen backbone's BN stays in eval mode, only the head trains
+    r = Run()
+    for s in range(1, 60):
+        r.step(s, eval_modules=3, norm_modules=4, no_grad=9, with_grad=5)
+    assert "model.eval_mode_in_training" not in feed(r.events, cfg())[0].findings
+    # every norm module in eval mode (model.train() forgotten after validation): an error
+    r = Run()
+    for s in range(1, 60):
+        r.step(s, eval_modules=4 if s > 30 else 0, norm_modules=4, no_grad=9, with_grad=5)
+    f = feed(r.events, cfg())[0].findings["model.eval_mode_in_training"]
+    assert f.severity == "error" and f.first_step == 31

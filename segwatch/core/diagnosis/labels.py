@@ -304,6 +304,10 @@ class LabelMisaligned(Rule):
             return None
         while self._val_pending:
             self._add_val(*self._val_pending.popleft())
+        lab = ev.get("labels")
+        h = lab.get("hist") if isinstance(lab, dict) else None
+        if isinstance(h, list) and sum(1 for c in h if (fint(c) or 0) > 0) < 2:
+            return None  # one class (or none) in the labels: no label edge to align with
         self._train.append((a, af))
         pairs = [(x, y) for x, y in self._train if y is not None]
         recent = pairs[-ALIGN_ALL_MIN * 2:]

@@ -29,9 +29,12 @@ LR_FLOOR_SHARE = 0.05
 #: lr_schedule (b): schedulers meant to be stepped once per epoch
 EPOCH_SCHEDULERS = ("StepLR", "MultiStepLR", "ExponentialLR")
 #: ... whose step count tracks the optimizer's and whose decay took the LR below this
-#: fraction of the peak early: before half of train.max_steps, or of EARLY_STEPS unknown
+#: fraction of the peak early: before half of train.max_steps when known; otherwise the LR
+#: stays there for at least half as long as the decay took (and >= EPOCH_STAY steps). A
+#: per-iteration MultiStepLR with milestones late in the run (healthy) reaches 1e-2 of its
+#: peak near the end; StepLR(step_size=30) stepped per iteration reaches it at step 60.
 EPOCH_DECAY = 1e-2
-EARLY_STEPS = 5000
+EPOCH_STAY = 32
 
 
 def _lr_max(v) -> float | None:
@@ -97,6 +100,7 @@ class OptimLrSchedule(Rule):
         self._applied: dict[int, float] = {}        # optimizer step (1..3) -> LR it used
         self._first_step: int | None = None
         self._c_done = False
+        self._decayed_at: int | None = None        # (b): when the LR first fell below 1e-2 of peak
 
     def _evidence(self, why: str, why_zh: str, sched, **more) -> dict:
         d = {"why": why, "why_zh": why_zh, "peak_lr": r4(self._peak), "peak_step": self._peak_step,
@@ -131,9 +135,20 @@ class OptimLrSchedule(Rule):
         # (b) an epoch scheduler stepped per iteration
         if sched and str(sched.get("cls")) in EPOCH_SCHEDULERS:
             n, opt = fint(sched.get("steps_total")), fint(ev.get("optimizer_steps_total"))
+            collapsed = lr <= EPOCH_DECAY * self._peak * (1 + 1e-9)
+            if not collapsed:
+                self._decayed_at = None
+            elif self._decayed_at is None:
+                self._decayed_at = step
             max_steps = fint(state.cfg("train", "max_steps"))
-            early = step <= (max_steps // 2 if max_steps else EARLY_STEPS)
-            if n and opt and opt >= 10 and n >= 0.8 * opt and lr <= EPOCH_DECAY * self._peak * (1 + 1e-9) and early:
+            if collapsed and max_steps:
+                early = self._decayed_at <= max_steps // 2
+            elif collapsed:
+                took = self._decayed_at - (self._first_step or 0)
+                early = step - self._decayed_at >= max(EPOCH_STAY, took / 2)
+            else:
+                early = False
+            if n and opt and opt >= 10 and n >= 0.8 * opt and early:
                 return self.make(state, ev, self._evidence(
                     f"{sched.get('cls')} is stepped every iteration ({n} scheduler steps in {opt} "
                     f"optimizer steps): LR {lr:.3g} at step {step}, {lr / self._peak:.1e} of its peak",

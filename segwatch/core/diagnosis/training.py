@@ -413,8 +413,9 @@ class ModelEvalModeInTraining(Rule):
 
     Every such module in eval mode is the forgotten ``model.train()`` after validation:
     a state, not noise, so one sample suffices (the shim may sample rarely after its
-    warm-up) and it is an error. Only some of them (mmseg's ``norm_eval`` freezing the
-    backbone's BN on purpose) is a warning after 2 consecutive samples."""
+    warm-up) and it is an error. Only some of them is a warning after 2 consecutive
+    samples, unless parameters go without gradient in the same steps: a backbone frozen on
+    purpose with its BN kept in eval mode (mmseg's ``norm_eval``) is not a bug."""
     id = "model.eval_mode_in_training"
     events = ("step",)
     PERSIST = 2
@@ -427,9 +428,12 @@ class ModelEvalModeInTraining(Rule):
         if n <= 0:
             self._run = 0
             return None
-        self._run += 1
         total = fint(ev.get("norm_modules"))
         every = total is not None and n >= total
+        if not every and (fint(ev.get("no_grad")) or 0) > 0 and (fint(ev.get("with_grad")) or 0) > 0:
+            self._run = 0
+            return None  # part of the model frozen on purpose, its norms with it
+        self._run += 1
         if self._run < self.PERSIST and not every:
             return None
         return self.make(state, ev, {
