@@ -97,3 +97,31 @@ def test_a_short_run_that_ends_collapsed_is_collapsed(tmp_path):
     assert found.get("metric.single_class_signature", {}).get("evidence", {}).get("source", "matrix") != \
         "script output and validation labels"
     assert _findings(_rebuilt(run_dir)) == found
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("healthy", [False, True])
+def test_lr_set_after_step_names_the_lr_of_steps_1_and_2(healthy, tmp_path):
+    """The guide's fork: LR set after optimizer.step(), so step 1 runs at the base LR and
+    step 2 at 0; segwatch recorded both values and called the learning rate ok."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: {name: synth13, num_classes: 13, ignore_index: -1}\n")
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "segwatch", "run", "--headless", "--report", str(report), "--run-dir",
+           str(tmp_path / "run"), "--config", str(cfg), str(SCRIPTS / "lr_after_step.py")]
+    if healthy:
+        cmd += ["--", "--healthy"]
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=150)
+    assert report.exists(), proc.stderr[-2000:]
+    found = _findings(json.loads(report.read_text()))
+    if healthy:
+        assert "optim.lr_schedule" not in found, found.get("optim.lr_schedule")
+        return
+    steps = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+             if '"step"' in line]
+    early = [{k: e.get(k) for k in ("step", "lr", "lr_applied", "optimizer_steps_total")} for e in steps
+             if e.get("type") == "step" and (e.get("step") or 0) <= 4]
+    assert "optim.lr_schedule" in found, (early, list(found))
+    e = found["optim.lr_schedule"]["evidence"]
+    assert e["lr_applied_steps_1_3"][:2] == [0.01, 0.0]
+    assert "after optimizer.step()" in e["why"] and found["optim.lr_schedule"]["first_step"] <= 3
