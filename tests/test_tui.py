@@ -343,7 +343,7 @@ def _stale_events(sampled_until: int = 82, now: int = 640) -> list[dict]:
             evs.append(make_event("preds", t=t, step=s, phase="train", shape=[2, 37, 16, 16], channels=37,
                                   hist=ph, gt_hist=None, unique=11, correct=None, valid=None,
                                   rank=0, world_size=1))
-            evs.append(make_event("step", t=t, step=s, loss=0.4861, grad_norm=2.0, lr=[0.003],
+            evs.append(make_event("step", t=t, step=s, loss=0.4861, grad_norm=2.0, grad_nonfinite=0, lr=[0.003],
                                   layer_norms=[["head.weight", 1.0]], rank=0, world_size=1))
         elif s % 10 == 0:
             evs.append(make_event("step", t=t, step=s, loss=round(0.18 + s / 250, 4), grad_norm=None,
@@ -379,6 +379,13 @@ async def test_a_value_that_stops_being_refreshed_is_shown_with_its_age():
         await pilot.press("4")                                       # Preds: the source and its step
         await pilot.pause(0.2)
         assert "training sample @ step 82" in screen_text(app)
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "Loss  last 2.74\n" in text or "Loss  last 2.74 " in text
+        assert "Gradient norm (log scale)  last 2 @ step 82" in text
+        assert "params with NaN/Inf grad 0 @ step 82" in text
+        assert not panel_errors(app)
 
 
 def _close(a: str, b: str, rel: float = 0.01) -> bool:

@@ -93,6 +93,8 @@ def labels_block(state: Any, lang: str) -> Text:
     t.append(fint(frac), style="bold red" if frac else "")
     t.append("  interpolation boundary ", style="dim")
     t.append(fpct(boundary, 2) if boundary is not None else "–")
+    if is_old(state, reading(state, "labels")):
+        t.stylize("dim", len(ui("h.labels", lang)))  # an old batch is not read as the current one
     return t
 
 
@@ -134,7 +136,8 @@ def inputs_block(state: Any, lang: str):
     inputs = sget(state, "last_inputs", [])
     if not inputs:
         return Group(head, Text(ui("no_inputs", lang), style="dim"))
-    table = Table(box=None, padding=(0, 1), header_style="bold dim")
+    old = is_old(state, reading(state, "inputs"))
+    table = Table(box=None, padding=(0, 1), header_style="bold dim", style="dim" if old else "")
     for col in ("input", "shape", "dtype", "mean", "std", "min", "max", "non-finite"):
         table.add_column(col, justify="left" if col in ("input", "shape", "dtype") else "right", no_wrap=True)
     for inp in inputs:

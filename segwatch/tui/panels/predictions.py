@@ -52,7 +52,7 @@ def distribution_block(state: Any, lang: str, top: int = 10):
     names = sget(state, "class_names")
     order = sorted(range(n), key=lambda i: (-max(pf[i], gf[i]), i))
     order = [i for i in order if pf[i] > 0 or gf[i] > 0][:top]
-    table = Table(box=None, padding=(0, 1), header_style="bold dim")
+    table = Table(box=None, padding=(0, 1), header_style="bold dim", style="dim" if is_old(state, r) else "")
     table.add_column("", justify="right", style="dim")
     table.add_column("class", no_wrap=True, overflow="ellipsis", max_width=14)
     table.add_column("GT", no_wrap=True)
