@@ -148,7 +148,7 @@ def status_line(state: Any, status: str | None = None, lang: str = "en") -> str:
         parts.append(tr("pred_classes", lang, k=int(uniq), n=n if n else "?") + _age_suffix(state, r, lang))
     miou = _last_miou(state)
     if miou is not None:
-        parts.append(tr("miou", lang, v=_fmt_num(miou, ".1f")))
+        parts.append(tr("miou", lang, v=_fmt_num(miou, ".1f")) + _age_suffix(state, _reading(state, "miou"), lang))
     else:
         sm = getattr(state, "script_metrics", None) or []
         if sm:
