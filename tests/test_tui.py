@@ -513,6 +513,24 @@ def test_run_app_picks_the_source(monkeypatch):
     assert seen["client"] is client and seen["live"] is True and seen["lang"] == "en"
 
 
+def test_plot_x_axis_is_the_step_not_the_sample_index():
+    """20 dense samples then one every 32 steps up to 600: the dense start takes its share
+    of the steps (3 of 90 columns), not half the plot; columns between samples hold the
+    last value."""
+    from segwatch.tui.widgets import plot_rows
+
+    steps = list(range(1, 21)) + list(range(32, 601, 32))
+    values = [10.0] * 20 + [1.0] * (len(steps) - 20)
+    rows, lo, hi = plot_rows(values, width=90, height=2, steps=steps)
+    top = rows[0].plain
+    assert (lo, hi) == (1.0, 10.0)
+    assert top[:3] == "███" and set(top[5:]) == {" "}       # high only over steps 1..20 (+ hold)
+    bottom = rows[1].plain
+    assert " " not in bottom                                  # no gaps between sparse samples
+    by_index = plot_rows(values, width=90, height=2)[0][0].plain.rstrip()
+    assert by_index.count("█") == 20 and len(by_index) <= 38  # by index the start took half of it
+
+
 def test_plot_rows_marks_nonfinite_and_scales():
     from segwatch.tui.widgets import hbar, plot_rows, top_classes
     import numpy as np

@@ -52,10 +52,37 @@ def _bin(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return out, bad
 
 
+def _bin_by_step(values: np.ndarray, steps: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``_bin`` but the columns split the *step* range evenly, so that a dense start
+    (every step sampled) followed by sparse samples (every 32 steps) does not take half the
+    plot. A column without a sample holds the value of the one before it."""
+    first, last = int(steps[0]), int(steps[-1])
+    col = ((steps - first) * width // (last - first + 1)).astype(np.int64)
+    col = np.clip(col, 0, width - 1)
+    finite = np.isfinite(values)
+    sums = np.bincount(col[finite], weights=values[finite], minlength=width)
+    counts = np.bincount(col[finite], minlength=width)
+    seen = np.bincount(col, minlength=width) > 0
+    bad = np.bincount(col[~finite], minlength=width) > 0
+    out = np.full(width, np.nan)
+    has = counts > 0
+    out[has] = sums[has] / counts[has]
+    prev = np.nan
+    for i in range(width):   # hold the last sample across columns that have none
+        if seen[i]:
+            prev = out[i]
+        else:
+            out[i] = prev
+    return out, bad
+
+
 def plot_rows(values: Sequence[float], width: int, height: int, log: bool = False,
-              color: str = "cyan") -> tuple[list[Text], float | None, float | None]:
+              color: str = "cyan", steps: Sequence[int] | None = None
+              ) -> tuple[list[Text], float | None, float | None]:
     """Rows of a block-character plot of ``values`` (oldest left) and the (lo, hi) range.
 
+    With ``steps`` (one per value, increasing) spanning more steps than columns, the
+    x axis is the training step: each column covers the same number of steps.
     Non-finite values are drawn as a red ``!`` on the bottom row; with ``log`` the
     values are plotted as log10 (non-positive values count as non-finite).
     """
@@ -63,7 +90,12 @@ def plot_rows(values: Sequence[float], width: int, height: int, log: bool = Fals
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
-    cols, bad = _bin(v, max(1, width))
+    width = max(1, width)
+    st = None if steps is None else np.asarray(steps, dtype=np.int64)
+    if st is not None and len(st) == len(v) and len(v) and int(st[-1]) - int(st[0]) + 1 > width:
+        cols, bad = _bin_by_step(v, st, width)
+    else:
+        cols, bad = _bin(v, width)
     fin = cols[np.isfinite(cols)]
     rows = [Text() for _ in range(height)]
     if fin.size == 0:
@@ -126,7 +158,8 @@ class Plot(Widget):
             return Text.assemble(head, "\n", Text("  (no data yet)", style="dim"))
         axis_w = 9
         plot_h = height - 2
-        rows, lo, hi = plot_rows(self._values, width - axis_w, plot_h, log=self.log_scale, color=self.plot_color)
+        rows, lo, hi = plot_rows(self._values, width - axis_w, plot_h, log=self.log_scale, color=self.plot_color,
+                                 steps=self._steps if len(self._steps) == len(self._values) else None)
         out = Text()
         out.append_text(head)
         for r, row in enumerate(rows):
