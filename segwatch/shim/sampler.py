@@ -82,6 +82,7 @@ class Sampler:
         self.cost = {p: None for p in PROBES}            # seconds per sampled call (EMA)
         self._call_cost = {p: None for p in PROBES}      # per call, from the 2nd call on (EMA)
         self._calls = {p: 0 for p in PROBES}
+        self._part = {p: 0.0 for p in PROBES}            # time of a call not yet counted
         self._train_dt: float | None = None              # step wall time minus shim time
         self._inner_at_step = 0.0
         # current window
@@ -163,8 +164,9 @@ class Sampler:
         return dict(self.gap)
 
     # -- accounting -------------------------------------------------------------------
-    def spend(self, probe: str | None, seconds: float) -> None:
-        """Add shim time; ``probe`` None = base (unsampled) cost."""
+    def spend(self, probe: str | None, seconds: float, call: bool = True) -> None:
+        """Add shim time; ``probe`` None = base (unsampled) cost. ``call=False``: a part of
+        the probe's next counted call (a probe that works in two hooks of one step)."""
         self.inner += seconds
         self.spent_total += seconds
         if probe is None:
@@ -176,6 +178,11 @@ class Sampler:
             self.spent_total -= seconds
         else:
             self._w_spent[probe] += seconds
+            if not call:
+                self._part[probe] += seconds
+                return
+            seconds += self._part[probe]
+            self._part[probe] = 0.0
             self._w_calls[probe] += 1
             n = self._calls[probe] = self._calls[probe] + 1
             if n >= 2:              # the first call pays one-off costs (allocation, caches)
