@@ -10,8 +10,10 @@
     segwatch ctl RUN_DIR pause|resume|kill|ping         control a live run (also: pause/resume/kill RUN_DIR)
     segwatch relay RUN_DIR                              JSON-lines bridge used by attach over SSH
 
-Exit status of ``run``/``demo``: the script's (128+N when it died of signal N); 2 for
-segwatch's own usage and config errors, always reported before anything is launched.
+Exit status of ``run``: the script's (128+N when it died of signal N); 2 for segwatch's own
+usage and config errors, always reported before anything is launched. ``demo`` exits 0 when it
+showed what it meant to (a finding acted on by the policy: the run paused or stopped) and its
+last line gives the training's own exit status; otherwise the training's status, as ``run``.
 """
 from __future__ import annotations
 
@@ -259,6 +261,8 @@ def cmd_run(argv: Sequence[str], demo_defaults: dict | None = None) -> int:
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if demo_defaults is not None:
+        demo_defaults["run_dir"] = run_dir
 
     headless = ns.headless or not sys.stdout.isatty()
     if not headless:
@@ -373,7 +377,38 @@ def cmd_demo(argv: Sequence[str]) -> int:
             print("segwatch: headless demo: the run is killed when the collapse is found "
                   "(with a terminal it pauses)", file=sys.stderr)
     script_args = (["--fault", ns.fault] if ns.fault else []) + tail
-    return cmd_run([], demo_defaults={"ns": ns, "script": str(train), "args": script_args})
+    defaults = {"ns": ns, "script": str(train), "args": script_args}
+    code = cmd_run([], demo_defaults=defaults)
+    if "run_dir" not in defaults or code == EXIT_USAGE:
+        return code
+    report = _read_json(Path(ns.report) if ns.report else defaults["run_dir"] / "report.json")
+    demo_code, line = demo_outcome(report, code, ns.lang)
+    print(f"[segwatch] {line}", file=sys.stderr)
+    return demo_code
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def demo_outcome(report: dict, code: int, lang: str = "en") -> tuple[int, str]:
+    """The demo's exit status and its last line. The demo is there to show a fault being
+    found and acted on: a run the policy paused or stopped showed it, so the demo exits 0
+    even though the training itself died of SIGTERM (143); the line says the training's
+    own status. Anything else (a crash, Ctrl-C, a fault not found) keeps the training's."""
+    from segwatch.supervisor.headless import tr
+
+    acted = [a for a in report.get("actions") or [] if isinstance(a, dict)
+             and a.get("by") == "policy" and a.get("kind") in ("kill", "pause") and a.get("finding")]
+    if acted:
+        a = acted[0]
+        return 0, tr("demo_shown", lang, finding=a["finding"], step=a.get("step"),
+                     action=tr(f"demo_{a['kind']}", lang), code=code)
+    return code, tr("demo_plain", lang, code=code)
 
 
 # ---------------------------------------------------------------------- viewers

@@ -164,3 +164,7 @@ def test_demo_collapse_is_caught_and_killed(tmp_path):
     assert rep["action"] and rep["action"]["kind"] == "kill", rep["action"]
     assert rep["action"]["finding"] in ("pred.collapse", "metric.single_class_signature"), rep["action"]
     assert rep["exit_code"] != 0
+    # the demo showed what it meant to: it exits 0, and its last line gives the training's status
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("[segwatch] demo done") and f"exit status: {rep['exit_code']}" in last, last

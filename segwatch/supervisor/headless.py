@@ -44,6 +44,10 @@ WORDS: dict[str, dict[str, str]] = {
         "rank_loss": "loss by rank {v}", "measured_at": " @ step {n}",
         "paused_coop": "PAUSED by {by}{why}. Every rank waits at its next step boundary (cooperative "
                        "pause), not ended. Resume: segwatch ctl {run} resume   Stop: segwatch ctl {run} kill",
+        "demo_shown": "demo done: {finding} was found at step {step} and the policy {action} the run, "
+                      "as the demo means to show; the training's own exit status: {code}; segwatch demo exits 0",
+        "demo_kill": "stopped", "demo_pause": "paused",
+        "demo_plain": "demo ended; the training's own exit status: {code}",
     },
     "zh": {
         "step": "第 {n} 步", "waiting": "等待第一个训练步", "loss": "损失 {v}", "grad": "梯度范数 {v}",
@@ -66,6 +70,10 @@ WORDS: dict[str, dict[str, str]] = {
         "rank_loss": "各进程损失 {v}", "measured_at": "（第 {n} 步的值）",
         "paused_coop": "已由{by}暂停{why}。每个进程在下一个训练步边界等待（协作式暂停），并未结束。"
                        "继续：segwatch ctl {run} resume   终止：segwatch ctl {run} kill",
+        "demo_shown": "演示完成：第 {step} 步发现 {finding}，策略{action}了训练，这正是演示要展示的；"
+                      "训练本身的退出码：{code}；segwatch demo 退出码为 0",
+        "demo_kill": "终止", "demo_pause": "暂停",
+        "demo_plain": "演示结束；训练本身的退出码：{code}",
     },
 }
 
