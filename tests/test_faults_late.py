@@ -242,7 +242,11 @@ def _eval_steps(events: list[dict]) -> dict[int, int]:
 
 
 def contradictions(rep: dict, events: list[dict]) -> list[str]:
-    """What a report says about predicted classes that its own evaluation matrices deny."""
+    """What a report says about predicted classes that its own evaluation matrices deny.
+
+    A count or list of predicted classes must match the matrix's non-empty prediction
+    columns; classes the report sets apart as stray pixels (evidence ``stray`` /
+    ``stray_classes``, or "N ... stray" in a checklist line) count as disclosed."""
     cols = _eval_matrices(events)
     steps = _eval_steps(events)
     out = []
@@ -266,19 +270,26 @@ def contradictions(rep: dict, events: list[dict]) -> list[str]:
                            f"{sorted(predicted)} with class {int(col.argmax())} largest")
             elif e.get("share") is not None and abs(float(e["share"]) - col[int(c)] / col.sum()) > 0.01:
                 out.append(f"{where} share {e['share']} vs the matrix's {col[int(c)] / col.sum():.4f}")
+        # classes the evidence sets apart as stray pixels are disclosed, not denied
+        stray = {int(x) for x in (e.get("stray_classes") or e.get("stray") or [])
+                 if isinstance(e.get("stray_classes") or e.get("stray"), list)}
         if e.get("predicted") is not None and f["id"] == "pred.low_diversity" and e.get("source", "").startswith("eval"):
-            if set(int(x) for x in e["predicted"]) != predicted:
-                out.append(f"{where} lists predicted {e['predicted']}; the matrix predicts {sorted(predicted)}")
+            if {int(x) for x in e["predicted"]} | stray != predicted:
+                out.append(f"{where} lists predicted {e['predicted']} (stray {sorted(stray)}); "
+                           f"the matrix predicts {sorted(predicted)}")
         if e.get("pred_classes") is not None and str(e.get("source", "")).startswith("eval"):
-            if int(e["pred_classes"]) != len(predicted):
-                out.append(f"{where} counts {e['pred_classes']} predicted classes; the matrix {len(predicted)}")
+            if int(e["pred_classes"]) + len(stray) != len(predicted):
+                out.append(f"{where} counts {e['pred_classes']} predicted classes (stray {sorted(stray)}); "
+                           f"the matrix {len(predicted)}")
     last = cols[max(cols)] if cols else None
     for item in rep.get("checklist", []):
         text = str(item.get("evidence", ""))
         m = re.search(r"(\d+) classes predicted at evaluation (\d+)", text)
         if m and int(m.group(2)) in cols:
             n = int(np.count_nonzero(cols[int(m.group(2))]))
-            if n != int(m.group(1)):
+            st = re.search(r"(\d+)\s+(?:more\s+)?(?:class(?:es)?\s+)?(?:with\s+)?stray|stray\D{0,20}(\d+)", text)
+            said = int(m.group(1)) + (int(st.group(1) or st.group(2)) if st else 0)
+            if n != said:
                 out.append(f"checklist '{text}': the matrix of evaluation {m.group(2)} predicts {n} classes")
         m = re.search(r"only class (\d+)", text)
         if m and last is not None:
