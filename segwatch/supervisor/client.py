@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event, read_events
 
-from .store import FINAL_STATUSES, SHIM_EVENTS, RunStore, effective_status, pid_alive
+from .store import FINAL_STATUSES, SHIM_EVENTS, RunStore, decode_lines, effective_status, pid_alive
 
 POLL_INTERVAL = 0.05  # 20 Hz
 
@@ -155,7 +155,7 @@ class RunClient:
                 continue
             complete = bytes(self._buf[: nl + 1])
             del self._buf[: nl + 1]
-            for ev in self.counter.feed(complete):
+            for ev in decode_lines(complete, self.counter):
                 out.append(ev)
                 if _is_final(ev):
                     self.final = True
@@ -191,7 +191,7 @@ class RunClient:
                     continue
                 complete = bytes(self._shim_buf[: nl + 1])
                 del self._shim_buf[: nl + 1]
-                out.extend(self.counter.feed(complete))
+                out.extend(decode_lines(complete, self.counter))
         if len(out) > n0:
             return
         now = time.monotonic()

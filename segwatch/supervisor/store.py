@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from segwatch.protocol import LineDecoder, encode, read_events
+from segwatch.protocol import MAX_LINE_BYTES, LineDecoder, ProtocolError, decode, encode, read_events
 
 #: Statuses after which nothing more happens in a run.
 FINAL_STATUSES = ("finished", "killed", "failed", "lost")
@@ -98,6 +98,44 @@ def socket_path_for(run_dir: str | os.PathLike) -> str:
             continue
         return str(path)
     raise OSError(f"no usable directory for the socket of {run_dir}")
+
+
+#: Bytes read from events.jsonl at a time.
+READ_CHUNK = 1 << 20
+
+
+def decode_lines(data: bytes, counter: LineDecoder) -> list[dict]:
+    """The events in ``data``, counted in ``counter`` exactly as ``counter.feed(data)`` would
+    count them (the same invalid lines, oversized lines and reasons), but without its
+    per-line buffer copies: a replay of a long run decodes tens of thousands of lines.
+    A partial line at the end of ``data`` stays in ``counter`` for the next call."""
+    if counter._buf or counter._skipping:
+        # finish the line left over from the previous chunk the decoder's own way
+        nl = data.find(b"\n")
+        if nl < 0:
+            return list(counter.feed(data))
+        out = list(counter.feed(data[: nl + 1]))
+        data = data[nl + 1:]
+    else:
+        out = []
+    end = data.rfind(b"\n")
+    if end < 0:
+        out.extend(counter.feed(data))
+        return out
+    append = out.append
+    for line in data[:end].split(b"\n"):
+        if len(line) > MAX_LINE_BYTES or not line.strip():
+            out.extend(counter.feed(line + b"\n"))   # rare: the decoder's own handling
+            continue
+        try:
+            append(decode(line))
+        except ProtocolError as exc:
+            counter.invalid += 1
+            if len(counter.errors) < 10:
+                counter.errors.append(str(exc))
+    if end + 1 < len(data):
+        out.extend(counter.feed(data[end + 1:]))
+    return out
 
 
 class RunStore:
@@ -200,10 +238,13 @@ class RunStore:
 
     def events(self, counter: LineDecoder | None = None) -> Iterator[dict]:
         """Every stored event: events.jsonl in order, then the shim's fallback file (if any)."""
+        counter = counter if counter is not None else LineDecoder()
         for path in (self.events_path, self.shim_events_path):
             if path.exists():
                 with open(path, "rb") as fh:
-                    yield from read_events(fh, counter)
+                    for chunk in iter(lambda: fh.read(READ_CHUNK), b""):
+                        yield from decode_lines(chunk, counter)
+                    yield from counter.feed(b"\n")   # a last line without its newline
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"RunStore({str(self.path)!r})"
