@@ -222,13 +222,14 @@ def test_headless_lines_in_chinese(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     err = r.stderr
     assert "[segwatch] 运行目录 " in err
-    assert "[segwatch] 错误 pred.collapse（第 " in err and "步）: " in err          # severity, step, title in Chinese
+    assert "[segwatch] 错误 pred.collapse @ 第 " in err and " 步 — 预测" in err     # severity, step, title in Chinese
+    assert "\n    证据：" in err and "\n    建议：" in err                                # indented, in Chinese
     assert any(line.startswith("[segwatch] 第 ") and " 步 | 损失 " in line for line in err.splitlines())
     assert "[segwatch] 已完成 第 130 步" in err and "已完成：退出码 0 | 运行目录 " in err
     ours = [line for line in err.splitlines() if line.startswith("[segwatch]")]
     assert not any(w in line for line in ours for w in ("ERROR", " step ", "loss ", "finished", "run dir"))
     r = sw("replay", str(run), "--headless", "--lang", "zh")
-    assert r.returncode == 0 and "已从 " in r.stdout and "错误 pred.collapse（第 " in r.stdout
+    assert r.returncode == 0 and "已从 " in r.stdout and "错误 pred.collapse @ 第 " in r.stdout
 
 
 def test_check(tmp_path):

@@ -23,3 +23,41 @@ def test_demo_keeps_the_training_status_when_nothing_was_acted_on():
     assert demo_outcome({}, 1)[0] == 1
     code, line = demo_outcome({"actions": []}, 0)
     assert code == 0 and "0" in line
+
+
+# ---------------------------------------------------------------------- headless finding lines
+from segwatch.core.findings import Finding  # noqa: E402
+from segwatch.supervisor.headless import WIDTH, finding_line  # noqa: E402
+
+
+def _collapse() -> Finding:
+    return Finding(id="pred.collapse", severity="error", first_step=200,
+                   evidence={"source": "training predictions", "class": 1, "class_name": "floor",
+                             "share": 1.0, "min_share": 1.0, "threshold": 0.98})
+
+
+def test_finding_prints_a_head_line_then_indented_evidence_and_advice():
+    lines = finding_line(_collapse()).splitlines()
+    assert lines[0] == "[segwatch] ERROR pred.collapse @ step 200 — Predictions collapsed to one class"
+    rest = lines[1:]
+    assert len(rest) >= 2 and all(line.startswith("    ") for line in rest), rest
+    assert rest[0].lstrip().startswith("evidence:") and "class_name=floor" in rest[0]
+    advice = [i for i, line in enumerate(rest) if line.lstrip().startswith("advice:")]
+    assert advice and "Lower the learning rate" in " ".join(rest[advice[0]:])
+    assert "covers 100.0%" in " ".join(rest[advice[0]:])      # this run's values, at the end
+    assert all(len(line) <= WIDTH for line in rest), [len(x) for x in rest]
+
+
+def test_finding_lines_in_chinese():
+    lines = finding_line(_collapse(), "zh").splitlines()
+    assert lines[0] == "[segwatch] 错误 pred.collapse @ 第 200 步 — 预测塌缩为单一类别"
+    assert lines[1].startswith("    证据：")
+    assert any(line.startswith("    建议：") for line in lines[2:])
+    assert all(line.startswith("    ") for line in lines[1:])
+
+
+def test_finding_from_a_report_dict_in_validation():
+    text = finding_line({"id": "metric.cm_empty", "severity": "warning", "first_step": 3, "phase": "val",
+                         "title": "Empty matrix", "evidence": {"total": 0}, "advice": "Check it."})
+    assert text.splitlines() == ["[segwatch] WARNING metric.cm_empty @ step 3 (val) — Empty matrix",
+                                 "    evidence: total=0", "    advice: Check it."]

@@ -90,9 +90,8 @@ def test_resolver_without_evaluation_defaults_to_fraction():
     assert r.due(12.0) == []
     [f] = r.due(13.5)
     assert f["value"] == 25.0 and f["scale_by"] == "default"
-    assert r.line("mIoU: 0.3", 8, 20.0) == []
-    [f] = r.due(20.1, final=True)                     # the run ended: nothing is lost
-    assert f["value"] == 30.0
+    [f] = r.line("mIoU: 0.3", 8, 20.0)                # decided by default: fixed for the run
+    assert f["value"] == 30.0 and f["scale_by"] == "run"
 
 
 def test_resolver_an_eval_is_used_once():
@@ -100,7 +99,23 @@ def test_resolver_an_eval_is_used_once():
     r.evaluation(0.7, 0.8, 0.0)
     assert r.line("mIoU: 0.70", 1, 0.1)[0]["scale_by"] == "eval"
     r2 = MiouResolver()
-    r2.evaluation(30.0, 31.0, 0.0)   # ambiguous match: neither reading is close -> no fixed scale
+    r2.evaluation(30.0, 31.0, 0.0)   # neither reading is close; the closer one still decides
     [f] = r2.line("mIoU: 0.9", 1, 0.1)
-    assert r2.scale is None and f["scale_by"] == "eval"
-    assert r2.line("mIoU: 0.1", 2, 0.2) == []        # no fresh evaluation: waits
+    assert r2.scale == "percent" and f["scale_by"] == "eval"
+    [f] = r2.line("mIoU: 0.1", 2, 0.2)               # the same scale for the rest of the run
+    assert f["value"] == pytest.approx(0.1) and f["scale_by"] == "run"
+
+
+def test_resolver_scale_once_decided_stays_fixed_whatever_the_next_evaluation_says():
+    r = MiouResolver()
+    r.evaluation(0.6981, 0.8071, 0.0)                # guide style: 0.70 means 0.70 %
+    assert r.line("epoch 1: mIoU: 0.70", 100, 0.1)[0]["scale"] == "percent"
+    r.evaluation(55.0, 56.0, 5.0)                    # an evaluation that would argue for fraction
+    for step in (200, 300):
+        [f] = r.line("epoch 1: mIoU: 0.55", step, 5.1)
+        assert f["scale"] == "percent" and f["value"] == pytest.approx(0.55), f
+    # only a value that cannot be a fraction changes it
+    r = MiouResolver()
+    r.line("miou=0.41", 1, 0.0)
+    assert r.due(0.0, final=True)[0]["scale"] == "fraction"
+    assert r.line("miou=41.5", 2, 1.0)[0]["scale"] == "percent"

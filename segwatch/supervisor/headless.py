@@ -1,7 +1,9 @@
 """Plain-text views of a run for terminals without the app (``--headless``, logs, CI).
 
     [segwatch] step 640 | loss 1.234 | grad 3.2e+00 @ step 608 | pred classes 7/37 | mIoU 12.3% | 10.2 it/s
-    [segwatch] ERROR pred.collapse at step 57: the model predicts one class ... — advice
+    [segwatch] ERROR pred.collapse @ step 57 — Predictions collapsed to one class
+        evidence: source=training predictions  class=1  class_name=floor  share=1
+        advice: The network outputs the same class everywhere. Lower the learning rate ...
 
 Every value comes from its RunState reading; one older than twice its probe's interval
 carries the step it was measured at ("@ step 608"), never passing for current.
@@ -18,6 +20,9 @@ from typing import Any
 from .corelink import finite, last_value
 
 PREFIX = "[segwatch]"
+#: A finding's evidence and advice lines: indented under its head line, wrapped at WIDTH.
+INDENT = "    "
+WIDTH = 100
 
 #: The fixed words of segwatch's own lines, by language (finding titles and advice come
 #: from core, in the same language). Ids (``pred.collapse``) and numbers stay as they are.
@@ -27,6 +32,7 @@ WORDS: dict[str, dict[str, str]] = {
         "grad": "grad {v}", "pred_classes": "pred classes {k}/{n}", "miou": "mIoU {v}%",
         "script_miou": "script mIoU {v}%", "speed": "{v} it/s", "findings_1": "{n} finding",
         "findings_n": "{n} findings", "at_step": " at step {n}", "val": " (val)",
+        "evidence": "evidence:", "advice": "advice:",
         "error": "ERROR", "warning": "WARNING", "info": "INFO",
         "starting": "STARTING", "running": "RUNNING", "paused": "PAUSED", "finished": "FINISHED",
         "killed": "KILLED", "failed": "FAILED", "lost": "LOST",
@@ -53,7 +59,7 @@ WORDS: dict[str, dict[str, str]] = {
         "step": "第 {n} 步", "waiting": "等待第一个训练步", "loss": "损失 {v}", "grad": "梯度范数 {v}",
         "pred_classes": "预测类别 {k}/{n}", "miou": "mIoU {v}%", "script_miou": "脚本 mIoU {v}%",
         "speed": "{v} 步/秒", "findings_1": "{n} 条诊断", "findings_n": "{n} 条诊断",
-        "at_step": "（第 {n} 步）", "val": "（验证）",
+        "at_step": "（第 {n} 步）", "val": "（验证）", "evidence": "证据：", "advice": "建议：",
         "error": "错误", "warning": "警告", "info": "提示",
         "starting": "启动中", "running": "运行中", "paused": "已暂停", "finished": "已完成",
         "killed": "已终止", "failed": "失败", "lost": "失联",
@@ -242,27 +248,80 @@ def _rank_losses(state: Any, limit: int = 8) -> str:
     return " ".join(items)
 
 
-def _evidence_text(evidence: Any, limit: int = 6) -> str:
-    if not isinstance(evidence, dict):
-        return ""
+def _evidence_value(v: Any) -> str | None:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple, dict)):
+        text = str(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(v)
+
+
+def evidence_lines(evidence: Any, lang: str = "en", limit: int = 8, width: int = WIDTH) -> list[str]:
+    """A finding's evidence as indented ``key=value`` lines, wrapped at ``width``
+    (the keys in ``lang`` where core names them; the values as measured)."""
+    if not isinstance(evidence, dict) or not evidence:
+        return []
     items = []
-    for k, v in evidence.items():
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        elif isinstance(v, (list, tuple, dict)):
-            s = str(v)
-            if len(s) > 40:
-                continue
-            v = s
-        items.append(f"{k}={v}")
-        if len(items) >= limit:
-            break
-    return ", ".join(items)
+    for k, v in list(evidence.items())[:limit]:
+        text = _evidence_value(v)
+        if text is not None:
+            items.append(f"{evidence_key(k, lang)}={text}")
+    if len(evidence) > limit:
+        items.append("…")
+    head = INDENT + tr("evidence", lang)
+    return _wrap(items, head, width, sep="  ")
+
+
+def _wrap(words: list[str], head: str, width: int, sep: str = " ") -> list[str]:
+    """``words`` after ``head``, in lines of at most ``width`` characters (a word longer
+    than that has a line of its own); continuation lines are indented under the first."""
+    lines: list[str] = []
+    cur = head
+    pad = " " * len(INDENT + "  ")
+    first = True
+    for w in words:
+        joiner = ("" if cur.endswith("：") else " ") if first else sep
+        if not first and len(cur) + len(joiner) + len(w) > width:
+            lines.append(cur)
+            cur, joiner = pad, ""
+        cur += joiner + w
+        first = False
+    lines.append(cur)
+    return lines
+
+
+def advice_lines(advice: str, lang: str = "en", width: int = WIDTH) -> list[str]:
+    """The advice as indented lines of at most ``width`` characters (Chinese text, which has
+    no spaces, is cut at its sentence ends)."""
+    if not advice:
+        return []
+    head = INDENT + tr("advice", lang)
+    if lang == "zh":
+        parts = [p + "。" for p in advice.split("。") if p.strip()]
+        if not advice.rstrip().endswith("。") and parts:
+            parts[-1] = parts[-1][:-1]
+        return _wrap(parts, head, width // 2, sep="")
+    return _wrap(advice.split(), head, width)
+
+
+def evidence_key(key: str, lang: str = "en") -> str:
+    """An evidence key as the user reads it in ``lang`` (the key itself when unnamed)."""
+    if lang == "en":
+        return key
+    try:
+        from segwatch.core.advice import evidence_label
+    except ImportError:
+        return key
+    try:
+        return evidence_label(key, lang) or key
+    except Exception:
+        return key
 
 
 def finding_line(finding: Any, lang: str = "en") -> str:
-    """``[segwatch] ERROR pred.collapse at step 57: <title> (<evidence>) — <advice>``
-    (``[segwatch] 错误 pred.collapse（第 57 步）: ...`` in Chinese)."""
+    """``[segwatch] ERROR pred.collapse @ step 57 — <title>``, then indented evidence and
+    advice lines (``[segwatch] 错误 pred.collapse @ 第 57 步 — <标题>`` in Chinese)."""
     fid = getattr(finding, "id", None) or (finding.get("id") if isinstance(finding, dict) else "?")
     if isinstance(finding, dict):
         sev = finding.get("severity", "info")
@@ -284,17 +343,11 @@ def finding_line(finding: Any, lang: str = "en") -> str:
             advice = finding.advice(lang)
         except Exception:
             advice = ""
-    where = tr("at_step", lang, n=step) if step is not None else ""
+    where = " @ " + tr("step", lang, n=step) if step is not None else ""
     if phase == "val":
         where += tr("val", lang)
     sev_word = tr(str(sev), lang) if str(sev) in ("error", "warning", "info") else str(sev).upper()
-    text = f"{PREFIX} {sev_word} {fid}{where}"
-    body = title or ""
-    ev = _evidence_text(evidence)
-    if ev:
-        body = f"{body} ({ev})" if body else ev
-    if body:
-        text += f": {body}"
-    if advice:
-        text += f" — {advice}"
-    return text
+    head = f"{PREFIX} {sev_word} {fid}{where}"
+    if title:
+        head += f" — {title}"
+    return "\n".join([head] + evidence_lines(evidence, lang) + advice_lines(advice, lang))

@@ -19,10 +19,11 @@ Rules (also in docs/SUPERVISOR.md):
   <= 1 without a sign is ambiguous (``mIoU: 0.70`` is 0.70 % in the guide's code, which
   multiplies by 100 and rounds to 2 decimals, and 70 % in mmseg-style fraction logs).
   ``MiouResolver`` decides it by comparing both readings with segwatch's own mIoU of the
-  same evaluation (the one closer wins, and a clear win fixes the scale for the rest of the
-  run); without an evaluation to compare with (no shim, or none within 3 s) the value is
-  read as a fraction (x100). ``parse_miou`` alone applies only the sign/range rules and the
-  fraction default;
+  same evaluation (the one closer wins); without an evaluation to compare with (no shim, or
+  none within 10 s) the value is read as a fraction (x100). Once decided, the scale stays
+  fixed for the rest of the run, so the same printed line is never read two ways (only a
+  value > 1, which cannot be a fraction, turns it to percent). ``parse_miou`` alone applies
+  only the sign/range rules and the fraction default;
 - values outside 0..100, NaN and Inf are ignored; the first valid match on a line wins.
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ class MiouResolver:
     each segwatch ``eval`` event -> fields resolved with it; ``due(now, final)`` -> fields
     whose wait for an evaluation ran out (read as fractions)."""
 
-    def __init__(self, wait: float = 3.0) -> None:
+    def __init__(self, wait: float = 10.0) -> None:
         self.wait = wait
         self.scale: str | None = None       # "percent" | "fraction" once known for this run
         self._evals = 0                      # segwatch evaluations seen
@@ -99,9 +100,7 @@ class MiouResolver:
         d_pct = min(abs(raw - m) for m in cands)
         d_frac = min(abs(raw * 100.0 - m) for m in cands)
         scale = "percent" if d_pct <= d_frac else "fraction"
-        near, far = (d_pct, d_frac) if scale == "percent" else (d_frac, d_pct)
-        if near <= 2.0 and far > 4 * near + 1.0:
-            self.scale = scale   # a clear match: the script prints this way
+        self.scale = scale   # decided: the script prints this way for the rest of the run
         return self._fields(raw if scale == "percent" else raw * 100.0, raw, step, line, scale, "eval")
 
     def line(self, text: str, step: int, now: float) -> list[dict]:
@@ -146,7 +145,10 @@ class MiouResolver:
         for item in self._pending:
             deadline, raw, step, text = item
             if final or now >= deadline:
-                out.append(self._fields(raw * 100.0, raw, step, text, "fraction", "default"))
+                if self.scale is None:
+                    self.scale = "fraction"   # decided by default: kept for the run's next lines
+                value = raw if self.scale == "percent" else raw * 100.0
+                out.append(self._fields(value, raw, step, text, self.scale, "default"))
             else:
                 keep.append(item)
         self._pending = keep
