@@ -368,7 +368,7 @@ def test_policy_messages_in_chinese(tmp_path):
     sup, _, err = _sup(tmp_path, "collapse", "400", on_collapse="kill", kill_timeout=2.0, lang="zh")
     assert sup.run() == 128 + signal.SIGTERM
     text = err.getvalue().decode()
-    assert "[segwatch] 错误 pred.collapse（第 " in text
+    assert "[segwatch] 错误 pred.collapse @ 第 " in text
     assert "[segwatch] 正在终止训练，由策略发起（pred.collapse，第 " in text
     assert "已终止：退出码 143" in text and "KILLING" not in text
 
