@@ -61,3 +61,30 @@ def test_finding_from_a_report_dict_in_validation():
                          "title": "Empty matrix", "evidence": {"total": 0}, "advice": "Check it."})
     assert text.splitlines() == ["[segwatch] WARNING metric.cm_empty @ step 3 (val) — Empty matrix",
                                  "    evidence: total=0", "    advice: Check it."]
+
+
+# ---------------------------------------------------------------------- evidence: inferred ignore
+def test_cm_empty_does_not_count_the_inferred_ignore_value_as_out_of_range():
+    import numpy as np
+    from test_state import C, Run, cfg, feed, label_hist
+
+    r = Run()
+    r.model()
+    rng = np.random.RandomState(0)
+    for s in range(1, 11):   # ignore_index: auto; the labels carry 255 borders (the shim: oor)
+        r.batch(s, hist=label_hist(rng), ignore_value=None, oor={255: 300})
+        r.step(s)
+    r.batch(10, phase="val", hist=np.zeros(C, int), ignore_value=None, oor={255: 65536})
+    ev = r.eval(10, np.zeros((C, C), int), oor=65536)
+    ev["oor_values"] = {"255": 65536}
+    st, _ = feed(r.events, cfg(dataset__ignore_index="auto"))
+    assert st.inferred_ignore == 255
+    f = st.findings["metric.cm_empty"]
+    assert f.evidence["oor"] == 0, f.evidence                    # 255 is ignored, not out of range
+    assert f.evidence["ignore_index"] == 255 and f.evidence["ignore_inferred"] is True
+    assert f.evidence["ignored_pixels"] == 65536
+    assert "outside 0..C-1" not in f.evidence["why"] and "inferred ignore value 255" in f.evidence["why"]
+    # a real out-of-range value next to it is still counted as one
+    r.events[-1]["oor"], r.events[-1]["oor_values"] = 65636, {"255": 65536, "40": 100}
+    f = feed(r.events, cfg(dataset__ignore_index="auto"))[0].findings["metric.cm_empty"]
+    assert f.evidence["oor"] == 100 and "100 label pixels outside 0..C-1" in f.evidence["why"]

@@ -40,6 +40,14 @@ class MetricCmEmpty(Rule):
             return None
         vt, vi, vo = state.label_totals["val"]
         oor = fint(ev.get("oor")) or 0
+        # under ignore_index: auto the shim counts the ignore value segwatch inferred (255) as
+        # out of range; evidence says what the rule used: those pixels are ignored, not oor
+        inferred = state.inferred_ignore if state.ignore_is_auto else None
+        oor_values = ev.get("oor_values") if isinstance(ev.get("oor_values"), dict) else {}
+        ignored_inferred = 0
+        if inferred is not None:
+            ignored_inferred = fint(oor_values.get(str(inferred), oor_values.get(inferred))) or 0
+            oor = max(0, oor - ignored_inferred)
         sm = fint(ev.get("size_mismatch")) or 0
         reasons = []
         if no_valid:
@@ -51,6 +59,8 @@ class MetricCmEmpty(Rule):
             reasons.append("every validation label pixel is the ignore value")
         if oor:
             reasons.append(f"{oor} label pixels outside 0..C-1 were not counted")
+        if ignored_inferred:
+            reasons.append(f"{ignored_inferred} label pixels equal the inferred ignore value {inferred}")
         if sm:
             reasons.append(f"{sm} batches had prediction/label size mismatches")
         if not reasons:
@@ -59,7 +69,8 @@ class MetricCmEmpty(Rule):
             "eval_index": fint(ev.get("index")), "batches": ev.get("batches"),
             "pixels": fint(ev.get("pixels")) or 0, "oor": oor, "size_mismatch": sm,
             "val_label_pixels": vt, "val_ignored": vi, "val_out_of_range": vo,
-            "ignore_index": ev.get("ignore_index", state.ignore_index),
+            "ignore_index": inferred if inferred is not None else ev.get("ignore_index", state.ignore_index),
+            **({"ignore_inferred": True, "ignored_pixels": ignored_inferred} if inferred is not None else {}),
             "why": "; ".join(reasons),
         }, phase="val")
 
