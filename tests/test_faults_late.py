@@ -39,6 +39,9 @@ HEALTHY = sorted(n for n, s in TABLE.items() if s["healthy"])
 FAULT_IDS = {i for n in FAULTS for item in TABLE[n]["expected"] for i in ([item] if isinstance(item, str) else item)}
 MIOU_RE = re.compile(r"mIoU:\s*([0-9]+(?:\.[0-9]+)?)")
 RUN_TIMEOUT = 300  # seconds per training, generous for a loaded CI machine
+# tests that read every entry's run (the fixture then runs the whole zoo)
+WHOLE_ZOO_TESTS = ("test_reports_agree_with_their_confusion_matrices",
+                   "test_every_probe_samples_at_the_floor_over_the_whole_run")
 
 
 def _script(name: str) -> Path:
@@ -155,8 +158,7 @@ def zoo(request, tmp_path_factory):
     selected = [it.callspec.params["name"] for it in request.session.items
                 if it.module is request.module and hasattr(it, "callspec")
                 and "name" in it.callspec.params and it.get_closest_marker("slow")]
-    if any(it.module is request.module and it.name.startswith("test_reports_agree")
-           for it in request.session.items):
+    if any(it.module is request.module and it.name in WHOLE_ZOO_TESTS for it in request.session.items):
         selected += sorted(TABLE)
     keep = os.environ.get("SEGWATCH_LATE_ZOO_KEEP")  # a folder to keep the run directories in
     workdir = Path(keep) if keep else tmp_path_factory.mktemp("late_zoo")
@@ -326,3 +328,58 @@ def test_reports_agree_with_their_confusion_matrices(zoo):
             continue
         problems += [f"{name}: {p}" for p in contradictions(res["report"], res["events"])]
     assert not problems, "\n".join(problems)
+
+
+# -- the coverage floor over whole trainings ---------------------------------------------------
+
+DENSE_START = 20  # steps at the start that every probe samples
+FLOOR = 32        # sampling.max_interval default: every probe at least every 32 steps
+READBACK_FLOOR = 10
+
+
+def coverage_gaps(events: list[dict]) -> dict[str, int]:
+    """Largest gap in steps between two training samples of each probe after the dense
+    start, counting the gap to the run's last step; the loss read-back from `step` events."""
+    seen: dict[str, list[int]] = {"batch": [], "preds": [], "grads": [], "loss": []}
+    last = 0
+    for ev in events:
+        t, s = ev.get("type"), ev.get("step")
+        if not isinstance(s, int):
+            continue
+        last = max(last, s) if t in ("step", "bye") else last
+        if t in ("batch", "preds") and ev.get("phase") == "train" and ev.get("rank", 0) == 0:
+            seen[t].append(s)
+        elif t == "step" and ev.get("rank", 0) == 0:
+            seen["loss"].append(s)
+            if ev.get("grad_norm") is not None:
+                seen["grads"].append(s)
+    out = {}
+    for name, steps in seen.items():
+        base = max((x for x in steps if x <= DENSE_START), default=DENSE_START)
+        steps = [base] + sorted(set(x for x in steps if x > DENSE_START)) + [last]
+        out[name] = max(b - a for a, b in zip(steps, steps[1:]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_every_probe_samples_at_the_floor_over_the_whole_run(zoo):
+    """Issue 14: at default settings, after the dense start, no probe's gap exceeds 32 steps
+    (the loss read-back 10), up to the last step, on every >= 600-step training of the zoo."""
+    problems = []
+    for name in sorted(TABLE):
+        res = zoo.get(name)
+        gaps = coverage_gaps(res["events"])
+        over = {k: g for k, g in gaps.items() if g > (READBACK_FLOOR if k == "loss" else FLOOR)}
+        if over:
+            problems.append(f"{name}: {over}")
+    assert not problems, "\n".join(problems)
+
+
+def test_coverage_gaps_measures_the_largest_gap_after_the_dense_start():
+    ev = [{"type": "batch", "phase": "train", "step": s} for s in list(range(21)) + [52, 100]]
+    ev += [{"type": "step", "step": s, "grad_norm": 1.0} for s in range(1, 121, 8)]
+    ev += [{"type": "bye", "step": 120}]
+    gaps = coverage_gaps(ev)
+    assert gaps["batch"] == 48 and gaps["grads"] == 8 and gaps["loss"] == 8
+    assert gaps["preds"] == 120 - DENSE_START  # never sampled after the dense start
