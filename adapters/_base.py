@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["shim", "active", "watch", "log_eval", "end_eval", "log_metric", "emit_metric",
            "auto_pairing_ok", "eval_open", "eval_explicit", "safe", "to_percent", "find_miou", "report_framework_miou",
-           "resize_logits_to", "shim_step", "note", "should_feed", "logits_and_labels", "pick"]
+           "resize_logits_to", "shim_step", "note", "report_class_names", "should_feed", "logits_and_labels", "pick"]
 
 
 def shim():
@@ -80,6 +80,36 @@ def note(message: str, name: str = "adapter") -> None:
             s.note(message, name)
         except Exception:
             pass
+
+
+_names_sent: set[str] = set()
+
+
+def report_class_names(names, source: str) -> bool:
+    """Tell segwatch the class names the framework knows (a ``probe`` note named
+    ``class_names``); core uses them when the config names no classes. Once per source."""
+    s = shim()
+    if s is None or source in _names_sent:
+        return False
+    try:
+        if isinstance(names, dict):   # HF id2label: {0: "wall", ...} (keys may be strings)
+            items = sorted((int(k), str(v)) for k, v in names.items())
+            if [k for k, _ in items] != list(range(len(items))):
+                return False
+            names = [v for _, v in items]
+        names = [str(n) for n in names or ()]
+        if not names or len(names) > 4096:
+            return False
+        # HF's default id2label ("LABEL_0", ...) names nothing
+        if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+            return False
+        _names_sent.add(source)
+        s._emit("probe", name="class_names", status="note", class_names=names, source=source,
+                step=int(getattr(s, "step", 0) or 0))
+        return True
+    except Exception as exc:
+        _fail(s, "adapter:class_names", exc)
+        return False
 
 
 def shim_step() -> int | None:

@@ -28,6 +28,8 @@ Everything is a no-op outside segwatch.
 """
 from __future__ import annotations
 
+import sys
+
 import functools
 import weakref
 
@@ -125,8 +127,25 @@ def _on_update(obj, args, kwargs) -> None:
     st.fed += 1
 
 
+def _config_class_names(num_classes) -> list | None:
+    """A DFormer-style config's ``class_names`` (``C.class_names`` / ``config.class_names``
+    in a module of the script), of ``num_classes`` entries, or None."""
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None) or ""
+        if not f or "site-packages" in f or "dist-packages" in f:
+            continue
+        for attr in ("C", "config", "cfg"):
+            names = getattr(getattr(mod, attr, None), "class_names", None)
+            if isinstance(names, (list, tuple)) and names and (not num_classes or len(names) == num_classes):
+                return list(names)
+    return None
+
+
 def _on_compute(obj, result) -> None:
     st = _st(obj)
+    if B.active():
+        B.report_class_names(_config_class_names(getattr(obj, "num_classes", None) or getattr(obj, "n_classes", None)),
+                             "dformer")
     if not B.active():
         return
     hist = getattr(obj, "hist", None)

@@ -66,6 +66,7 @@ def hook_model(model) -> bool:
     try:
         if model is None or model in _HOOKED:
             return False
+        B.report_class_names(getattr(getattr(model, "config", None), "id2label", None), "hf")
         _HOOKED[model] = model.register_forward_hook(_forward_hook, with_kwargs=True)
         return True
     except Exception:

@@ -29,6 +29,18 @@ from . import _base as B
 __all__ = ["SegwatchHook", "attach", "pairs_from_outputs"]
 
 
+def _dataset_classes(runner):
+    """The class names of mmseg's dataset metainfo (``metainfo['classes']``), or None."""
+    try:
+        loader = getattr(runner, "train_dataloader", None) or getattr(runner, "val_dataloader", None)
+        ds = getattr(loader, "dataset", None)
+        meta = getattr(ds, "metainfo", None) or getattr(ds, "METAINFO", None) or {}
+        classes = meta.get("classes") if isinstance(meta, dict) else None
+        return list(classes) if classes else None
+    except Exception:
+        return None
+
+
 def _data(x):
     """``PixelData``/``BaseDataElement`` -> its ``data`` tensor; dicts -> ``["data"]``; tensors as is."""
     if x is None:
@@ -88,6 +100,7 @@ class _Impl:
         if model is not None:
             self._watched = True
             B.watch(model)
+        B.report_class_names(_dataset_classes(runner), "mmseg")
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         s = B.shim()

@@ -88,3 +88,82 @@ def test_cm_empty_does_not_count_the_inferred_ignore_value_as_out_of_range():
     r.events[-1]["oor"], r.events[-1]["oor_values"] = 65636, {"255": 65536, "40": 100}
     f = feed(r.events, cfg(dataset__ignore_index="auto"))[0].findings["metric.cm_empty"]
     assert f.evidence["oor"] == 100 and "100 label pixels outside 0..C-1" in f.evidence["why"]
+
+
+# ---------------------------------------------------------------------- class names
+def _names_state(config_names=None):
+    from segwatch.config import Config
+    from segwatch.core.state import RunState
+
+    d = {"dataset": {"num_classes": 3, "ignore_index": 255}}
+    if config_names:
+        d["dataset"]["class_names"] = config_names
+    return RunState(config=Config.from_dict(d))
+
+
+def _probe(names, source):
+    from segwatch.protocol import make_event
+
+    return make_event("probe", name="class_names", status="note", class_names=names, source=source, step=0)
+
+
+def test_class_names_config_first_then_framework_then_class_n():
+    st = _names_state()
+    assert st.class_name(2) == "class 2" and st.class_name(None) is None     # never None or "?"
+    st.ingest(_probe(["wall", "floor", "bed"], "hf"))
+    assert st.class_name(2) == "bed" and st.class_names_source == "hf"
+    assert st.class_name(7) == "class 7"
+    st = _names_state(["sky", "road", "car"])
+    st.ingest(_probe(["wall", "floor", "bed"], "mmseg"))
+    assert st.class_name(0) == "sky" and st.class_names_source == "config"
+
+
+def test_adapters_report_framework_class_names(monkeypatch):
+    import types
+
+    from adapters import _base as B
+    from adapters import dformer
+
+    sent = []
+    fake = types.SimpleNamespace(step=5, _emit=lambda type_, **f: sent.append((type_, f)))
+    monkeypatch.setattr(B, "shim", lambda: fake)
+    monkeypatch.setattr(B, "_names_sent", set())
+    assert not B.report_class_names({0: "LABEL_0", 1: "LABEL_1"}, "hf")    # HF's default names nothing
+    assert B.report_class_names({"1": "floor", "0": "wall"}, "hf")         # id2label, keys as strings
+    assert sent[-1][0] == "probe" and sent[-1][1]["class_names"] == ["wall", "floor"]
+    assert not B.report_class_names({0: "wall"}, "hf")                     # once per source
+    # a DFormer-style config module of the script: C.class_names
+    mod = types.ModuleType("local_configs_fake")
+    mod.__file__ = "/work/proj/local_configs/fake.py"
+    mod.C = types.SimpleNamespace(class_names=["a", "b", "c"])
+    monkeypatch.setitem(__import__("sys").modules, "local_configs_fake", mod)
+    assert dformer._config_class_names(3) == ["a", "b", "c"]
+    assert dformer._config_class_names(4) is None
+    # the event reaches core as the framework's names
+    st = _names_state()
+    from segwatch.protocol import make_event
+    st.ingest(make_event(sent[-1][0], **sent[-1][1]))
+    assert st.class_name(1) == "floor"
+
+
+def test_no_none_or_question_mark_class_names_in_collapse_texts():
+    """A collapse in a run whose config names no classes: evidence, advice, checklist say
+    ``class 4`` (they said class_name=None and "class 4 (?)")."""
+    import numpy as np
+    from test_rules import one_class, warm
+    from test_state import C, Run, cfg, feed
+
+    from segwatch.supervisor.headless import finding_line
+
+    r = Run()
+    warm(r, 140, preds_fn=lambda s: one_class(4) if s > 105 else np.r_[np.ones(C, int) * 10],
+         loss_fn=lambda s: 2.0)
+    for lang in ("en", "zh"):
+        st, _ = feed(r.events, cfg(policy__grace_steps=100), lang=lang)
+        f = st.findings["pred.collapse"]
+        assert f.evidence["class_name"] == "class 4"
+        texts = [finding_line(f, lang), f.advice(lang)]
+        texts += [str(getattr(it, "evidence", "")) for it in st.checklist]
+        for text in texts:
+            assert "None" not in text and "(?)" not in text and "（?）" not in text, text
+        assert any("class 4" in t for t in texts[2:]), texts[2:]

@@ -334,7 +334,7 @@ def _diverse(state) -> ChecklistItem:
     if _newer(fc, rstep):
         e = fc.evidence
         it.state, it.step = "fail", fc.last_step
-        it.evidence = _t(state, "pred.collapse", c=e.get("class"), name=e.get("class_name") or "?",
+        it.evidence = _t(state, "pred.collapse", c=e.get("class"), name=e.get("class_name") or f"class {e.get('class')}",
                          share=100.0 * float(e.get("share") or 0), step=fc.last_step)
         return it
     if _newer(fl, rstep):

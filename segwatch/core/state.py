@@ -137,7 +137,8 @@ class RunState:
 
         # dataset facts
         self.num_classes: int | None = None
-        self.class_names: list[str] | None = None
+        self.class_names: list[str] | None = None   # the config's, else the framework's
+        self.class_names_source: str | None = None  # "config" | the framework ("hf", "mmseg", ...)
         self.ignore_index: int | str | None = None
         self.inferred_ignore: int | None = None
         self.oor_totals: dict[int, int] = {}   # cumulative out-of-range label values
@@ -263,7 +264,16 @@ class RunState:
         names = self.cfg("dataset", "class_names")
         if names:
             self.class_names = list(names)
+            self.class_names_source = "config"
         self.ignore_index = self.cfg("dataset", "ignore_index")
+
+    def _framework_class_names(self, names: Any, source: Any) -> None:
+        """Class names the framework knows (HF ``id2label``, mmseg metainfo, a DFormer-style
+        ``class_names``), used when the config names none: the config comes first."""
+        if self.class_names_source == "config" or not isinstance(names, (list, tuple)) or not names:
+            return
+        self.class_names = [str(n) for n in names]
+        self.class_names_source = str(source or "framework")
 
     def set_config(self, config) -> None:
         self.config = config
@@ -272,11 +282,13 @@ class RunState:
 
     # ------------------------------------------------------------------ helpers for rules
     def class_name(self, c: int | None) -> str | None:
+        """Class ``c``'s name: the config's, else the framework's, else ``class 7``
+        (None only without a class)."""
         if c is None:
             return None
-        if self.class_names and 0 <= c < len(self.class_names):
+        if self.class_names and 0 <= c < len(self.class_names) and self.class_names[c]:
             return str(self.class_names[c])
-        return None
+        return f"class {c}"
 
     @property
     def effective_ignore(self) -> int | None:
@@ -494,6 +506,7 @@ class RunState:
     def _on_model(self, ev: dict) -> None:
         self._see_step(ev)
         self.model = {k: ev.get(k) for k in ("cls", "params", "trainable", "site", "out_channels", "num_classes")}
+        self._framework_class_names(ev.get("class_names"), ev.get("class_names_source"))
         oc = _int(ev.get("out_channels"))
         if oc:
             self.out_channels = oc
@@ -745,6 +758,8 @@ class RunState:
 
     def _on_probe(self, ev: dict) -> None:
         name = str(ev.get("name"))
+        if name == "class_names":
+            self._framework_class_names(ev.get("class_names"), ev.get("source"))
         if ev.get("status") == "disabled" and name not in self.probes_disabled:
             self.probes_disabled.append(name)
         self.probe_notes.append({k: ev.get(k) for k in ("name", "status", "error", "message", "rank")})
