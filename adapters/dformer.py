@@ -131,13 +131,18 @@ def _config_class_names(num_classes) -> list | None:
     """A DFormer-style config's ``class_names`` (``C.class_names`` / ``config.class_names``
     in a module of the script), of ``num_classes`` entries, or None."""
     for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None) or ""
-        if not f or "site-packages" in f or "dist-packages" in f:
+        try:
+            f = mod.__dict__.get("__file__") or ""
+            if not f or "site-packages" in f or "dist-packages" in f \
+                    or str(mod.__dict__.get("__name__", "")).startswith(("segwatch", "adapters")):
+                continue
+            for attr in ("C", "config", "cfg"):
+                holder = mod.__dict__.get(attr)   # never a module __getattr__ (lazy imports)
+                names = getattr(holder, "class_names", None) if holder is not None else None
+                if isinstance(names, (list, tuple)) and names and (not num_classes or len(names) == num_classes):
+                    return list(names)
+        except Exception:
             continue
-        for attr in ("C", "config", "cfg"):
-            names = getattr(getattr(mod, attr, None), "class_names", None)
-            if isinstance(names, (list, tuple)) and names and (not num_classes or len(names) == num_classes):
-                return list(names)
     return None
 
 
