@@ -273,15 +273,18 @@ def contradictions(rep: dict, events: list[dict]) -> list[str]:
             elif e.get("share") is not None and abs(float(e["share"]) - col[int(c)] / col.sum()) > 0.01:
                 out.append(f"{where} share {e['share']} vs the matrix's {col[int(c)] / col.sum():.4f}")
         # classes the evidence sets apart as stray pixels are disclosed, not denied
-        stray = {int(x) for x in (e.get("stray_classes") or e.get("stray") or [])
-                 if isinstance(e.get("stray_classes") or e.get("stray"), list)}
+        # (a list of class ids, or a count)
+        raw = e.get("stray_classes", e.get("stray"))
+        stray = {int(x) for x in raw} if isinstance(raw, list) else set()
+        n_stray = len(stray) if isinstance(raw, list) else int(raw) if isinstance(raw, int) else 0
         if e.get("predicted") is not None and f["id"] == "pred.low_diversity" and e.get("source", "").startswith("eval"):
-            if {int(x) for x in e["predicted"]} | stray != predicted:
-                out.append(f"{where} lists predicted {e['predicted']} (stray {sorted(stray)}); "
+            listed = {int(x) for x in e["predicted"]}
+            if not listed <= predicted or len(listed | stray) + (n_stray - len(stray)) != len(predicted):
+                out.append(f"{where} lists predicted {e['predicted']} (stray {raw}); "
                            f"the matrix predicts {sorted(predicted)}")
         if e.get("pred_classes") is not None and str(e.get("source", "")).startswith("eval"):
-            if int(e["pred_classes"]) + len(stray) != len(predicted):
-                out.append(f"{where} counts {e['pred_classes']} predicted classes (stray {sorted(stray)}); "
+            if int(e["pred_classes"]) + n_stray != len(predicted):
+                out.append(f"{where} counts {e['pred_classes']} predicted classes (stray {raw}); "
                            f"the matrix {len(predicted)}")
     last = cols[max(cols)] if cols else None
     for item in rep.get("checklist", []):
