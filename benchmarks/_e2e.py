@@ -1,6 +1,7 @@
 """End-to-end overhead: ``segwatch run --headless train.py`` against ``python train.py``.
 
-The whole process is timed, from launch to exit: python start-up, the supervisor, the
+The whole process is timed, from launch to exit (after one untimed short run of each, with
+Python's bytecode cache on, as for an installed segwatch; see ``bytecode_env``): python start-up, the supervisor, the
 shim's import and discovery, every evaluation pass and the final report. The training is
 the overhead bench's tiny CPU segmentation net (two strided conv+BN+ReLU blocks and a 1x1
 head, batch 4x3x96x96, 37 classes) for ``steps`` optimizer steps, with an evaluation pass
@@ -110,7 +111,26 @@ def _config(folder: Path) -> Path:
     return path
 
 
-def _timed(cmd: list[str], cwd: Path) -> dict:
+def bytecode_env(folder: Path) -> dict:
+    """The environment for the timed commands: Python may cache bytecode (in ``folder``, not
+    in the source tree). A development shell may set PYTHONDONTWRITEBYTECODE, and then every
+    start of segwatch (an editable install) compiles its ~60 modules from source, while torch
+    (installed with its .pyc files) does not: a cost an installed segwatch does not have."""
+    import segwatch
+
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+    # compiled ahead, as ``pip install`` does; then the modules a segwatch command imports
+    # from the standard library and numpy (their cached bytecode now goes to the prefix too)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(segwatch.__file__)], env=env,
+                   stdout=subprocess.DEVNULL, check=False)
+    subprocess.run([sys.executable, "-c", "import segwatch.cli, segwatch.supervisor.supervisor, "
+                    "segwatch.supervisor.replay, segwatch.core.state, segwatch.config, psutil"], env=env, check=False)
+    return env
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     """Run ``cmd`` to its end. Returns ``wall`` (seconds), ``cpu`` (CPU seconds of the whole
     process tree), ``top_cpu`` (CPU seconds of the top process alone: the supervisor under
     segwatch, sampled until it exits) and ``train`` (the ``train_s`` the script prints)."""
@@ -118,7 +138,7 @@ def _timed(cmd: list[str], cwd: Path) -> dict:
 
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     top_cpu = 0.0
     try:
         ps = psutil.Process(proc.pid)
@@ -162,12 +182,16 @@ def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threa
             "segwatch": [sys.executable, "-m", "segwatch", "run", "--headless", "--config", str(cfg),
                          "--run-dir", str(run_dir), str(script), "--", str(steps), str(threads)],
         }
+        env = bytecode_env(folder)
+        for mode in cmds:   # untimed: fills the bytecode cache and the page cache
+            shutil.rmtree(run_dir, ignore_errors=True)
+            _timed([*cmds[mode][:-2], "20", str(threads)], folder, env)
         for r in range(rounds):
             order = ("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")
             this: dict[str, dict] = {}
             for mode in order:
                 shutil.rmtree(run_dir, ignore_errors=True)
-                this[mode] = _timed(cmds[mode], folder)
+                this[mode] = _timed(cmds[mode], folder, env)
                 runs[mode].append(this[mode])
             ratios.append(this["segwatch"]["wall"] / this["plain"]["wall"])
             if verbose:

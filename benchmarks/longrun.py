@@ -175,7 +175,7 @@ def event_counts(run_dir: Path) -> collections.Counter:
     return counts
 
 
-def time_command(cmd: list[str], first_line: bytes | None = None) -> tuple[float, float | None, float, str]:
+def time_command(cmd: list[str], first_line: bytes | None = None, env: dict | None = None) -> tuple[float, float | None, float, str]:
     """Wall time of ``cmd`` to its exit; (``first_line``) to the first stderr/stdout line that
     contains ``first_line``; its CPU seconds (user + system: on a shared, loaded machine the
     wall time is mostly waiting for a core); its output."""
@@ -183,7 +183,7 @@ def time_command(cmd: list[str], first_line: bytes | None = None) -> tuple[float
 
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     seen = None
     out = []
     for line in proc.stdout:
@@ -271,13 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         print(f"  status {meta.get('status')}, exit code {meta.get('exit_code')}")
 
-        replay_wall, _, replay_cpu, out = time_command(segwatch_cmd("replay", str(run_dir), "--headless"))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _e2e import bytecode_env
+
+        env = bytecode_env(folder)   # bytecode cached, as for an installed segwatch
+        replay_wall, _, replay_cpu, out = time_command(segwatch_cmd("replay", str(run_dir), "--headless"), env=env)
         status = next((ln for ln in out.splitlines() if " step " in ln and " | " in ln), "")
         print(f"  segwatch replay --headless: {replay_wall:.2f} s wall, {replay_cpu:.2f} s CPU  ({status.strip()[:110]})")
         final_step = (json.loads((run_dir / "report.json").read_text()).get("steps")
                       if (run_dir / "report.json").exists() else None)
         attach_wall, first, attach_cpu, out = time_command(segwatch_cmd("attach", str(run_dir), "--headless", "--interval", "3600"),
-                                               first_line=f"step {final_step} ".encode() if final_step else b"step ")
+                                               first_line=f"step {final_step} ".encode() if final_step else b"step ",
+                                                     env=env)
         print(f"  segwatch attach --headless: first status line after {first if first is not None else float('nan'):.2f} s"
               f" (exit {attach_wall:.2f} s wall, {attach_cpu:.2f} s CPU)")
         if not a.no_app:
