@@ -495,8 +495,11 @@ def cmd_replay(argv: Sequence[str]) -> int:
                    help="print the report rebuilt from the events (the same as the live run's report.json)")
     p.add_argument("--lang", choices=LANGS, default=None)
     ns = p.parse_args(argv)
+    # the app feeds the events to a state of its own: read them only (not twice); elsewhere
+    # only the rebuilt state is needed, not the events
+    app = not ns.json and not ns.headless and sys.stdout.isatty() and _tui_available()[0]
     try:
-        rep = Replayed(ns.run_dir, ns.lang, keep_events=True)
+        rep = Replayed(ns.run_dir, ns.lang, keep_events=app, ingest=not app)
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_USAGE

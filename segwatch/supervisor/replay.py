@@ -47,9 +47,14 @@ def finalize_report(report: dict, *, exit_code: Any, status: str | None, script:
 
 class Replayed:
     """A run directory read back: ``state`` (a RunState fed every stored event), ``meta``,
-    ``events`` (count), ``invalid`` (lines that did not decode), ``status``."""
+    ``events`` (count), ``invalid`` (lines that did not decode), ``status``.
 
-    def __init__(self, run_dir: str | os.PathLike, lang: str | None = None, keep_events: bool = False) -> None:
+    ``keep_events``: also keep the decoded events (``event_list``). ``ingest=False`` skips
+    the state (it stays empty): for a caller that feeds the events to a state of its own,
+    such as the app, which would otherwise pay for every event twice."""
+
+    def __init__(self, run_dir: str | os.PathLike, lang: str | None = None, keep_events: bool = False,
+                 ingest: bool = True) -> None:
         self.store = RunStore(run_dir, create=False)
         self.meta = self.store.read_meta()
         self.lang = lang or self.meta.get("lang") or "en"
@@ -59,13 +64,17 @@ class Replayed:
         self.event_list: list[dict] | None = [] if keep_events else None
         counter = LineDecoder()
         n = 0
+        keep = self.event_list.append if self.event_list is not None else None
+        feed = self.state.ingest if ingest else None
+        actions = self.actions
         for ev in self.store.events(counter):
             n += 1
-            if self.event_list is not None:
-                self.event_list.append(ev)
+            if keep is not None:
+                keep(ev)
             if ev.get("type") == "action":
-                self.actions.append(ev)
-            self.state.ingest(ev)
+                actions.append(ev)
+            if feed is not None:
+                feed(ev)
         self.events = n
         self.invalid = counter.invalid
         self.status = effective_status(self.meta)
