@@ -167,3 +167,71 @@ def test_no_none_or_question_mark_class_names_in_collapse_texts():
         for text in texts:
             assert "None" not in text and "(?)" not in text and "（?）" not in text, text
         assert any("class 4" in t for t in texts[2:]), texts[2:]
+
+
+# ---------------------------------------------------------------------- progress counters
+def _batch(r, step, index, length=50, epoch=0, loader=0):
+    ev = r.batch(step, hist=[10] * 37, index=index, epoch=epoch)
+    ev["length"], ev["loader"] = length, loader
+    return ev
+
+
+def test_batch_counter_advances_between_sampled_batches():
+    from test_state import Run, cfg, feed
+
+    r = Run()
+    _batch(r, 170, 12)              # sampled at step 170: batch 13/50
+    for s in range(171, 224):
+        r.step(s)
+    st, _ = feed(r.events, cfg())
+    assert st.loop.batch(182) == (25, 50)      # not 13/50 twelve steps later
+    assert st.loop.batch(223) == (16, 50)      # 12 + 53 = 65 -> wrapped into the next pass
+    # gradient accumulation: two batches per step, measured between two samples of a pass
+    r = Run()
+    _batch(r, 10, 4)
+    _batch(r, 20, 24)
+    st, _ = feed(r.events, cfg())
+    assert st.loop.per_step == 2.0 and st.loop.batch(22) == (29, 50)
+
+
+def test_next_driven_loader_passes_are_counted():
+    """DFormer style: `dataloader = iter(train_loader)` per epoch, then `next()` niters times:
+    the iterator is never exhausted, the shim's `epoch` stays 0; a sampled index going back
+    is a new pass."""
+    from test_state import Run, cfg, feed
+
+    r = Run()
+    step = 0
+    for ep in range(4):
+        for idx in (3, 20, 37):
+            step = ep * 40 + idx + 1
+            _batch(r, step, idx, length=40, epoch=0)
+    st, _ = feed(r.events, cfg())
+    assert st.epoch == 0 and st.loop.passes == 3        # 4 passes begun, 3 completed
+    rep = st.report(0)
+    assert rep["epochs"]["loader_passes"] == 3 and rep["epochs"]["script"] is None
+
+
+def test_the_report_counts_epochs_as_the_script_prints_them_or_says_it_cannot_know():
+    from test_state import Run, cfg, feed
+
+    from segwatch.core.progress import printed_epoch
+    from segwatch.reporting.markdown import epoch_text
+
+    assert printed_epoch("epoch 2: mIoU: 0.13  (mean loss 38.0186, 56s)") == (2, None)
+    assert printed_epoch("Epoch [3/10] iter 40 loss 0.5") == (3, 10)
+    assert printed_epoch("Epoch 5/100: 100%|####| 48/48") == (5, 100)
+    assert printed_epoch("num_epochs = 20") is None and printed_epoch("epochs: 3") is None
+    r = Run()
+    for s in range(1, 5):
+        _batch(r, s * 25, (s * 25) % 50, epoch=s // 2)     # two loader passes per script epoch
+    r.ev("output", stream="stdout", line="epoch 1: mIoU: 21.29  (mean loss 0.5, 20s)")
+    st, _ = feed(r.events, cfg())
+    assert epoch_text(st, None, "en") == "1" and st.report(0)["epochs"]["script"] == 1
+    r.ev("output", stream="stdout", line="Epoch [2/6] done")
+    st, _ = feed(r.events, cfg())
+    assert epoch_text(st, None, "en") == "2 of 6"
+    st, _ = feed([e for e in r.events if e["type"] != "output"], cfg())
+    text = epoch_text(st, None, "en")
+    assert text.startswith("unknown") and "2 passes" in text, text
+    assert "无法得知" in epoch_text(st, None, "zh")

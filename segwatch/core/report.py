@@ -55,6 +55,10 @@ def build_report(state, exit_code=None) -> dict:
         "status": state.status,
         "lang": lang,
         "epoch": state.epoch,
+        # the script's own epoch count (the last epoch it printed), or None: it cannot be known;
+        # loader_passes also counts passes of next()-driven loops the shim could not
+        "epochs": {"script": state.loop.script_epoch, "script_total": state.loop.script_epochs_total,
+                   "loader_passes": state.loop.passes},
         "num_classes": state.num_classes,
         "ignore_index": state.ignore_index,
         "inferred_ignore": state.inferred_ignore,

@@ -20,6 +20,7 @@ from ..protocol import as_float
 from . import metrics as _metrics
 from .coerce import fint as _int
 from .findings import Finding
+from .progress import LoopProgress
 from .series import Reading, Series
 
 REPORT_SCHEMA = "segwatch.report/1"
@@ -131,7 +132,8 @@ class RunState:
 
         # progress
         self.step: int = 0
-        self.epoch: int | None = None
+        self.epoch: int | None = None   # passes over the training loader, as the shim counts them
+        self.loop = LoopProgress()      # batch i/N now, passes of next()-driven loaders, the printed epoch
         self.steps_per_sec: float | None = None
         self._rate = deque(maxlen=64)  # (t, step) of recent step events
 
@@ -554,6 +556,8 @@ class RunState:
         ep = _int(ev.get("epoch"))
         if ep is not None and phase == "train":
             self.epoch = ep
+        if phase == "train":
+            self.loop.on_batch(ev, s)
         inputs = ev.get("inputs")
         if isinstance(inputs, list):
             self.last_inputs = inputs
@@ -801,6 +805,7 @@ class RunState:
 
     def _on_output(self, ev: dict) -> None:
         self.output.append((ev.get("stream"), ev.get("line")))
+        self.loop.on_output(ev.get("line"))
 
     def _on_status(self, ev: dict) -> None:
         st = ev.get("status")

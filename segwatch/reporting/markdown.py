@@ -67,7 +67,10 @@ _T: dict[str, dict[str, str]] = {
     "status": {"en": "status", "zh": "状态"},
     "exit_code": {"en": "exit code", "zh": "退出码"},
     "steps": {"en": "training steps (backward calls)", "zh": "训练步数（backward 次数）"},
-    "epochs": {"en": "epochs completed", "zh": "已完成 epoch"},
+    "epochs": {"en": "epoch (as the script prints it)", "zh": "epoch（按脚本自己的输出）"},
+    "epoch_of": {"en": "{n} of {total}", "zh": "{n} / {total}"},
+    "epoch_unknown": {"en": "unknown: the script prints no epoch; {p} passes over the training loader",
+                      "zh": "无法得知：脚本没有打印 epoch；训练数据加载器已遍历 {p} 次"},
     "duration": {"en": "duration", "zh": "时长"},
     "device": {"en": "device", "zh": "设备"},
     "torch": {"en": "torch version", "zh": "torch 版本"},
@@ -137,6 +140,20 @@ _T: dict[str, dict[str, str]] = {
     "sev_warning": {"en": "WARNING", "zh": "警告"},
     "sev_info": {"en": "INFO", "zh": "提示"},
 }
+
+
+def epoch_text(st, bye: dict | None, lang: str) -> str:
+    """The script's epoch as it prints it, or a sentence saying it cannot be known (with the
+    passes over the training loader, counting next()-driven passes the shim could not)."""
+    loop = getattr(st, "loop", None)
+    n = getattr(loop, "script_epoch", None)
+    if n is not None:
+        total = getattr(loop, "script_epochs_total", None)
+        return tr("epoch_of", lang).format(n=n, total=total) if total else str(n)
+    passes = getattr(loop, "passes", 0) or 0
+    if bye and isinstance(bye.get("epoch"), int):
+        passes = max(passes, bye["epoch"])
+    return tr("epoch_unknown", lang).format(p=passes)
 
 
 def tr(key: str, lang: str) -> str:
@@ -374,9 +391,7 @@ def _facts(rd: RunData, lang: str) -> list[str]:
             ov_txt += f" ({tr('steady', lang)} {as_float(ov['share_steady']) * 100:.2f} %)"
         if budget is not None:
             ov_txt += f", {tr('budget', lang)} {as_float(budget) * 100:.2f} %"
-    epoch = st.epoch
-    if rd.bye and rd.bye.get("epoch") is not None:
-        epoch = rd.bye.get("epoch")
+    epoch = epoch_text(st, rd.bye, lang)
     steps = f"{st.step}"
     if rd.bye and rd.bye.get("optimizer_steps_total") is not None:
         steps += f" (optimizer steps {rd.bye.get('optimizer_steps_total')})"

@@ -86,9 +86,14 @@ class StatusHeader(Static):
         max_steps = _max_steps(state)
         if max_steps:
             line1.append(f"/{fint(max_steps)}", style="dim")
-        epoch = sget(state, "epoch")
+        loop = sget(state, "loop")   # core.progress.LoopProgress: the script's printed epoch first
+        epoch = getattr(loop, "script_epoch", None)
         if epoch is None:
-            epoch = view.loop_epoch
+            epoch = sget(state, "epoch")
+            if epoch is None:
+                epoch = view.loop_epoch
+            if epoch is not None and getattr(loop, "passes", None) is not None:
+                epoch = max(epoch, loop.passes)   # next()-driven passes the shim does not count
         if epoch is not None:
             line1.append("  epoch ", style="dim")
             line1.append(fint(epoch))
@@ -125,6 +130,9 @@ class StatusHeader(Static):
         else:
             line2.append("–")
         length, index = view.loop_length, view.loop_index
+        now = loop.batch(int(sget(state, "step", 0))) if hasattr(loop, "batch") else None
+        if now is not None:   # the last sampled batch advanced by the steps since, within its pass
+            index, length = now[0] - 1, now[1]
         if length and index is not None:
             done = min(index + 1, length)
             frac = done / length
