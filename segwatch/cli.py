@@ -6,6 +6,7 @@
     segwatch replay RUN_DIR                             the app on a recorded run
     segwatch report RUN_DIR [--json|--markdown|--bundle] the run report (Markdown + charts, help bundle)
     segwatch ls [DIR]                                   runs in ./segwatch_runs
+    segwatch init --preset NAME [--out CFG]             a commented config for a common dataset
     segwatch check --config CFG                         validate and print a config
     segwatch ctl RUN_DIR pause|resume|kill|ping         control a live run (also: pause/resume/kill RUN_DIR)
     segwatch relay RUN_DIR                              JSON-lines bridge used by attach over SSH
@@ -622,6 +623,37 @@ def cmd_ls(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_init(argv: Sequence[str]) -> int:
+    from segwatch.presets import PRESETS, render
+
+    p = argparse.ArgumentParser(
+        prog="segwatch init", allow_abbrev=False,
+        description="Write a commented starting config for a common dataset: class names, C, the "
+                    "ignore value its usual loaders produce, and `train.pretrained: none` (from scratch "
+                    "on purpose). `segwatch check --config FILE` accepts it.")
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="|".join(PRESETS))
+    p.add_argument("--out", metavar="FILE", help="write here (default: print to stdout)")
+    p.add_argument("--pretrained", metavar="CKPT", help="the checkpoint you load (default: none, from scratch)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    ns = p.parse_args(argv)
+    text = render(ns.preset, ns.pretrained)
+    if not ns.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(ns.out)
+    if out.exists() and not ns.force:
+        _err(f"{out} exists; add --force to overwrite it")
+        return EXIT_USAGE
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        _err(f"cannot write {out}: {exc}")
+        return EXIT_USAGE
+    print(f"wrote {out} ({ns.preset}); check it: segwatch check --config {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_check(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="segwatch check", allow_abbrev=False,
                                 description="Validate a config and print it resolved (exit 0 if valid, 2 if not).")
@@ -698,6 +730,8 @@ COMMANDS = {
     "replay": ("open the app on a recorded run (--headless prints it)", cmd_replay),
     "report": ("a run's report (--json; --markdown, --bundle write files)", cmd_report),
     "ls": ("list runs", cmd_ls),
+    "init": ("write a commented config for a dataset (--preset sunrgbd|nyudv2|cityscapes|ade20k|voc)",
+             cmd_init),
     "check": ("validate a config (--config CFG)", cmd_check),
     "ctl": ("pause|resume|kill|ping a live run", cmd_ctl),
     "pause": ("pause a live run (= ctl RUN_DIR pause)", lambda a: cmd_ctl(a, "pause")),

@@ -128,6 +128,8 @@ class TrainConfig:
       optimizer lr that is zero or far from it.  null: only zero is flagged.
     - ``max_steps`` (extra): planned number of training steps, for progress display and
       for scaling the diagnosis windows; null when unknown.
+    - ``pretrained``: ``none`` says "from scratch on purpose"; a checkpoint path or name
+      says weights are expected to be loaded; null: unknown.
     """
 
     expected_lr: float | None = _f(
@@ -135,6 +137,10 @@ class TrainConfig:
         "Intended learning rate; an optimizer lr that is 0 or far from it is flagged.")
     max_steps: int | None = _f(
         None, "int?", "Planned number of training steps (progress display), if known.")
+    pretrained: str | None = _f(
+        None, "pretrained",
+        "`none`: training from scratch on purpose (the checklist does not ask for a "
+        "load_state_dict call); a checkpoint path or name: one is expected; null: unknown.")
 
 
 @dataclass
@@ -320,6 +326,15 @@ def _parse_field(f: dataclasses.Field, v: Any, key: str) -> Any:
                 f"expected one of {', '.join(choices)}, got {_show(v)}"
                 + (_suggest(v, choices) if isinstance(v, str) else ""), key)
         return v
+    if kind == "pretrained":
+        if v is None:
+            return None
+        if v is False or (isinstance(v, str) and v.strip().lower() in ("none", "scratch", "no", "false")):
+            return "none"   # YAML reads a bare `no`/`false` as a bool
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"expected `none` (from scratch on purpose), a checkpoint path or null, "
+                              f"got {_show(v)}", key)
+        return v.strip()
     if kind == "ignore":
         if v is None:
             return None
@@ -596,6 +611,7 @@ def _type_name(f: dataclasses.Field) -> str:
     name = {
         "str": "string", "int": "integer", "number": "number", "bool": "bool",
         "names": "list of strings", "ignore": "integer, `auto` or null",
+        "pretrained": "`none`, a path or null",
         "choice": " \\| ".join(f"`{c}`" for c in (f.metadata["choices"] or ())),
     }[base]
     return name + (" or null" if opt else "")

@@ -235,3 +235,57 @@ def test_the_report_counts_epochs_as_the_script_prints_them_or_says_it_cannot_kn
     text = epoch_text(st, None, "en")
     assert text.startswith("unknown") and "2 passes" in text, text
     assert "无法得知" in epoch_text(st, None, "zh")
+
+
+# ---------------------------------------------------------------------- segwatch init
+def test_init_writes_a_config_that_check_accepts_and_the_checklist_reads_ok(tmp_path):
+    import numpy as np
+    from test_state import Run, feed
+
+    from segwatch.cli import main
+    from segwatch.config import load_config
+    from segwatch.presets import PRESETS
+
+    for name in PRESETS:
+        out = tmp_path / f"{name}.yaml"
+        assert main(["init", "--preset", name, "--out", str(out)]) == 0
+        assert main(["check", "--config", str(out)]) == 0
+        text = out.read_text()
+        assert text.count("\n#") + text.count("\n  #") >= 4          # commented
+        cfg = load_config(out)
+        assert cfg.dataset.ignore_index == 255 and cfg.train.pretrained == "none"
+        assert len(cfg.dataset.class_names) == cfg.dataset.num_classes
+    assert main(["init", "--preset", "voc", "--out", str(tmp_path / "voc.yaml")]) == 2   # no overwrite
+    sun = load_config(tmp_path / "sunrgbd.yaml")
+    assert sun.dataset.num_classes == 37 and sun.dataset.class_names[0] == "wall"
+    assert sun.dataset.reduce_zero_label is True          # SUNRGBD in the guide's codebase: 255 after gt - 1
+
+    def checklist(config):
+        r = Run()
+        r.model(out_channels=37)
+        rng = np.random.RandomState(0)
+        for s in range(1, 151):
+            r.batch(s, hist=rng.multinomial(4000, np.ones(37) / 37), ignore=300, ignore_value=255)
+            r.step(s)
+        r.ev("status", status="finished", exit_code=0)
+        st, _ = feed(r.events, config)
+        return {it.id: it.state for it in st.checklist}
+
+    items = checklist(sun)
+    for key in ("num_classes", "ignore_label", "pretrained_loaded"):
+        assert items[key] == "ok", items
+    bare = checklist(None)                                # unconfigured: the same run warns
+    assert bare["num_classes"] == "warn" and bare["pretrained_loaded"] == "warn", bare
+
+
+def test_pretrained_config_values():
+    import pytest
+
+    from segwatch.config import Config, ConfigError
+
+    assert Config.from_dict({"train": {"pretrained": "None"}}).train.pretrained == "none"
+    assert Config.from_dict({"train": {"pretrained": False}}).train.pretrained == "none"
+    assert Config.from_dict({"train": {"pretrained": "ckpt/b.pth"}}).train.pretrained == "ckpt/b.pth"
+    assert Config.from_dict({"train": {}}).train.pretrained is None
+    with pytest.raises(ConfigError, match="pretrained"):
+        Config.from_dict({"train": {"pretrained": 3}})

@@ -82,6 +82,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "pt.ok": ("{loaded}/{total} keys loaded into {module}", "{module} 加载了 {loaded}/{total} 个键"),
     "pt.none": ("no load_state_dict call seen: training from scratch?", "未见 load_state_dict 调用：是否在从头训练？"),
     "pt.wait": ("no load_state_dict call seen yet", "尚未见到 load_state_dict 调用"),
+    "pt.scratch": ("training from scratch on purpose (train.pretrained: none)",
+                   "按配置有意从头训练（train.pretrained: none）"),
     "aug.bad": ("{id}: {why}", "{id}：{why}"),
     "aug.ok": ("{n} training batches checked", "已检查 {n} 个训练批次"),
     "aug.wait": ("waiting for training batches", "等待训练批次"),
@@ -225,6 +227,9 @@ def _pretrained(state) -> ChecklistItem:
         it.state = "ok"
         it.evidence = _t(state, "pt.ok", loaded=d.get("loaded"), total=d.get("total"), module=d.get("module"))
         return it
+    if str(state.cfg("train", "pretrained") or "").lower() == "none":
+        it.state, it.evidence = "ok", _t(state, "pt.scratch")   # said so in the config
+        return it
     ended = state.status in ("finished", "killed", "failed", "lost")
     if ended or state.step > state.grace_steps:
         it.state, it.evidence = "warn", _t(state, "pt.none")
@@ -259,8 +264,11 @@ def _loss_rise(state) -> tuple[float, int, float, int] | None:
     if len(vals) < 3 * w:
         return None
     recent = float(np.median(vals[-w:]))
-    lows = [(float(np.median(vals[i:i + w])), int(steps[i + w - 1])) for i in range(0, len(vals) - 2 * w + 1, w // 2)]
-    low, low_step = min(lows)
+    # medians of windows of w samples, every w/2, before the last window (one numpy call)
+    wins = np.lib.stride_tricks.sliding_window_view(vals[:len(vals) - w], w)[:: w // 2]
+    meds = np.median(wins, axis=1)
+    i = int(np.argmin(meds))
+    low, low_step = float(meds[i]), int(steps[i * (w // 2) + w - 1])
     if recent > 1.5 * low and recent - low > 1e-6:
         return low, low_step, recent, int(steps[-1])
     return None
