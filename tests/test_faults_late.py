@@ -22,6 +22,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +110,8 @@ def test_zoo_trainings_are_long_enough():
 def run_entry(name: str, workdir: Path) -> dict:
     spec = TABLE[name]
     out = workdir / name
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a kept folder from an earlier run holds a stale report
+    out.mkdir(parents=True)
     report, run_dir = out / "r.json", out / "run"
     cmd = [sys.executable, "-m", "segwatch", "run", "--headless", "--report", str(report),
            "--run-dir", str(run_dir), "--config", str(ZOO / spec["config"]), str(_script(name))]
