@@ -279,12 +279,13 @@ def contradictions(rep: dict, events: list[dict]) -> list[str]:
         raw = e.get("stray_classes", e.get("stray"))
         stray = {int(x) for x in raw} if isinstance(raw, list) else set()
         n_stray = len(stray) if isinstance(raw, list) else int(raw) if isinstance(raw, int) else 0
-        if e.get("predicted") is not None and f["id"] == "pred.low_diversity" and e.get("source", "").startswith("eval"):
+        from_eval = str(e.get("source", "")).startswith("eval")
+        if e.get("predicted") is not None and f["id"] == "pred.low_diversity" and from_eval:
             listed = {int(x) for x in e["predicted"]}
             if not listed <= predicted or len(listed | stray) + (n_stray - len(stray)) != len(predicted):
                 out.append(f"{where} lists predicted {e['predicted']} (stray {raw}); "
                            f"the matrix predicts {sorted(predicted)}")
-        if e.get("pred_classes") is not None and str(e.get("source", "")).startswith("eval"):
+        if e.get("pred_classes") is not None and from_eval:
             # pred.collapse counts the stray classes in pred_classes, pred.low_diversity does not
             if len(predicted) not in (int(e["pred_classes"]), int(e["pred_classes"]) + n_stray):
                 out.append(f"{where} counts {e['pred_classes']} predicted classes (stray {raw}); "

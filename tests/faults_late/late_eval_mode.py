@@ -9,8 +9,8 @@ Expected finding: model.eval_mode_in_training.  FAULT_STEP = 300.
 import torch
 import torch.nn as nn
 
-from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, TinySegNet, endless, loaders,
-                   log_miou, log_step, seed_all, validate)
+from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, TinySegNet,
+                   endless, loaders, log_miou, log_step, seed_all, validate)
 
 FAULT_STEP = 300
 VAL_BEGIN = 300

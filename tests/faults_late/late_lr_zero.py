@@ -8,8 +8,8 @@ FAULT_STEP = 300.  ``--healthy``: gamma 0.1 (the healthy twin).
 import torch
 import torch.nn as nn
 
-from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, TinySegNet, endless, loaders,
-                   log_miou, log_step, seed_all, validate)
+from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, TinySegNet,
+                   endless, loaders, log_miou, log_step, seed_all, validate)
 
 FAULT_STEP = 300
 

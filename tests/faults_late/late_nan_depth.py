@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, SynthRGBD, TinySegNet, endless,
-                   log_miou, log_step, seed_all, validate)
+from _late import (BATCH, EVAL_EVERY, HEALTHY, NUM_CLASSES, TOTAL_STEPS, WIDTH, SynthRGBD,
+                   TinySegNet, endless, log_miou, log_step, seed_all, validate)
 
 FAULT_STEP = 300
 RAW_BEGIN = 300
