@@ -21,9 +21,9 @@ TABLE = yaml.safe_load((FAULTS / "EXPECTED.yaml").read_text())
 pytestmark = pytest.mark.slow
 
 #: the zoo subset: a healthy DFormer-style run, collapse seen by the matrix, the p_c / C
-#: signature, the script's metric disagreeing (printed-mIoU rules), a swallowed evaluation
+#: signature, the script's metric disagreeing (printed-mIoU rules)
 ZOO = ["healthy_dformer.py", "fault_collapse_high_lr.py", "fault_single_class_signature.py",
-       "fault_metrics_not_updated.py", "fault_eval_swallowed.py"]
+       "fault_metrics_not_updated.py"]
 
 _RUNS: dict[str, tuple[dict, Path]] = {}
 
