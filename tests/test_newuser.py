@@ -289,3 +289,90 @@ def test_pretrained_config_values():
     assert Config.from_dict({"train": {}}).train.pretrained is None
     with pytest.raises(ConfigError, match="pretrained"):
         Config.from_dict({"train": {"pretrained": 3}})
+
+
+# ---------------------------------------------------------------------- zh complete
+#: words that stay as they are in Chinese text: code, formats, units, product names
+ZH_ALLOWED = {
+    "miou", "iou", "logits", "warmup", "ohem", "auto", "softmax", "amp", "gradscaler", "sigstop",
+    "segwatch", "torch", "pytorch", "dformer", "mmseg", "hf", "lr", "nan", "inf", "gpu", "cpu", "png",
+    "uint8", "rgb", "val", "train", "eval", "batch", "epoch", "step", "backward", "optimizer", "loss",
+    "none", "null", "true", "false", "ctl", "resume", "kill", "pause", "fg", "id", "ids",
+    "dataloader", "scheduler", "momentum", "dropout", "eps", "bn", "batchnorm", "ema", "ddp",
+    "ignore",   # "ignore 值": the ignore_index, a term the Chinese texts keep
+    "label", "image", "rgb", "depth",   # the keys of the user's batch dict, quoted as they are
+}
+
+
+def _english_words(text: str, allowed: set[str]) -> list[str]:
+    import re
+
+    text = re.sub(r"`[^`]*`", " ", text)                      # code spans
+    text = re.sub(r"\bclass \d+", " ", text)                 # an unnamed class's name: `class 7`
+    text = re.sub(r"\b[\w.]*[_.()\[\]][\w.()\[\]]*", " ", text)  # ids and code words: pred.collapse, ignore_index
+    words = re.findall(r"[A-Za-z]{2,}", text)
+    return [w for w in words if w.lower() not in allowed and w.lower() not in ZH_ALLOWED]
+
+
+def _zh_reports() -> list:
+    """Reports of runs with many findings: the recorded SUNRGBD collapse, and synthetic runs
+    (a collapse without class names, an empty matrix under ignore auto, a wild LR, a loss
+    that blows up), each built in Chinese."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from test_rules import one_class, warm
+    from test_state import C, Run, cfg, feed, label_hist
+
+    streams = []
+    rec = Path(__file__).parent / "data" / "recorded_run" / "events.jsonl"
+    streams.append(([json.loads(line) for line in rec.read_text().splitlines() if line.strip()], None))
+    r = Run()
+    warm(r, 140, preds_fn=lambda s: one_class(4) if s > 105 else np.r_[np.ones(C, int) * 10],
+         loss_fn=lambda s: 2.0)
+    streams.append((r.events, cfg(policy__grace_steps=100)))
+    r = Run()
+    r.model()
+    rng = np.random.RandomState(0)
+    for s in range(1, 11):
+        r.batch(s, hist=label_hist(rng), ignore_value=None, oor={255: 300})
+        r.step(s)
+    r.batch(10, phase="val", hist=np.zeros(C, int), ignore_value=None, oor={255: 65536})
+    ev = r.eval(10, np.zeros((C, C), int), oor=65636)
+    ev["oor_values"] = {"255": 65536, "40": 100}
+    streams.append((r.events, cfg(dataset__ignore_index="auto")))
+    r = Run()
+    warm(r, 150, loss_fn=lambda s: 0.5 if s < 100 else 0.5 * 1.08 ** (s - 100))
+    for s in range(151, 160):
+        r.step(s, lr=(1.0,))
+    r.ev("status", status="finished", exit_code=0)
+    streams.append((r.events, cfg()))
+    reports = []
+    for events, config in streams:
+        st, _ = feed(events, config, lang="zh")
+        reports.append((st.report(0), set((st.class_names or []))))
+    return reports
+
+
+def test_every_finding_and_checklist_item_of_the_reports_renders_in_chinese():
+    from segwatch.supervisor.headless import finding_line
+
+    problems = []
+    n_findings = 0
+    for rep, names in _zh_reports():
+        allowed = {n.lower() for n in names}
+        for f in rep["findings"]:
+            n_findings += 1
+            text = finding_line(f, "zh")
+            left = _english_words(text.replace(f["id"], " "), allowed)
+            if left:
+                problems.append(f"finding {f['id']}: {sorted(set(left))}\n{text}")
+        for it in rep["checklist"]:
+            text = f"{it.get('title')} | {it.get('evidence')}"
+            left = _english_words(text, allowed)
+            if left:
+                problems.append(f"checklist {it['id']}: {sorted(set(left))}: {text}")
+    ids = {f["id"] for rep, _ in _zh_reports() for f in rep["findings"]}
+    assert n_findings >= 6 and {"optim.lr_suspicious", "metric.cm_empty", "pred.collapse"} <= ids, ids
+    assert not problems, "untranslated English in --lang zh:\n" + "\n".join(problems)

@@ -124,6 +124,9 @@ TEXT: dict[str, tuple[str, str]] = {
 def _t(state, key: str, **kw) -> str:
     en, zh = TEXT[key]
     tmpl = zh if getattr(state, "lang", "en") == "zh" else en
+    if tmpl is zh:   # a rule's phrase quoted here (a finding's `why`) in Chinese too
+        from .wording import evidence_value
+        kw = {k: evidence_value(v, "zh") for k, v in kw.items()}
     try:
         return tmpl.format(**kw)
     except (KeyError, ValueError, TypeError, IndexError):  # an odd value: keep the words

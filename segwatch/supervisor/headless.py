@@ -17,6 +17,8 @@ import math
 import os
 from typing import Any
 
+from segwatch.core.wording import evidence_label, evidence_value
+
 from .corelink import finite, last_value
 
 PREFIX = "[segwatch]"
@@ -248,7 +250,8 @@ def _rank_losses(state: Any, limit: int = 8) -> str:
     return " ".join(items)
 
 
-def _evidence_value(v: Any) -> str | None:
+def _evidence_value(v: Any, lang: str = "en") -> str | None:
+    v = evidence_value(v, lang)
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, tuple, dict)):
@@ -264,7 +267,7 @@ def evidence_lines(evidence: Any, lang: str = "en", limit: int = 8, width: int =
         return []
     items = []
     for k, v in list(evidence.items())[:limit]:
-        text = _evidence_value(v)
+        text = _evidence_value(v, lang)
         if text is not None:
             items.append(f"{evidence_key(k, lang)}={text}")
     if len(evidence) > limit:
@@ -307,12 +310,6 @@ def advice_lines(advice: str, lang: str = "en", width: int = WIDTH) -> list[str]
 
 def evidence_key(key: str, lang: str = "en") -> str:
     """An evidence key as the user reads it in ``lang`` (the key itself when unnamed)."""
-    if lang == "en":
-        return key
-    try:
-        from segwatch.core.advice import evidence_label
-    except ImportError:
-        return key
     try:
         return evidence_label(key, lang) or key
     except Exception:
