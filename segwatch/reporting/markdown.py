@@ -30,6 +30,7 @@ import numpy as np
 
 from segwatch.core import metrics as M
 from segwatch.core.findings import SEVERITY_RANK
+from segwatch.core.wording import evidence_label, evidence_value
 from segwatch.protocol import LineDecoder, as_float
 
 from . import charts
@@ -154,6 +155,12 @@ def epoch_text(st, bye: dict | None, lang: str) -> str:
     if bye and isinstance(bye.get("epoch"), int):
         passes = max(passes, bye["epoch"])
     return tr("epoch_unknown", lang).format(p=passes)
+
+
+def _evidence_key(key: str, lang: str) -> str:
+    """``key`` (as in the JSON report), with its Chinese label in zh: 来源 (`source`)."""
+    label = evidence_label(key, lang)
+    return f"`{key}`" if label == key else f"{label} (`{key}`)"
 
 
 def tr(key: str, lang: str) -> str:
@@ -559,7 +566,8 @@ def _findings(rd: RunData, lang: str) -> list[str]:
         out.append("")
         ev = f.evidence or {}
         if ev:
-            out += _table([tr("evidence", lang), tr("value", lang)], [[f"`{k}`", v] for k, v in ev.items()])
+            out += _table([tr("evidence", lang), tr("value", lang)],
+                          [[_evidence_key(k, lang), evidence_value(v, lang)] for k, v in ev.items()])
             out.append("")
         adv = f.advice(lang)
         if adv:
