@@ -6,6 +6,10 @@ not visible to it), ``backward`` (``OptimWrapper.update_params``) and the optimi
 
 * ``before_train``: names the model (``segwatch.watch(runner.model)``, unwrapping DDP), since
   the shim cannot match mmengine's list-of-images batches with the model's stacked input;
+  reports the class names of the dataset's ``metainfo``;
+* ``attach`` (under ``adapter: auto``) also wraps the loaders' ``collate_fn`` so that each
+  batch dict carries ``gt_sem_seg``: the data samples' labels stacked [B, H, W] (see
+  ``labels_for_shim``), which the shim's batch probe reads;
 * ``after_val_iter``: pairs each output data sample's prediction with its ground truth, the
   mmseg way: ``pred_sem_seg.data`` (or ``seg_logits.data``) with ``gt_sem_seg.data`` (both at
   the original image size), and feeds ``segwatch.log_eval``;
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 from . import _base as B
 
-__all__ = ["SegwatchHook", "attach", "pairs_from_outputs"]
+__all__ = ["SegwatchHook", "attach", "pairs_from_outputs", "labels_for_shim", "stacked_labels"]
 
 
 def _dataset_classes(runner):
@@ -59,6 +63,84 @@ def _field(sample, name):
         return getattr(sample, name, None)
     except Exception:
         return None
+
+
+LABEL_KEY = "gt_sem_seg"
+
+
+def stacked_labels(data_samples):
+    """The ``gt_sem_seg.data`` [1, H, W] of each data sample stacked as [B, H, W], or None
+    (no labels, or samples of different sizes: mmseg crops in training, not always in val)."""
+    import torch
+
+    if not isinstance(data_samples, (list, tuple)) or not data_samples:
+        return None
+    labs = []
+    for s in data_samples:
+        lab = _data(_field(s, "gt_sem_seg"))
+        if lab is None or not hasattr(lab, "dim"):
+            return None
+        labs.append(lab[0] if lab.dim() == 3 and lab.shape[0] == 1 else lab)
+    if any(lab.dim() != 2 or lab.shape != labs[0].shape for lab in labs):
+        return None
+    return torch.stack(labs)
+
+
+def labels_for_shim(batch):
+    """Add ``gt_sem_seg`` (stacked labels) to an mmengine batch dict, in place, and return it.
+
+    Why: mmseg batches are ``{"inputs": [uint8 [3, H, W], ...], "data_samples": [...]}``; the
+    shim finds no label map in them (the labels sit inside ``SegDataSample`` objects) and
+    would take a per-image uint8 tensor for one.  mmengine's data preprocessors read only
+    ``inputs`` and ``data_samples``, so the extra key does not change the training."""
+    try:
+        if isinstance(batch, dict) and LABEL_KEY not in batch:
+            lab = stacked_labels(batch.get("data_samples"))
+            if lab is not None:
+                batch[LABEL_KEY] = lab
+    except Exception:
+        pass
+    return batch
+
+
+class _LabelledCollate:
+    """collate_fn wrapper (picklable for worker processes): the original, then labels_for_shim."""
+
+    def __init__(self, collate_fn) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples):
+        return labels_for_shim(self.collate_fn(samples))
+
+
+def _wrap_collate(loader) -> bool:
+    fn = getattr(loader, "collate_fn", None)
+    if fn is None or isinstance(fn, _LabelledCollate):
+        return False
+    loader.collate_fn = _LabelledCollate(fn)
+    return True
+
+
+def _wrap_build_dataloader(runner) -> None:
+    """Make the runner's loaders (built lazily in ``train()``) label their batches for the shim.
+
+    ``runner.build_dataloader`` is looked up on the instance by ``build_train_loop`` /
+    ``build_val_loop``; the loop creates its iterator right away, so the collate_fn must be
+    wrapped before then (``before_train`` is too late)."""
+    orig = getattr(runner, "build_dataloader", None)
+    if orig is None or getattr(orig, "_segwatch_wrapped", False):
+        return
+
+    def build_dataloader(*args, **kwargs):
+        loader = orig(*args, **kwargs)
+        try:
+            _wrap_collate(loader)
+        except Exception as exc:
+            B._fail(B.shim(), "adapter:mmseg.collate", exc)
+        return loader
+
+    build_dataloader._segwatch_wrapped = True
+    runner.build_dataloader = build_dataloader
 
 
 def pairs_from_outputs(outputs, data_batch=None):
@@ -192,9 +274,9 @@ def _hook_class():
 def attach(runner) -> None:
     """Register a SegwatchHook on a constructed Runner (unless it has one)."""
     hooks = getattr(runner, "hooks", None) or getattr(runner, "_hooks", [])
-    if any(type(h).__name__ == "SegwatchHook" for h in hooks):
-        return
-    runner.register_hook(_hook_class()())
+    if not any(type(h).__name__ == "SegwatchHook" for h in hooks):
+        runner.register_hook(_hook_class()())
+    _wrap_build_dataloader(runner)
 
 
 def __getattr__(name: str):
