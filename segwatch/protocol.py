@@ -45,6 +45,7 @@ SUPERVISOR_TYPES = (
     "action",   # a pause / resume / kill, by policy or by a user
     "finding",  # a finding first raised (mirror of core's diagnosis, for external readers)
     "proc",     # CPU / RSS of the child's process tree
+    "gpu",      # per-GPU utilization / VRAM / temperature / power (NVML), same cadence as proc
     "control",  # a command to the supervisor (pause / resume / kill / subscribe)
     "ack",      # the supervisor's answer to a control command
 )
@@ -69,6 +70,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "action": {"kind": (str,)},
     "finding": {"id": (str,), "severity": (str,)},
     "proc": {},
+    "gpu": {},
     "control": {"cmd": (str,)},
     "ack": {"ok": (bool,)},
 }

@@ -45,6 +45,9 @@ TITLES: dict[str, dict[str, str]] = {
     "dist.rank_divergence": {"en": "Ranks disagree", "zh": "各进程(rank)结果不一致"},
     "dist.same_batches": {"en": "Ranks see identical batches", "zh": "各进程读取了相同的批次"},
     "dist.rank_silent": {"en": "A rank stopped reporting", "zh": "某个进程停止上报"},
+    "resource.memory_growing": {"en": "CUDA memory keeps growing", "zh": "CUDA 显存持续增长"},
+    "resource.cuda_oom": {"en": "CUDA out of memory", "zh": "CUDA 显存不足（OOM）"},
+    "perf.data_bound": {"en": "Training waits on the DataLoader", "zh": "训练在等待 DataLoader"},
 }
 
 ADVICE: dict[str, dict[str, str]] = {
@@ -295,6 +298,34 @@ ADVICE: dict[str, dict[str, str]] = {
               "Check that rank's output and NCCL timeouts.",
         "zh": "某个 rank 停止上报而其它 rank 仍在运行：它可能卡在集合通信中或已退出。检查该 rank 的输出以及 NCCL 超时设置。",
     },
+    "resource.memory_growing": {
+        "en": "GPU memory allocated after each step keeps rising: something keeps tensors alive across "
+              "steps. Look for a loss accumulated with its graph (total += loss; use loss.item() or "
+              "loss.detach()), lists of outputs/logits kept for logging, and metrics computed on tensors "
+              "that require grad (check `x.grad_fn` on what the script keeps). Variable image sizes "
+              "also grow the allocator's cache: use a fixed crop.",
+        "zh": "每步之后已分配的显存持续上升：有张量在步与步之间被保留。检查是否把带计算图的 loss 累加（total += loss；"
+              "应使用 loss.item() 或 loss.detach()）、为记录日志保留了输出/logits 列表、在需要梯度的张量上计算指标"
+              "（对脚本保留的对象检查 `x.grad_fn`）。图像尺寸不固定也会让缓存增长：使用固定的裁剪尺寸。",
+    },
+    "resource.cuda_oom": {
+        "en": "The training ran out of GPU memory. Lower the batch size (keep the effective batch with "
+              "gradient accumulation) or the crop size, train with AMP (torch.autocast + GradScaler, "
+              "about half the activation memory), or enable gradient checkpointing in the backbone. "
+              "If it happens after many steps, memory was growing: look for tensors kept across steps.",
+        "zh": "训练耗尽了显存。减小 batch size（可用梯度累积保持等效 batch）或裁剪尺寸，使用 AMP 混合精度训练"
+              "（torch.autocast + GradScaler，激活显存约减半），或在主干网络中开启梯度检查点（gradient checkpointing）。"
+              "如果在训练很多步之后才出现，说明显存在持续增长：检查是否有张量在步与步之间被保留。",
+    },
+    "perf.data_bound": {
+        "en": "A large share of each step is spent waiting for the next batch: the GPU idles while the "
+              "DataLoader decodes and augments. Raise num_workers (about the CPU cores per GPU), set "
+              "pin_memory=True and persistent_workers=True, keep prefetch_factor >= 2, and move costly "
+              "decoding (large PNGs, resizing) out of __getitem__ or cache decoded data.",
+        "zh": "每一步都有很大比例的时间在等待下一个批次：DataLoader 解码和增强数据时 GPU 处于空闲。增大 num_workers"
+              "（约为每块 GPU 对应的 CPU 核数），设置 pin_memory=True 和 persistent_workers=True，保持 prefetch_factor >= 2，"
+              "并把耗时的解码（大 PNG、缩放）移出 __getitem__ 或缓存解码后的数据。",
+    },
 }
 
 #: One more sentence naming this run's values, filled from the finding's evidence
@@ -321,6 +352,12 @@ DETAIL: dict[str, dict[str, str]] = {
     "data.not_normalized": {"en": "Here: input '{key}'.", "zh": "本次：输入 '{key}'。"},
     "model.pretrained_not_loaded": {"en": "Here: {loaded} of {total} keys loaded.",
                                     "zh": "本次：{total} 个键中只加载了 {loaded} 个。"},
+    "resource.memory_growing": {"en": "Here: {allocated_from_mib} MiB at step {from_step} -> {allocated_to_mib} MiB at step {to_step}.",
+                                "zh": "本次：第 {from_step} 步 {allocated_from_mib} MiB -> 第 {to_step} 步 {allocated_to_mib} MiB。"},
+    "resource.cuda_oom": {"en": "Here: batch size {batch_size}, crop {crop}.",
+                          "zh": "本次：batch size {batch_size}，裁剪尺寸 {crop}。"},
+    "perf.data_bound": {"en": "Here: {data_wait_share:.0%} of wall time waiting for batches (num_workers={num_workers}).",
+                        "zh": "本次：{data_wait_share:.0%} 的时间在等待批次（num_workers={num_workers}）。"},
 }
 
 _GENERIC = {"en": "See the evidence for details.", "zh": "详情见证据。"}

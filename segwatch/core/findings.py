@@ -55,6 +55,9 @@ SEVERITY: dict[str, str] = {
     "dist.rank_divergence": "warning",
     "dist.same_batches": "warning",
     "dist.rank_silent": "error",
+    "resource.memory_growing": "warning",
+    "resource.cuda_oom": "error",
+    "perf.data_bound": "warning",
 }
 
 FINDING_IDS = tuple(SEVERITY)

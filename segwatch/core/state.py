@@ -192,6 +192,14 @@ class RunState:
         self.actions: list[dict] = []
         self.output: deque = deque(maxlen=_MAX_OUTPUT_LINES)
         self.proc: dict | None = None
+        # GPU side (issue 19): the last ``gpu`` event (NVML, per device), CUDA memory after each
+        # step's backward (``step.cuda_mem``), DataLoader wait vs wall time (``step.data_wait``)
+        self.gpu: dict | None = None
+        self.cuda_allocated = Series(h, "cuda_allocated")
+        self.cuda_peak: int | None = None
+        self._data_wait: deque = deque(maxlen=16)   # (data_wait s, wall s) of recent step events
+        self.data_wait_share: float | None = None
+        self.loader_facts: dict = {}   # num_workers / pin_memory where the shim knows them
         self.overhead: dict | None = None
         self.probes_disabled: list[str] = []
         self.probe_notes: deque = deque(maxlen=100)
@@ -232,6 +240,7 @@ class RunState:
             "overhead": self._on_overhead, "script_metric": self._on_script_metric,
             "bye": self._on_bye, "output": self._on_output, "status": self._on_status,
             "action": self._on_action, "proc": self._on_proc, "finding": self._on_finding,
+            "gpu": self._on_gpu,
         }
         self._apply_config()
 
@@ -487,6 +496,7 @@ class RunState:
 
     def _on_hello(self, ev: dict) -> None:
         self.hello = ev
+        self._note_loader_facts(ev)
         self.script = ev.get("script") or self.script
         self.argv = ev.get("argv")
         self.pid = _int(ev.get("pid")) or self.pid
@@ -558,6 +568,7 @@ class RunState:
             self.epoch = ep
         if phase == "train":
             self.loop.on_batch(ev, s)
+            self._note_loader_facts(ev)
         inputs = ev.get("inputs")
         if isinstance(inputs, list):
             self.last_inputs = inputs
@@ -639,6 +650,7 @@ class RunState:
     def _on_step(self, ev: dict) -> None:
         s = self._see_step(ev)
         self.last_step_event = ev
+        self._read_gpu_side(ev, s)
         if ev.get("sampled") is not False:
             # the gradient / update fields of a sampled step (a read-back's light step has none)
             self._read("sampled_step", ev, s, "grads")
@@ -835,6 +847,48 @@ class RunState:
 
     def _on_proc(self, ev: dict) -> None:
         self.proc = {k: ev.get(k) for k in ("cpu", "rss", "procs", "gpu_mem", "t")}
+
+    def _on_gpu(self, ev: dict) -> None:
+        devices = ev.get("devices")
+        if isinstance(devices, list):
+            self.gpu = {"devices": [d for d in devices if isinstance(d, dict)], "t": ev.get("t"),
+                        "step": _int(ev.get("step"))}
+
+    def _note_loader_facts(self, ev: dict) -> None:
+        for k in ("num_workers", "pin_memory"):
+            if ev.get(k) is not None:
+                self.loader_facts[k] = ev.get(k)
+
+    def _read_gpu_side(self, ev: dict, s: int) -> None:
+        """``step.cuda_mem`` and ``step.data_wait`` / ``step.wall`` (shim contract, issue 19)."""
+        mem = ev.get("cuda_mem")
+        if isinstance(mem, dict):
+            alloc = _int(mem.get("allocated"))
+            if alloc is not None:
+                self.cuda_allocated.append(s, alloc)
+                self._read("cuda_mem", mem, s, "readback")
+            peak = _int(mem.get("max_allocated"))
+            if peak is not None and (self.cuda_peak is None or peak > self.cuda_peak):
+                self.cuda_peak = peak
+        try:
+            wait, wall = as_float(ev.get("data_wait")), as_float(ev.get("wall"))
+        except Exception:
+            wait = wall = None
+        if wait is not None and wall is not None and wall > 0 and wait >= 0:
+            self._data_wait.append((wait, wall))
+            total = sum(w for _, w in self._data_wait)
+            self.data_wait_share = sum(d for d, _ in self._data_wait) / total if total > 0 else None
+            self._read("data_wait", self.data_wait_share, s, "readback")
+
+    @property
+    def images_per_sec(self) -> float | None:
+        """Training throughput: the last batch's size x steps per second (None when unknown)."""
+        if not self.steps_per_sec or not self.last_inputs:
+            return None
+        first = self.last_inputs[0] if isinstance(self.last_inputs[0], dict) else {}
+        shape = first.get("shape")
+        n = _int(shape[0]) if isinstance(shape, list) and shape else None
+        return n * self.steps_per_sec if n else None
 
     def _on_finding(self, ev: dict) -> None:
         self.counters["mirrored_findings"] += 1

@@ -36,6 +36,7 @@ from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, ma
 
 from . import corelink
 from .headless import PREFIX, StatusLines, by_word, finding_line, same_terminal, status_line, status_word, tr
+from .gpu import NvmlSampler
 from .miou_parse import MiouResolver
 from .process import GpuMemProbe, ProcessTree, exit_status
 from .replay import finalize_report
@@ -220,6 +221,7 @@ class Supervisor:
         self._finished = False
         self._miou = MiouResolver()
         self._gpu: GpuMemProbe | None = None
+        self._nvml: NvmlSampler | None = None   # per-GPU sampling (gpu events); unavailable without NVML
         self._evals_seen = 0
 
     # ------------------------------------------------------------------ public
@@ -396,6 +398,7 @@ class Supervisor:
                 os.close(fd)
         self.tree = ProcessTree(self.child.pid)
         self._gpu = GpuMemProbe().start()
+        self._nvml = NvmlSampler() if self._nvml is None else self._nvml
         if not writers:
             self._say(f"{PREFIX} cannot create stdout.log/stderr.log in the run directory; "
                       "the training's output goes through segwatch (it would stop if segwatch died)")
@@ -986,6 +989,18 @@ class Supervisor:
         except Exception:
             return
         self._emit(make_event("proc", **sample))
+        self._sample_gpus()
+
+    def _sample_gpus(self) -> None:
+        """One ``gpu`` event per proc sample, only when NVML sees a device."""
+        if self._nvml is None or not self._nvml.available or self.tree is None:
+            return
+        try:
+            fields = self._nvml.sample(p.pid for p in self.tree.members(scan_group=False))
+        except Exception:
+            return
+        if fields is not None:
+            self._emit(make_event("gpu", step=self.state.step, **fields))
 
     # ------------------------------------------------------------------ ending
     def _protocol_counts(self) -> dict:

@@ -68,6 +68,8 @@ label.single_value             the last 4 sampled training batches hold <= 2 lab
                                together while validation labels hold >= max(4, 2n + 2) classes
 data.nonfinite                 any input with nonfinite > 0
 data.not_normalized            a float, non-label input with |min|/|max| > 20 or |mean| > 10
+resource.* / perf.data_bound  see resources.py (CUDA memory growth, CUDA OOM in the output,
+                               > 30 % of wall time waiting for batches)
 dist.*                         grad norms differ > 5 % across ranks (3 steps); identical
                                batches on all ranks (3 times); a rank silent > 120 s
 =============================  ==========================================================
@@ -84,6 +86,7 @@ from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouRegressed, Metr
 from .optim import OptimGradsAccumulate, OptimLrSchedule
 from .outputs import ModelOutputIsProbability
 from .preds import PredCollapse, PredLowDiversity
+from .resources import PerfDataBound, ResourceCudaOom, ResourceMemoryGrowing
 from .training import (ConfigNumClassesMismatch, GradExploding, GradNonfinite, GradVanishing,
                        LossDiverging, LossNonfinite, LossPlateau, ModelEvalModeInTraining,
                        ModelFrozen, ModelPretrainedNotLoaded, OptimLrSuspicious,
@@ -127,6 +130,9 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     DistRankDivergence,
     DistSameBatches,
     DistRankSilent,
+    ResourceCudaOom,
+    ResourceMemoryGrowing,
+    PerfDataBound,
 )
 
 
