@@ -95,3 +95,110 @@ def test_hook_by_hand_without_segwatch_trains():
                           capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "SegwatchHook" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# mmsegmentation itself (mmsegmentation 1.2.2 + mmcv-lite 2.1.0, with the test-only mmcv.ops
+# stand-in of tests/mmcv_ops_standin put on the training's PYTHONPATH)
+STANDIN = ROOT / "tests" / "mmcv_ops_standin"
+MMSEG_SCRIPT = SCRIPTS / "mmseg_train.py"
+MMSEG_CONFIG = SCRIPTS / "configs" / "mmseg_tiny_fcn.py"
+MMSEG_SEGWATCH = SCRIPTS / "configs" / "mmseg6.yaml"
+CLASSES = ["sky", "tree", "road", "car", "person", "building"]
+
+
+def _standin_env():
+    import os
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN), os.environ.get("PYTHONPATH")) if p)}
+
+
+def test_mmseg_models_import_with_the_standin():
+    pytest.importorskip("mmseg", reason="mmsegmentation not installed (pip install -e '.[test]')")
+    code = ("import mmseg.models, mmcv.ops, torch\n"
+            "from mmcv.ops import point_sample, PSAMask\n"
+            "x = torch.arange(16.).view(1, 1, 4, 4)\n"
+            "print(point_sample(x, torch.tensor([[[0.5, 0.5]]]), align_corners=True).item())\n"
+            "try:\n    PSAMask()\nexcept NotImplementedError as e:\n    print('raises', 'mmcv._ext' in str(e))\n")
+    import os
+    env = os.environ.copy()
+    env.update(_standin_env())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["7.5", "raises", "True"], proc.stdout
+
+
+def _run_mmseg(tmp_path, *, zero_is_unlabeled=False, reduce_zero_label=None, options=()):
+    pytest.importorskip("mmseg", reason="mmsegmentation not installed (pip install -e '.[test]')")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from mmseg_data import write_dataset
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    data = write_dataset(str(tmp_path / "data"), classes=len(CLASSES), zero_is_unlabeled=zero_is_unlabeled)
+    if reduce_zero_label is None:
+        reduce_zero_label = zero_is_unlabeled
+    opts = [f"{loader}.dataset.{k}={v}" for loader in ("train_dataloader", "val_dataloader")
+            for k, v in (("data_root", data), ("reduce_zero_label", reduce_zero_label))]
+    return run_cli(tmp_path, MMSEG_SCRIPT, MMSEG_SEGWATCH, str(MMSEG_CONFIG), "--work-dir", str(tmp_path / "work"),
+                   "--cfg-options", *opts, *options, timeout=240, env_extra=_standin_env())
+
+
+def _check_mmseg_healthy(rep, events):
+    assert rep["exit_code"] == 0, describe(rep)
+    assert errors(rep) == [], describe(rep)
+    assert adapter_disagreements(rep) == [], describe(rep)
+    model = [e for e in events if e.get("type") == "model"]
+    assert model and model[0]["cls"] == "EncoderDecoder" and model[0]["out_channels"] == len(CLASSES)
+    # the labels inside mmseg's data samples reach the batch probe (not the uint8 images)
+    train_labels = [e["labels"] for e in events if e.get("type") == "batch" and e.get("phase") == "train"
+                    and e.get("labels")]
+    assert train_labels and {lab["key"] for lab in train_labels} == {"gt_sem_seg"}, train_labels[:1]
+    assert all(lab["oor_total"] == 0 and lab["ignore"] > 0 for lab in train_labels)
+    # IoUMetric at iterations 20, 40, 60: segwatch's matrix from seg_logits/pred_sem_seg + gt_sem_seg
+    evals = [e for e in events if e.get("type") == "eval"]
+    assert len(evals) == 3 and all(e["explicit"] and not e["aborted"] and e["pixels"] > 0 for e in evals), evals
+    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    assert [e["key"] for e in sm] == ["mIoU"] * 3, sm
+    assert sm[-1]["value"] > sm[0]["value"] + 10
+    names = [e for e in events if e.get("type") == "probe" and e.get("name") == "class_names"]
+    assert names and names[0]["class_names"] == CLASSES and names[0]["source"] == "mmseg"
+    assert probes(events) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mmseg_healthy_255_ignore(tmp_path):
+    rep, events, proc = _run_mmseg(tmp_path)
+    _check_mmseg_healthy(rep, events)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mmseg_healthy_reduce_zero_label(tmp_path):
+    rep, events, proc = _run_mmseg(tmp_path, zero_is_unlabeled=True)
+    _check_mmseg_healthy(rep, events)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mmseg_collapse_lr_x1000_is_found(tmp_path):
+    rep, events, proc = _run_mmseg(tmp_path, options=["optim_wrapper.optimizer.lr=10.0"])
+    ids = {f["id"] for f in rep["findings"]}
+    assert ids & {"pred.collapse", "loss.diverging", "grad.exploding", "loss.nonfinite"}, describe(rep)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mmseg_reduce_zero_label_mismatch_is_found(tmp_path):
+    # annotations use 0 for unlabeled (ADE20K-style) but the config reads them as-is: 0 is
+    # trained as a class and the last class's id (6) is out of range for 6 classes
+    rep, events, proc = _run_mmseg(tmp_path, zero_is_unlabeled=True, reduce_zero_label=False)
+    assert "label.out_of_range" in {f["id"] for f in rep["findings"]}, describe(rep)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mmseg_num_classes_mismatch_is_found(tmp_path):
+    # a config copied from Cityscapes: 19 output channels for a 6-class dataset
+    rep, events, proc = _run_mmseg(tmp_path, options=["model.decode_head.num_classes=19"])
+    assert "config.num_classes_mismatch" in {f["id"] for f in rep["findings"]}, describe(rep)
