@@ -29,11 +29,11 @@ from pathlib import Path
 
 TRAIN_SCRIPT = r'''
 import sys, time
-t_start = time.perf_counter()
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
+t_start = time.perf_counter()   # after torch's import, which the shim does before the script
 
 C = 37
 STEPS = int(sys.argv[1])
@@ -206,12 +206,13 @@ def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threa
         pw, sw = med("plain", "wall"), med("segwatch", "wall")
         pt, st = med("plain", "train"), med("segwatch", "train")
         print(f"  median wall:  plain {pw:.2f} s, segwatch {sw:.2f} s")
-        print(f"  script body (import torch .. exit, timed by the script): plain {pt:.2f} s, "
+        print(f"  training (the script after its imports, timed by itself): plain {pt:.2f} s, "
               f"under the shim {st:.2f} s (ratio {st / pt:.3f})")
-        print(f"  outside the script body (interpreter, shim import, supervisor start/end, report): "
+        print(f"  the rest (interpreter and torch import; shim import, supervisor start and end, report): "
               f"plain {pw - pt:.2f} s, segwatch {sw - st:.2f} s")
-        print(f"  CPU seconds, whole tree: plain {med('plain', 'cpu'):.2f}, segwatch {med('segwatch', 'cpu'):.2f}"
-              f" (of which the supervisor process {med('segwatch', 'top_cpu'):.2f})")
+        pc, sc = med("plain", "cpu"), med("segwatch", "cpu")
+        print(f"  CPU seconds, whole process tree: plain {pc:.2f}, segwatch {sc:.2f} (ratio {sc / pc:.3f}), "
+              f"of which the supervisor process {med('segwatch', 'top_cpu'):.2f}")
     return ratio
 
 
