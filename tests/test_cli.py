@@ -76,6 +76,7 @@ def test_help_and_version():
 
 
 # ---------------------------------------------------------------- run
+@pytest.mark.slow
 def test_run_headless_args_after_dashdash_and_default_run_dir(tmp_path):
     fake = write_fake(tmp_path)
     r = sw("run", "--no-shim", str(fake), "--interval", "0.2", "--", "normal", "4", cwd=tmp_path)
@@ -93,6 +94,7 @@ def test_run_headless_args_after_dashdash_and_default_run_dir(tmp_path):
     assert len(list((tmp_path / "segwatch_runs").iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_run_refuses_a_used_run_dir(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -101,6 +103,7 @@ def test_run_refuses_a_used_run_dir(tmp_path):
     assert r.returncode == 2 and "already holds a run" in r.stderr
 
 
+@pytest.mark.slow
 def test_policy_from_config_and_override(tmp_path):
     fake = write_fake(tmp_path)
     cfg = tmp_path / "cfg.yaml"
@@ -134,6 +137,7 @@ def collapsed_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_report_formats(collapsed_run):
     stored = json.loads((collapsed_run / "report.json").read_text())
     r = sw("report", str(collapsed_run), "--json")
@@ -176,6 +180,7 @@ sys.meta_path.insert(0, _Block())
 '''
 
 
+@pytest.mark.slow
 def test_report_markdown_without_the_reporting_package(collapsed_run, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BLOCK_REPORTING)
     env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -186,6 +191,7 @@ def test_report_markdown_without_the_reporting_package(collapsed_run, tmp_path):
     assert r.returncode == 1 and "cannot make a bundle" in r.stderr
 
 
+@pytest.mark.slow
 def test_replay_rebuilds_the_same_report(collapsed_run):
     from segwatch.supervisor.replay import Replayed
 
@@ -199,6 +205,7 @@ def test_replay_rebuilds_the_same_report(collapsed_run):
     assert r.returncode == 0 and "ERROR pred.collapse" in r.stdout and "replayed" in r.stdout
 
 
+@pytest.mark.slow
 def test_ls(collapsed_run):
     r = sw("ls", str(collapsed_run.parent))
     assert r.returncode == 0
@@ -207,6 +214,7 @@ def test_ls(collapsed_run):
     assert "collapsed" in r.stdout
 
 
+@pytest.mark.slow
 def test_attach_headless_to_finished_run_and_ctl_refused(collapsed_run):
     r = sw("attach", str(collapsed_run), "--headless")
     assert r.returncode == 0 and "pred.collapse" in r.stderr
@@ -214,6 +222,7 @@ def test_attach_headless_to_finished_run_and_ctl_refused(collapsed_run):
     assert r.returncode == 1 and "ended" in r.stderr
 
 
+@pytest.mark.slow
 def test_headless_lines_in_chinese(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -243,6 +252,7 @@ def test_check(tmp_path):
     assert r.returncode == 2 and "on_collapse" in r.stderr and "b.yaml" in r.stderr
 
 
+@pytest.mark.slow
 def test_ctl_pause_resume_a_live_run(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"

@@ -56,6 +56,7 @@ def _read_until(fd, pid, deadline, pred=None):
     return buf, None
 
 
+@pytest.mark.slow
 def test_detaching_the_app_leaves_the_training_running(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -128,6 +129,7 @@ def test_without_the_app_a_terminal_run_falls_back_to_headless(tmp_path):
     assert meta_of(tmp_path / "run")["headless"] is True
 
 
+@pytest.mark.slow
 def test_closing_the_terminal_leaves_the_training_running(tmp_path):
     """The terminal goes away (SSH dropped, window closed): the app gets SIGHUP and dies, the
     supervisor daemon (its own session) and the training go on to a normal end."""

@@ -79,6 +79,7 @@ BAR_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bar_on", ["stderr", "stdout"])
 def test_headless_lines_start_on_a_fresh_line_after_a_progress_bar(tmp_path, bar_on):
     """The raw bytes of a terminal that gets both streams (stdout bar: stderr merged into

@@ -121,8 +121,8 @@ def test_class_names_config_first_then_framework_then_class_n():
 def test_adapters_report_framework_class_names(monkeypatch):
     import types
 
-    from adapters import _base as B
-    from adapters import dformer
+    from segwatch.adapters import _base as B
+    from segwatch.adapters import dformer
 
     sent = []
     fake = types.SimpleNamespace(step=5, _emit=lambda type_, **f: sent.append((type_, f)))

@@ -44,6 +44,7 @@ def _tcp_exchange(port: int, lines: list[bytes], n_acks: int) -> list[dict]:
     return got
 
 
+@pytest.mark.slow
 def test_wrong_or_missing_token_cannot_control_or_read(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -100,6 +101,7 @@ def test_wrong_or_missing_token_cannot_control_or_read(tmp_path):
     assert [(a["kind"], a["by"]) for a in rep["actions"]] == [("pause", "user"), ("resume", "user")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_another_user_cannot_reach_the_socket_or_read_the_token(tmp_path):
     fake = write_fake(tmp_path)
@@ -144,6 +146,7 @@ def test_another_user_cannot_reach_the_socket_or_read_the_token(tmp_path):
         th.join(timeout=30)
 
 
+@pytest.mark.slow
 def test_listen_elsewhere_than_loopback_needs_allow_remote(tmp_path):
     fake = write_fake(tmp_path)
     r = subprocess.run(segwatch_cmd("run", "--no-shim", "--listen", "0.0.0.0:0", "--run-dir", str(tmp_path / "r"),

@@ -418,6 +418,7 @@ def real_run(tmp_path_factory):
     return {"run": run_dir, "ckpt": ckpt, "base": base}
 
 
+@pytest.mark.slow
 def test_markdown_of_real_run(real_run):
     md = render_markdown(real_run["run"])
     assert md == real_run["run"] / "report" / "report.md"
@@ -448,6 +449,7 @@ def test_markdown_of_real_run(real_run):
     assert _count(roots["confusion.svg"], "rect") >= 13 * 13
 
 
+@pytest.mark.slow
 def test_bundle_of_real_run(real_run, tmp_path):
     out = tmp_path / "help.tar.gz"
     path = make_bundle(real_run["run"], out)

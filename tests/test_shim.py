@@ -48,6 +48,7 @@ def of(events, type_):
     return [e for e in events if e["type"] == type_]
 
 
+@pytest.mark.slow
 def test_hello_first_bye_last_and_steps(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "12", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -74,12 +75,14 @@ def test_hello_first_bye_last_and_steps(tmp_path):
     assert sum(batches[0]["labels"]["hist"]) == batches[0]["labels"]["total"]
 
 
+@pytest.mark.slow
 def test_exit_code_propagates(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "2", "--exit", "3", config=cfg(5))
     assert proc.returncode == 3
     assert ev[-1]["type"] == "bye"
 
 
+@pytest.mark.slow
 def test_exception_propagates_with_script_traceback(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "2", "--raise-at-end", config=cfg(5))
     assert proc.returncode == 1
@@ -88,6 +91,7 @@ def test_exception_propagates_with_script_traceback(tmp_path):
     assert ev[-1]["type"] == "bye" and "ValueError" in ev[-1]["reason"]
 
 
+@pytest.mark.slow
 def test_script_sees_argv_name_and_path(tmp_path):
     info = tmp_path / "info.json"
     proc, _ = run_shim(tmp_path, TINY, "--steps", "1", "--info-out", str(info))
@@ -98,6 +102,7 @@ def test_script_sees_argv_name_and_path(tmp_path):
     assert got["path0"] == str(SCRIPTS)
 
 
+@pytest.mark.slow
 def test_label_value_equal_to_num_classes_is_out_of_range(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--labels", "oor", "--steps", "4", config=cfg(37, ignore=255))
     assert proc.returncode == 0, proc.stderr
@@ -107,6 +112,7 @@ def test_label_value_equal_to_num_classes_is_out_of_range(tmp_path):
     assert len(labs[0]["hist"]) == 37 and sum(labs[0]["hist"]) + labs[0]["oor_total"] == labs[0]["total"]
 
 
+@pytest.mark.slow
 def test_ignore_255_with_configured_minus_one(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--labels", "ignore255", "--steps", "4", "--eval",
                         config=cfg(37, ignore=-1))
@@ -118,6 +124,7 @@ def test_ignore_255_with_configured_minus_one(tmp_path):
     assert e["oor"] == 3 * 2 * 32 * 3 and e["ignore_index"] == -1
 
 
+@pytest.mark.slow
 def test_dformer_style_loss_in_model_preds_from_decode_head(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--dict-batch", "--loss-in-model", "--steps", "6", "--eval", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -135,6 +142,7 @@ def test_dformer_style_loss_in_model_preds_from_decode_head(tmp_path):
     assert e["aborted"] is False and e["pixels"] == 3 * 2 * 32 * 32 and e["size_mismatch"] == 0
 
 
+@pytest.mark.slow
 def test_eval_matrix_equals_the_scripts_own(tmp_path):
     ref_path = tmp_path / "ref.json"
     proc, ev = run_shim(tmp_path, TINY, "--steps", "5", "--eval", "--ref-out", str(ref_path), config=cfg(5))
@@ -151,6 +159,7 @@ def test_eval_matrix_equals_the_scripts_own(tmp_path):
     assert len([p for p in of(ev, "preds") if p["phase"] == "val"]) == 3
 
 
+@pytest.mark.slow
 def test_nan_loss_counted_and_reported_quickly(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "40", "--nan-at", "30", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -164,6 +173,7 @@ def test_nan_loss_counted_and_reported_quickly(tmp_path):
     assert max(later, default=0) < 30 + 10
 
 
+@pytest.mark.slow
 def test_amp_gradscaler_skips_every_step(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "12", "--amp-nan", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -176,6 +186,7 @@ def test_amp_gradscaler_skips_every_step(tmp_path):
     assert all(e["grad_nonfinite"] > 0 for e in sampled)
 
 
+@pytest.mark.slow
 def test_swallowed_eval_exception_reported_as_aborted(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "3", "--eval", "--eval-raise", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -187,6 +198,7 @@ def test_swallowed_eval_exception_reported_as_aborted(tmp_path):
     assert "out of bounds" in e["exception"]["message"]
 
 
+@pytest.mark.slow
 def test_load_state_dict_module_prefix_loads_nothing(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "1", "--lsd-prefix", config=cfg(5))
     assert proc.returncode == 0, proc.stderr
@@ -197,6 +209,7 @@ def test_load_state_dict_module_prefix_loads_nothing(tmp_path):
     assert sd["examples_missing"][0] == "stem.0.weight"
 
 
+@pytest.mark.slow
 def test_injected_probe_failure_training_continues(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "8", "--eval", config=cfg(5),
                         env={"SEGWATCH_FAULT_INJECT": "preds"})
@@ -209,6 +222,7 @@ def test_injected_probe_failure_training_continues(tmp_path):
     assert of(ev, "eval")[0]["matrix"] is not None      # other probes keep working
 
 
+@pytest.mark.slow
 def test_head_with_more_channels_than_classes_is_found(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--classes", "37", "--head", "40", "--steps", "3", "--eval",
                         config=cfg(37))
@@ -219,6 +233,7 @@ def test_head_with_more_channels_than_classes_is_found(tmp_path):
     assert p["channels"] == 40 and len(p["hist"]) == 37
 
 
+@pytest.mark.slow
 def test_no_config_num_classes_from_logits(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "3")
     assert proc.returncode == 0, proc.stderr
@@ -227,6 +242,7 @@ def test_no_config_num_classes_from_logits(tmp_path):
     assert len(b["labels"]["hist"]) == 5               # deferred until the class count was known
 
 
+@pytest.mark.slow
 def test_socket_mode(tmp_path):
     import socket
     import threading
@@ -258,6 +274,7 @@ def test_socket_mode(tmp_path):
     assert any(e["type"] == "step" for e in ev)
 
 
+@pytest.mark.slow
 def test_unreachable_socket_falls_back_to_file(tmp_path):
     proc, ev = run_shim(tmp_path, TINY, "--steps", "2", config=cfg(5),
                         env={"SEGWATCH_SOCKET": str(tmp_path / "nobody.sock")})

@@ -8,6 +8,7 @@ accounting (``Sampler.share_steady``: shim time / wall step time), not on wall t
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ def _train(shim: Shim, steps: int) -> None:
         shim.uninstall(finish=True)
 
 
+@pytest.mark.slow
 def test_adaptive_schedule_stays_within_budget():
     prev = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -121,6 +121,7 @@ class Wide(nn.Module):
         return self.c(F.relu(self.b(F.relu(self.a(x)))))
 
 
+@pytest.mark.slow
 def test_nan_loss_reported_within_ten_steps():
     s = install()
     seen_at = {}

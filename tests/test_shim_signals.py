@@ -31,6 +31,7 @@ def _sampled(ev):
     return [e for e in of(ev, "step") if e.get("sampled")]
 
 
+@pytest.mark.slow
 def test_healthy_run_has_no_leftover_gradients_and_logits_are_not_probabilities(tmp_path):
     ev = _run(tmp_path, "--steps", "30")
     st = _sampled(ev)
@@ -47,6 +48,7 @@ def test_healthy_run_has_no_leftover_gradients_and_logits_are_not_probabilities(
     assert all(e["channel_sum_dev"] > 0.01 for e in pr)
 
 
+@pytest.mark.slow
 def test_gradients_never_reset_are_seen_before_backward(tmp_path):
     ev = _run(tmp_path, "--steps", "30", "--no-zero-grad")
     st = _sampled(ev)
@@ -57,6 +59,7 @@ def test_gradients_never_reset_are_seen_before_backward(tmp_path):
     assert all(e["backwards_since_step"] == 1 for e in st)
 
 
+@pytest.mark.slow
 def test_intended_accumulation_counts_backwards_and_resets(tmp_path):
     ev = _run(tmp_path, "--steps", "32", "--accum", "4")
     st = _sampled(ev)
@@ -72,6 +75,7 @@ def test_intended_accumulation_counts_backwards_and_resets(tmp_path):
         assert (e["lr_applied"] is not None) == (s % 4 == 0)
 
 
+@pytest.mark.slow
 def test_lr_set_after_step_shows_in_lr_applied_of_the_first_steps(tmp_path):
     ev = _run(tmp_path, "--steps", "30", "--lr-after-step", debug=False)     # always, at default
     applied = {}
@@ -84,6 +88,7 @@ def test_lr_set_after_step_shows_in_lr_applied_of_the_first_steps(tmp_path):
     assert applied[3] == pytest.approx([0.005])
 
 
+@pytest.mark.slow
 def test_scheduler_stepped_per_iteration_is_counted(tmp_path):
     ev = _run(tmp_path, "--steps", "30", "--steplr")
     st = _sampled(ev)
@@ -96,6 +101,7 @@ def test_scheduler_stepped_per_iteration_is_counted(tmp_path):
     assert len(with_sched) == 29 and [e["step"] for e in st if e["scheduler"] is None] == [1]
 
 
+@pytest.mark.slow
 def test_softmax_output_is_a_probability_signature(tmp_path):
     ev = _run(tmp_path, "--steps", "30", "--softmax")
     pr = [e for e in of(ev, "preds") if e["phase"] == "train"]

@@ -32,6 +32,7 @@ def _sup(tmp_path, mode, *args, **kw):
     return sup, out, err
 
 
+@pytest.mark.slow
 def test_normal_exit_run_dir_contents(tmp_path):
     sup, out, err = _sup(tmp_path, "normal", "3", report_path=str(tmp_path / "r" / "rep.json"))
     code = sup.run()
@@ -73,6 +74,7 @@ def test_exit_zero_is_finished(tmp_path):
     assert meta_of(tmp_path / "run")["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_death_by_signal_is_128_plus_n(tmp_path):
     sup, _, _ = _sup(tmp_path, "selfkill", str(int(signal.SIGKILL)))
     assert sup.run() == 128 + signal.SIGKILL
@@ -82,6 +84,7 @@ def test_death_by_signal_is_128_plus_n(tmp_path):
     assert last["status"] == "failed" and last["signal"] == signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_policy_kill_on_collapse(tmp_path):
     sup, _, err = _sup(tmp_path, "collapse", "400", on_collapse="kill", kill_timeout=2.0)
     t0 = time.monotonic()
@@ -100,6 +103,7 @@ def test_policy_kill_on_collapse(tmp_path):
     assert b"ERROR pred.collapse" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_policy_on_nonfinite(tmp_path):
     sup, _, err = _sup(tmp_path, "nan", on_nonfinite="kill", kill_timeout=2.0)
     assert sup.run() == 128 + signal.SIGTERM
@@ -115,6 +119,7 @@ def test_policy_on_nonfinite(tmp_path):
     assert b"ERROR loss.nonfinite" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_pause_then_resume_via_control(tmp_path):
     sup, _, err = _sup(tmp_path, "collapse", "160", on_collapse="pause")
     th = threading.Thread(target=sup.run)
@@ -143,6 +148,7 @@ def test_pause_then_resume_via_control(tmp_path):
     assert b"PAUSED" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_control_kill_and_unknown(tmp_path):
     sup, _, _ = _sup(tmp_path, "slow", "30", kill_timeout=2.0)
     th = threading.Thread(target=sup.run)
@@ -164,6 +170,7 @@ def test_control_kill_and_unknown(tmp_path):
     assert meta_of(run)["status"] == "killed"
 
 
+@pytest.mark.slow
 def test_garbage_on_socket_is_counted_not_fatal(tmp_path):
     sup, _, _ = _sup(tmp_path, "garbage", "5000")
     assert sup.run() == 0
@@ -174,6 +181,7 @@ def test_garbage_on_socket_is_counted_not_fatal(tmp_path):
     assert [e["step"] for e in evs if e["type"] == "step"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_sigint_stops_tree_and_writes_report(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -202,6 +210,7 @@ def test_sigint_stops_tree_and_writes_report(tmp_path):
     assert b"SIGINT" in err
 
 
+@pytest.mark.slow
 def test_sigterm_to_segwatch(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -220,6 +229,7 @@ def test_sigterm_to_segwatch(tmp_path):
     assert (run / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_client_follow_equals_store_and_ends(tmp_path):
     sup, _, _ = _sup(tmp_path, "slow", "1.0")
     th = threading.Thread(target=sup.run)
@@ -234,6 +244,7 @@ def test_client_follow_equals_store_and_ends(tmp_path):
     assert got[-1]["type"] == "status" and got[-1]["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_relay_over_a_pipe(tmp_path):
     sup, _, _ = _sup(tmp_path, "slow", "2.0")
     th = threading.Thread(target=sup.run)
@@ -253,6 +264,7 @@ def test_relay_over_a_pipe(tmp_path):
     assert p.returncode == 0
 
 
+@pytest.mark.slow
 def test_lost_supervisor_is_reported(tmp_path):
     run = tmp_path / "run"
     store = RunStore(run)
@@ -265,6 +277,7 @@ def test_lost_supervisor_is_reported(tmp_path):
     assert evs[-1]["type"] == "status" and evs[-1]["status"] == "lost"
 
 
+@pytest.mark.slow
 def test_long_run_dir_socket_fallback(tmp_path):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     path = socket_path_for(deep)
@@ -280,6 +293,7 @@ def test_long_run_dir_socket_fallback(tmp_path):
     assert meta_of(deep)["socket"] == path
 
 
+@pytest.mark.slow
 def test_shim_fallback_file_is_merged(tmp_path):
     from segwatch.protocol import encode, make_event
     sup, _, _ = _sup(tmp_path, "normal", "0")
@@ -292,6 +306,7 @@ def test_shim_fallback_file_is_merged(tmp_path):
     assert evs[-1]["type"] == "status"
 
 
+@pytest.mark.slow
 def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
     from segwatch.supervisor.process import GpuMemProbe
 
@@ -318,6 +333,7 @@ def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
     assert (10 << 20) in mems
 
 
+@pytest.mark.slow
 def test_output_lines_tqdm_and_colours(tmp_path):
     script = tmp_path / "plain.py"
     script.write_text(
@@ -342,6 +358,7 @@ def test_output_lines_tqdm_and_colours(tmp_path):
     assert (tmp_path / "run" / "stdout.log").read_bytes().endswith(b"no newline at the end")
 
 
+@pytest.mark.slow
 def test_ctrl_z_suspends_the_training_too(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
@@ -364,6 +381,7 @@ def test_ctrl_z_suspends_the_training_too(tmp_path):
     assert b"suspended with the training" in err
 
 
+@pytest.mark.slow
 def test_policy_messages_in_chinese(tmp_path):
     sup, _, err = _sup(tmp_path, "collapse", "400", on_collapse="kill", kill_timeout=2.0, lang="zh")
     assert sup.run() == 128 + signal.SIGTERM

@@ -123,6 +123,7 @@ def test_ssh_target_through_relay(tmp_path, monkeypatch):
     assert got == list(RunStore(run, create=False).events())
 
 
+@pytest.mark.slow
 def test_daemon_entry_point(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
