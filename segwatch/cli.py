@@ -264,6 +264,9 @@ def cmd_run(argv: Sequence[str], demo_defaults: dict | None = None) -> int:
         return EXIT_USAGE
     if demo_defaults is not None:
         demo_defaults["run_dir"] = run_dir
+    from segwatch.doctor import quick_warnings   # package metadata only: no framework import
+    for warning in quick_warnings():
+        print(f"[segwatch] warning: {warning}", file=sys.stderr)
 
     headless = ns.headless or not sys.stdout.isatty()
     if not headless:
@@ -383,6 +386,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
     if "run_dir" not in defaults or code == EXIT_USAGE:
         return code
     report = _read_json(Path(ns.report) if ns.report else defaults["run_dir"] / "report.json")
+    if not report:   # the app was closed and the training goes on: nothing has ended yet
+        return code
     demo_code, line = demo_outcome(report, code, ns.lang)
     print(f"[segwatch] {line}", file=sys.stderr)
     return demo_code
@@ -723,6 +728,11 @@ def cmd_relay(argv: Sequence[str]) -> int:
         return EXIT_USAGE
 
 
+def cmd_doctor(argv: Sequence[str]) -> int:
+    from segwatch.doctor import main as doctor_main
+    return doctor_main(list(argv))
+
+
 COMMANDS = {
     "run": ("launch a training script under segwatch", cmd_run),
     "demo": ("run the bundled tiny training (--fault NAME)", cmd_demo),
@@ -738,6 +748,7 @@ COMMANDS = {
     "resume": ("resume a paused run (= ctl RUN_DIR resume)", lambda a: cmd_ctl(a, "resume")),
     "kill": ("stop a live run (= ctl RUN_DIR kill)", lambda a: cmd_ctl(a, "kill")),
     "relay": ("JSON-lines bridge of a run over stdin/stdout (for SSH)", cmd_relay),
+    "doctor": ("the environment as segwatch sees it (torch, torchvision, terminal, ssh, adapters)", cmd_doctor),
 }
 
 
