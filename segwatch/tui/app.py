@@ -35,6 +35,7 @@ from segwatch.tui.panels.base import Panel, sget
 from segwatch.tui.panels.confusion import ConfusionPanel
 from segwatch.tui.panels.data import DataPanel
 from segwatch.tui.panels.findings import FindingsPanel
+from segwatch.tui.panels.gpu import GpuPanel
 from segwatch.tui.panels.header import StatusHeader
 from segwatch.tui.panels.loss import LossPanel
 from segwatch.tui.panels.output import OutputPanel
@@ -43,7 +44,7 @@ from segwatch.tui.panels.predictions import PredictionsPanel
 from segwatch.tui.text import ui
 from segwatch.tui.view import TERMINAL, ViewInfo
 
-#: (pane id, panel class, label key); number keys 1..7 select them in this order.
+#: (pane id, panel class, label key); number keys 1..8 select them in this order.
 TABS: list[tuple[str, type[Panel], str]] = [
     ("overview", OverviewPanel, "tab.overview"),
     ("data", DataPanel, "tab.data"),
@@ -52,6 +53,7 @@ TABS: list[tuple[str, type[Panel], str]] = [
     ("confusion", ConfusionPanel, "tab.confusion"),
     ("findings", FindingsPanel, "tab.findings"),
     ("output", OutputPanel, "tab.output"),
+    ("gpu", GpuPanel, "tab.gpu"),
 ]
 
 REFRESH_INTERVAL = 0.1   # at most ~10 redraws per second
@@ -66,7 +68,7 @@ KEYS_EN = [
     ("k", "kill it (asks for confirmation)"),
     ("d", "detach: close the app, the training goes on"),
     ("q", "quit the app (same as detach; never kills the run)"),
-    ("1..7", "tabs: overview, data, loss/grad, predictions, confusion, findings, output"),
+    ("1..8", "tabs: overview, data, loss/grad, predictions, confusion, findings, output, GPU"),
     ("?", "this help"),
 ]
 KEYS_ZH = [
@@ -75,7 +77,7 @@ KEYS_ZH = [
     ("k", "终止训练（需确认）"),
     ("d", "分离：关闭界面，训练继续"),
     ("q", "退出界面（同分离，不会终止训练）"),
-    ("1..7", "标签页：总览、数据、损失/梯度、预测、混淆矩阵、诊断、输出"),
+    ("1..8", "标签页：总览、数据、损失/梯度、预测、混淆矩阵、诊断、输出、GPU"),
     ("?", "本帮助"),
 ]
 

@@ -17,6 +17,7 @@ _UI: dict[str, tuple[str, str]] = {
     "tab.confusion": ("Confusion", "混淆矩阵"),
     "tab.findings": ("Findings", "诊断"),
     "tab.output": ("Output", "输出"),
+    "tab.gpu": ("GPU", "GPU"),
     # headings
     "h.checklist": ("Checklist", "检查清单"),
     "h.findings": ("Findings", "诊断结果"),

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from segwatch.tui.panels.base import age_note, reading, sget, value_style
+from segwatch.tui.panels.gpu import header_line
 from segwatch.tui.text import fbytes, fduration, fint
 from segwatch.tui.view import TERMINAL, ViewInfo
 from segwatch.tui.widgets import hbar
@@ -148,6 +149,10 @@ class StatusHeader(Static):
             line2.append(fduration(left / sps))
 
         text = Text.assemble(line1, "\n", line2)
+        gpu_line = header_line(state)   # GPUs, images/s, data wait: only when known
+        if gpu_line is not None:
+            text.append("\n")
+            text.append_text(gpu_line)
         actions = sget(state, "actions", [])
         action = view.last_action or (actions[-1] if actions else None)
         if isinstance(action, dict) and action:
