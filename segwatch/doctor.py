@@ -57,7 +57,7 @@ def matching_torchvision(torch_version: str) -> str:
     patch = rest[0] if rest else 0
     tv = f"0.{minor + 15}.{patch}" if major == 2 else "?"
     if local.startswith("cpu"):
-        return f"torchvision=={tv} --index-url https://download.pytorch.org/whl/cpu  (the +cpu build)"
+        return f"torchvision=={tv} --index-url https://download.pytorch.org/whl/cpu"
     if local.startswith("cu"):
         return f"torchvision=={tv} --index-url https://download.pytorch.org/whl/{local}"
     return f"torchvision=={tv}"
@@ -77,8 +77,8 @@ def torchvision_mismatch(torch_version: str | None, tv_version: str | None, tv_r
         if m and _split(m.group(1))[0] != _split(torch_version)[0]:
             return f"torchvision {tv_version} requires torch=={m.group(1)}, not {torch_version}"
     if t_local.startswith("cpu") and not v_local.startswith("cpu") and sys.platform.startswith("linux"):
-        return (f"torchvision {tv_version} is the CUDA build (the default on PyPI for Linux) and torch "
-                f"{torch_version} the CPU build: importing it fails with '{NMS_MISSING}'")
+        return (f"torchvision {tv_version} is a CUDA build (PyPI's default on Linux) beside a CPU torch "
+                f"{torch_version}: its import fails with '{NMS_MISSING}'")
     return None
 
 
@@ -96,8 +96,7 @@ def quick_warnings() -> list[str]:
                 reqs = None
         why = torchvision_mismatch(torch_v, tv, reqs)
         if why:
-            out.append(f"torchvision is installed but cannot be imported here: {why}; "
-                       f"install {matching_torchvision(torch_v)} (segwatch doctor says more)")
+            out.append(f"{why}; pip install {matching_torchvision(torch_v)} (see segwatch doctor)")
     except Exception:
         pass
     return out
