@@ -53,7 +53,9 @@ def test_every_finding_id_but_dist_has_a_fault_script():
     wanted = {i for i in FINDING_IDS if not i.startswith("dist.")}
     assert covered - set(FINDING_IDS) == set(), "EXPECTED.yaml names unknown ids"
     # the late zoo (tests/faults_late, tests/test_faults_late.py) covers the slow-burn ids
-    late = " ".join(ast.get_docstring(ast.parse(p.read_text())) or "" for p in (ROOT / "tests" / "faults_late").glob("*.py"))
+    # and the GPU-side scripts (tests/gpu_scripts, tests/test_gpu_cli.py) the resource.* / perf.* ids
+    late = " ".join(ast.get_docstring(ast.parse(p.read_text())) or "" for p in
+                    [*(ROOT / "tests" / "faults_late").glob("*.py"), *(ROOT / "tests" / "gpu_scripts").glob("*.py")])
     covered |= {i for i in wanted if i in late}
     assert wanted - covered == set()
     assert len([n for n, s in TABLE.items() if s["healthy"]]) >= 3

@@ -65,3 +65,41 @@ def test_healthy_run_without_nvml(tmp_path):
     assert not GPU_IDS & {f["id"] for f in rep["findings"]}
     assert not [e for e in events if e["type"] == "gpu"]
     assert rep["steps"] >= 40
+
+
+def _shim_sends(events: list[dict], field: str) -> bool:
+    return any(e.get(field) is not None for e in events if e["type"] == "step")
+
+
+@pytest.mark.timeout(240)
+def test_slow_dataset_is_data_bound(tmp_path):
+    proc, rep, events = _run("slow_loader.py", tmp_path, "segwatch_no_such_nvml_module")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if not _shim_sends(events, "data_wait"):
+        pytest.skip("the shim does not send step.data_wait / step.wall yet (issue 19, shim side)")
+    found = {f["id"]: f for f in rep["findings"]}
+    f = found.get("perf.data_bound")
+    assert f is not None, sorted(found)
+    assert f["evidence"]["data_wait_share"] > 0.5 and f["evidence"]["num_workers"] == 0
+    assert "resource.memory_growing" not in found and "resource.cuda_oom" not in found
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (CUDA memory is read on the GPU)")
+@pytest.mark.parametrize("script,leaks", [("memory_leak.py", True), ("healthy_short.py", False)])
+def test_memory_growing_on_cuda(tmp_path, script, leaks):
+    proc, rep, events = _run(script, tmp_path, "segwatch_no_such_nvml_module")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if not _shim_sends(events, "cuda_mem"):
+        pytest.skip("the shim does not send step.cuda_mem yet (issue 19, shim side)")
+    found = {f["id"] for f in rep["findings"]}
+    assert ("resource.memory_growing" in found) == leaks, sorted(found)
+    assert "perf.data_bound" not in found
