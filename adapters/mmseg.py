@@ -9,7 +9,8 @@ not visible to it), ``backward`` (``OptimWrapper.update_params``) and the optimi
   reports the class names of the dataset's ``metainfo``;
 * ``attach`` (under ``adapter: auto``) also wraps the loaders' ``collate_fn`` so that each
   batch dict carries ``gt_sem_seg``: the data samples' labels stacked [B, H, W] (see
-  ``labels_for_shim``), which the shim's batch probe reads;
+  ``labels_for_shim``), which the shim's batch probe reads, and makes the model's data
+  preprocessor drop that key before the model sees the batch;
 * ``after_val_iter``: pairs each output data sample's prediction with its ground truth, the
   mmseg way: ``pred_sem_seg.data`` (or ``seg_logits.data``) with ``gt_sem_seg.data`` (both at
   the original image size), and feeds ``segwatch.log_eval``;
@@ -91,8 +92,8 @@ def labels_for_shim(batch):
 
     Why: mmseg batches are ``{"inputs": [uint8 [3, H, W], ...], "data_samples": [...]}``; the
     shim finds no label map in them (the labels sit inside ``SegDataSample`` objects) and
-    would take a per-image uint8 tensor for one.  mmengine's data preprocessors read only
-    ``inputs`` and ``data_samples``, so the extra key does not change the training."""
+    would take a per-image uint8 tensor for one.  The model's data preprocessor drops the key
+    again (``_strip_label_key``), so the training sees the batch it would have seen."""
     try:
         if isinstance(batch, dict) and LABEL_KEY not in batch:
             lab = stacked_labels(batch.get("data_samples"))
@@ -121,14 +122,41 @@ def _wrap_collate(loader) -> bool:
     return True
 
 
+def _strip_label_key(data_preprocessor) -> bool:
+    """Make the data preprocessor drop ``gt_sem_seg`` from the batch before it reads it.
+
+    Why: mmengine's ``BaseDataPreprocessor`` / ``ImgDataPreprocessor`` return the whole batch
+    dict and the model is called with ``**data``: an extra key would reach ``forward``.  A
+    shallow copy without the key is passed on; the batch the shim holds keeps it."""
+    fwd = getattr(data_preprocessor, "forward", None)
+    if fwd is None:
+        return False
+    if getattr(fwd, "_segwatch_strips", False):
+        return True
+
+    def forward(data, *args, **kwargs):
+        if isinstance(data, dict) and LABEL_KEY in data:
+            data = {k: v for k, v in data.items() if k != LABEL_KEY}
+        return fwd(data, *args, **kwargs)
+
+    forward._segwatch_strips = True
+    data_preprocessor.forward = forward
+    return True
+
+
 def _wrap_build_dataloader(runner) -> None:
     """Make the runner's loaders (built lazily in ``train()``) label their batches for the shim.
 
     ``runner.build_dataloader`` is looked up on the instance by ``build_train_loop`` /
     ``build_val_loop``; the loop creates its iterator right away, so the collate_fn must be
-    wrapped before then (``before_train`` is too late)."""
+    wrapped before then (``before_train`` is too late).  Only when the model's data
+    preprocessor can be made to drop the extra key again (``_strip_label_key``)."""
     orig = getattr(runner, "build_dataloader", None)
     if orig is None or getattr(orig, "_segwatch_wrapped", False):
+        return
+    model = getattr(runner, "model", None)
+    model = getattr(model, "module", model)
+    if not _strip_label_key(getattr(model, "data_preprocessor", None)):
         return
 
     def build_dataloader(*args, **kwargs):
