@@ -1,11 +1,13 @@
-"""mmengine / mmsegmentation adapter against the real ``mmengine`` (skipped without it).
+"""mmengine / mmsegmentation adapter against the real ``mmengine`` and ``mmsegmentation``.
 
-mmsegmentation itself is not used: it imports mmcv, and mmcv 2.2.0 is on PyPI only as a
-source distribution whose build (C++/CUDA ops) fails here before it starts (its setup needs
-``pkg_resources``); ``pip install mmsegmentation`` does not pull mmcv, so ``import mmseg``
-cannot work beside torch 2.13 without a hand-built mmcv.
-The test runner is laid out like mmseg (data samples with ``gt_sem_seg`` / ``pred_sem_seg``
-``PixelData``, a stacking data preprocessor, an IoUMetric-like evaluator reporting ``mIoU``).
+Two kinds of trainings go through ``segwatch run --headless``:
+
+* ``mmengine_train.py``: an mmengine ``Runner`` laid out like mmseg (its own data samples,
+  a stacking data preprocessor, an IoUMetric-like evaluator); needs mmengine only;
+* ``mmseg_train.py``: mmsegmentation 1.2.2 itself (tools/train.py's shape: Config.fromfile,
+  Runner.from_cfg, runner.train()) with a tiny ResNetV1c + FCNHead config and a
+  ``BaseSegDataset`` over synthetic PNGs.  mmcv-lite has no compiled ops, so the training
+  gets the test-only ``mmcv.ops`` stand-in of ``tests/mmcv_ops_standin`` on its PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -48,6 +50,31 @@ def test_pairs_from_mmseg_style_outputs():
     pairs = pairs_from_outputs([d, as_dict, object()])
     assert len(pairs) == 2
     assert pairs[0][0].sum() == 16 and pairs[1][0].shape == (3, 4, 4)
+
+
+def test_labels_for_shim_and_the_preprocessor_that_drops_them():
+    torch = pytest.importorskip("torch")
+    from mmengine.model import ImgDataPreprocessor
+    from mmengine.structures import BaseDataElement, PixelData
+
+    from segwatch.adapters import mmseg as sw
+
+    samples = []
+    for v in (1, 2):
+        d = BaseDataElement()
+        d.gt_sem_seg = PixelData(data=torch.full((1, 4, 5), v, dtype=torch.uint8))
+        samples.append(d)
+    batch = sw.labels_for_shim({"inputs": [torch.zeros(3, 4, 5, dtype=torch.uint8)] * 2, "data_samples": samples})
+    assert batch["gt_sem_seg"].shape == (2, 4, 5) and batch["gt_sem_seg"][1].unique().tolist() == [2]
+    # samples of different sizes: nothing added
+    odd = BaseDataElement()
+    odd.gt_sem_seg = PixelData(data=torch.zeros(1, 3, 3, dtype=torch.uint8))
+    assert "gt_sem_seg" not in sw.labels_for_shim({"inputs": [], "data_samples": [samples[0], odd]})
+    # mmengine's ImgDataPreprocessor returns the whole dict: the key must not reach forward(**data)
+    dp = ImgDataPreprocessor()
+    assert sw._strip_label_key(dp)
+    out = dp({"inputs": [torch.zeros(3, 4, 5)], "data_samples": samples[:1], "gt_sem_seg": torch.zeros(1, 4, 5)})
+    assert set(out) == {"inputs", "data_samples"}
 
 
 def _check(rep, events):
