@@ -149,3 +149,14 @@ def test_images_per_second_from_batch_and_step_rate():
     evs = [_hello(), _batch(0, [8, 3, 64, 64])] + [_step(s, t=float(s) / 4) for s in range(1, 20)]
     st = _run(evs)
     assert abs(st.images_per_sec - 32.0) < 1e-6   # 4 steps/s x 8 images
+
+
+def test_evidence_reads_in_chinese():
+    from segwatch.core.wording import evidence_label, evidence_value
+
+    evs = [_hello()] + [_step(s, cuda_mem=_mem(2048 * MIB + s * 40 * MIB)) for s in range(1, 41)]
+    f = _run(evs).findings["resource.memory_growing"]
+    causes = evidence_value(f.evidence["likely_causes"], "zh")
+    assert "total += loss" in causes and "计算图" in causes and "tensors" not in causes
+    for key in f.evidence:
+        assert evidence_label(key, "zh") != key or key in ("num_workers", "pin_memory")

@@ -63,6 +63,13 @@ LABELS_ZH: dict[str, str] = {
     "all_silent": "全部静默", "all": "全部", "align_val": "验证集对齐度", "align_train": "训练集对齐度",
     "align_flipped": "翻转后对齐度", "align": "对齐度", "abs_mean": "绝对值均值", "abs_max": "绝对值最大值",
     "eval": "评估", "phase": "阶段", "best_eval": "最佳评估", "rule": "规则", "stage": "阶段",
+    # GPU side (resource.*, perf.data_bound)
+    "from_step": "起始步", "to_step": "结束步", "allocated_from_mib": "起始已分配显存 (MiB)",
+    "allocated_to_mib": "结束已分配显存 (MiB)", "growth_mib_per_step": "每步增长 (MiB)",
+    "rising_steps": "上升的步数", "reserved_mib": "已保留显存 (MiB)", "likely_causes": "可能原因",
+    "message": "信息", "batch_size": "batch size", "crop": "裁剪尺寸", "peak_allocated_mib": "峰值显存 (MiB)",
+    "gpu_total_mib": "GPU 总显存 (MiB)", "data_wait_share": "等待数据占比", "data_wait_s": "等待数据秒数",
+    "wall_s": "总秒数", "num_workers": "num_workers", "pin_memory": "pin_memory", "images_per_s": "图像/秒",
 }
 
 #: English phrases of evidence values -> Chinese; ``{n}`` matches a number (or word) and is kept
@@ -106,6 +113,11 @@ PHRASES_ZH: list[tuple[str, str]] = [
     ("pixels per row", "每行像素数"), ("share of pixels", "像素占比"),
     ("ignore_index: {n} (or auto)", "ignore_index: {0}（或 auto）"),
     ("mIoU = 100 * p_c / C", "mIoU = 100 * p_c / C"),
+    ("tensors kept across steps (a list of outputs or losses that still hold their graph)",
+     "张量在步与步之间被保留（仍带计算图的输出或 loss 列表）"),
+    ("a loss accumulated with its graph (total += loss instead of loss.item())",
+     "带计算图累加 loss（total += loss，而不是 loss.item()）"),
+    ("metrics computed on tensors that require grad", "在需要梯度的张量上计算指标"),
 ]
 
 _NUM = r"([-+]?\d[\d.,eE+-]*|\w+)"
