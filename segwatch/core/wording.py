@@ -67,7 +67,7 @@ LABELS_ZH: dict[str, str] = {
     "from_step": "起始步", "to_step": "结束步", "allocated_from_mib": "起始已分配显存 (MiB)",
     "allocated_to_mib": "结束已分配显存 (MiB)", "growth_mib_per_step": "每步增长 (MiB)",
     "rising_steps": "上升的步数", "reserved_mib": "已保留显存 (MiB)", "likely_causes": "可能原因",
-    "message": "信息", "batch_size": "batch size", "crop": "裁剪尺寸", "peak_allocated_mib": "峰值显存 (MiB)",
+    "batch_size": "batch size", "crop": "裁剪尺寸", "peak_allocated_mib": "峰值显存 (MiB)",
     "gpu_total_mib": "GPU 总显存 (MiB)", "data_wait_share": "等待数据占比", "data_wait_s": "等待数据秒数",
     "wall_s": "总秒数", "num_workers": "num_workers", "pin_memory": "pin_memory", "images_per_s": "图像/秒",
 }
