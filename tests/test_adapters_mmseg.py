@@ -210,15 +210,16 @@ def test_mmseg_healthy_reduce_zero_label(tmp_path):
 @pytest.mark.timeout(300)
 def test_mmseg_collapse_lr_x1000_is_found(tmp_path):
     rep, events, proc = _run_mmseg(tmp_path, options=["optim_wrapper.optimizer.lr=10.0"])
-    ids = {f["id"] for f in rep["findings"]}
-    assert ids & {"pred.collapse", "loss.diverging", "grad.exploding", "loss.nonfinite"}, describe(rep)
+    # measured: pred.collapse at the first evaluation (iteration 40, after the 10 warm-up ones)
+    assert "pred.collapse" in {f["id"] for f in rep["findings"]}, describe(rep)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_mmseg_reduce_zero_label_mismatch_is_found(tmp_path):
     # annotations use 0 for unlabeled (ADE20K-style) but the config reads them as-is: 0 is
-    # trained as a class and the last class's id (6) is out of range for 6 classes
+    # trained as a class and the last class's id (6) is out of range for 6 classes (on CPU the
+    # loss then raises at the first iteration: segwatch names the cause from that batch)
     rep, events, proc = _run_mmseg(tmp_path, zero_is_unlabeled=True, reduce_zero_label=False)
     assert "label.out_of_range" in {f["id"] for f in rep["findings"]}, describe(rep)
 
