@@ -107,6 +107,10 @@ class RunState:
     - supervisor side: ``actions`` [dicts], ``output`` deque[(stream, line)] (last 2000),
       ``proc``, ``overhead``, ``probes_disabled``, ``counters`` (events, invalid, dropped,
       mirrored_findings, errors), ``errors`` (first few internal exceptions)
+    - GPU side: ``gpu`` (last ``gpu`` event: devices, t, step), ``cuda_allocated`` (Series of
+      ``step.cuda_mem.allocated``), ``cuda_peak``, ``data_wait_share`` (over the last 16 step
+      events), ``loader_facts`` (num_workers, pin_memory), ``images_per_sec``; readings
+      ``cuda_mem`` and ``data_wait``
     """
 
     def __init__(self, config=None, lang: str = "en", history: int = 4096) -> None:
