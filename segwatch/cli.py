@@ -582,6 +582,10 @@ def cmd_report(argv: Sequence[str]) -> int:
     rep = load_report(ns.run_dir, ns.lang)
     if ns.json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
+    elif (ns.lang or rep.get("lang")) == "zh":
+        from segwatch.supervisor.headless import report_text_zh
+
+        print(report_text_zh(rep))
     else:
         print(format_text(rep))
     return 0

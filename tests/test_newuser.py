@@ -373,6 +373,28 @@ def test_every_finding_and_checklist_item_of_the_reports_renders_in_chinese():
             left = _english_words(text, allowed)
             if left:
                 problems.append(f"checklist {it['id']}: {sorted(set(left))}: {text}")
+        # `segwatch report RUN --lang zh` (the text report), paths and ids aside
+        import re
+
+        from segwatch.supervisor.headless import report_text_zh
+        text = re.sub(r"\S*/\S*", " ", report_text_zh(rep))
+        for f in rep["findings"]:
+            text = text.replace(f["id"], " ")
+        left = _english_words(text, allowed)
+        if left:
+            problems.append(f"text report: {sorted(set(left))}")
     ids = {f["id"] for rep, _ in _zh_reports() for f in rep["findings"]}
     assert n_findings >= 6 and {"optim.lr_suspicious", "metric.cm_empty", "pred.collapse"} <= ids, ids
     assert not problems, "untranslated English in --lang zh:\n" + "\n".join(problems)
+
+
+def test_report_command_prints_the_text_report_in_chinese(capsys):
+    from pathlib import Path
+
+    from segwatch.cli import main
+
+    run = Path(__file__).parent / "data" / "recorded_run"
+    assert main(["report", str(run), "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("segwatch 报告") and "诊断（" in out and "检查清单：" in out
+    assert "错误 pred.collapse @ 第 " in out and "Findings" not in out and "Checklist" not in out

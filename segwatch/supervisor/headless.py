@@ -348,3 +348,40 @@ def finding_line(finding: Any, lang: str = "en") -> str:
     if title:
         head += f" — {title}"
     return "\n".join([head] + evidence_lines(evidence, lang) + advice_lines(advice, lang))
+
+
+_STATE_ZH = {"ok": "正常", "warn": "注意", "fail": "失败", "pending": "待定"}
+
+
+def report_text_zh(rep: dict) -> str:
+    """``segwatch report RUN --lang zh``: the report's facts, findings (head line, evidence and
+    advice as in headless output) and checklist, in Chinese."""
+    miou = rep.get("miou") or []
+    last = None
+    try:
+        last = float(miou[-1][1] if isinstance(miou[-1], (list, tuple)) else miou[-1]) if miou else None
+    except (TypeError, ValueError, IndexError):
+        last = None
+    action = rep.get("action") or {}
+    act = "无"
+    if action:
+        kind = {"pause": "暂停", "kill": "终止", "resume": "恢复"}.get(str(action.get("kind")), action.get("kind"))
+        act = (f"{kind}（{action.get('finding') or '-'}，第 {action.get('step')} 步，"
+               f"由{by_word(action.get('by') or 'policy', 'zh')}发起）")
+    lines = [f"segwatch 报告 — {rep.get('run_dir') or ''}",
+             f"  脚本：    {rep.get('script')}",
+             f"  状态：    {status_word(rep.get('status'), 'zh')}   退出码：{rep.get('exit_code')}",
+             f"  步数：    {rep.get('steps')}   mIoU："
+             + (f"{last:.2f}%（共 {len(miou)} 次评估，最后一次）" if last is not None else "-"),
+             f"  动作：    {act}", ""]
+    findings = rep.get("findings") or []
+    lines.append(f"诊断（{len(findings)} 条）：" if findings else "诊断：无")
+    for f in findings:
+        lines.extend("  " + line for line in finding_line(f, "zh").replace(PREFIX + " ", "").splitlines())
+    checklist = rep.get("checklist") or []
+    if checklist:
+        lines += ["", "检查清单："]
+        for item in checklist:
+            state = _STATE_ZH.get(str(item.get("state")), str(item.get("state")))
+            lines.append(f"  [{state}] {item.get('title') or item.get('id')}：{item.get('evidence') or ''}")
+    return "\n".join(lines)
