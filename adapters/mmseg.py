@@ -29,6 +29,8 @@ the hook reads mmengine data elements and dicts.
 """
 from __future__ import annotations
 
+import types
+
 from . import _base as B
 
 __all__ = ["SegwatchHook", "attach", "pairs_from_outputs", "labels_for_shim", "stacked_labels"]
@@ -128,20 +130,23 @@ def _strip_label_key(data_preprocessor) -> bool:
     Why: mmengine's ``BaseDataPreprocessor`` / ``ImgDataPreprocessor`` return the whole batch
     dict and the model is called with ``**data``: an extra key would reach ``forward``.  A
     shallow copy without the key is passed on; the batch the shim holds keeps it."""
-    fwd = getattr(data_preprocessor, "forward", None)
-    if fwd is None:
+    if data_preprocessor is None or not callable(getattr(type(data_preprocessor), "forward", None)):
         return False
-    if getattr(fwd, "_segwatch_strips", False):
+    if getattr(data_preprocessor.forward, "_segwatch_strips", False):
         return True
-
-    def forward(data, *args, **kwargs):
-        if isinstance(data, dict) and LABEL_KEY in data:
-            data = {k: v for k, v in data.items() if k != LABEL_KEY}
-        return fwd(data, *args, **kwargs)
-
-    forward._segwatch_strips = True
-    data_preprocessor.forward = forward
+    # a method bound to the preprocessor (not a closure over it): a deepcopy of the model
+    # (EMA hooks) rebinds it to the copy
+    data_preprocessor.forward = types.MethodType(_forward_without_label_key, data_preprocessor)
     return True
+
+
+def _forward_without_label_key(self, data, *args, **kwargs):
+    if isinstance(data, dict) and LABEL_KEY in data:
+        data = {k: v for k, v in data.items() if k != LABEL_KEY}
+    return type(self).forward(self, data, *args, **kwargs)
+
+
+_forward_without_label_key._segwatch_strips = True
 
 
 def _wrap_build_dataloader(runner) -> None:

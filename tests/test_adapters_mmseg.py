@@ -75,6 +75,10 @@ def test_labels_for_shim_and_the_preprocessor_that_drops_them():
     assert sw._strip_label_key(dp)
     out = dp({"inputs": [torch.zeros(3, 4, 5)], "data_samples": samples[:1], "gt_sem_seg": torch.zeros(1, 4, 5)})
     assert set(out) == {"inputs", "data_samples"}
+    import copy
+    twin = copy.deepcopy(dp)     # EMA-style copies keep the stripping, bound to the copy
+    assert twin.forward.__self__ is twin
+    assert set(twin({"inputs": [torch.zeros(3, 4, 5)], "gt_sem_seg": torch.zeros(1, 4, 5)})) == {"inputs", "data_samples"}
 
 
 def _check(rep, events):
