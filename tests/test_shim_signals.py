@@ -110,3 +110,33 @@ def test_softmax_output_is_a_probability_signature(tmp_path):
         lo, hi = e["value_range"]
         assert 0.0 <= lo and hi <= 1.0
         assert e["channel_sum_dev"] < 1e-4
+
+
+def test_lr_applied_of_the_first_optimizer_steps_is_sent_when_no_probe_samples_them():
+    import torch
+    import torch.nn as nn
+
+    from segwatch.shim import MemoryEmitter, Shim
+
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    shim = Shim(MemoryEmitter(), CFG, debug=False, script=__file__)
+    shim.sampler.dense["grads"] = 8           # steps 1..7 are not sampled by the grads probe
+    shim.install()
+    try:
+        for _ in range(5):
+            loss = model(torch.randn(2, 3, 4, 4)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        shim.uninstall(finish=True)
+    first = {}
+    for e in of(shim.emitter.items, "step"):
+        first.setdefault(e["step"], e)
+    for s in (1, 2, 3):
+        e = first[s]
+        assert e["sampled"] is False and e["lr_applied"] == [0.05] and e["lr"] == [0.05], e
+        assert e["loss"] is not None and e["grad_norm"] is None
+    assert all(e.get("lr_applied") is None for e in of(shim.emitter.items, "step") if e["step"] in (4, 5))

@@ -20,6 +20,8 @@ class OptimizerHooks:
             if self.fault:
                 self._inject("lr_applied")
             lrs = _group_lrs(optimizer)
+            if optimizer not in self._optims:
+                self._optims.add(optimizer)          # (the light record below reads its LRs)
             if self._lr_applied is None:
                 self._lr_applied = lrs
             else:
