@@ -33,6 +33,7 @@ from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event,
 from .store import FINAL_STATUSES, SHIM_EVENTS, RunStore, decode_lines, effective_status, pid_alive
 
 POLL_INTERVAL = 0.05  # 20 Hz
+POLL_MAX_EVENTS = 4096  # events per poll(): a 200k-step run's history is ~40k events, ~170 MB decoded
 
 
 class ControlError(RuntimeError):
@@ -126,8 +127,10 @@ class RunClient:
         return f"RunClient({self.target!r})"
 
     # ---- events --------------------------------------------------------------------
-    def poll(self, max_events: int = 100000) -> list[dict]:
-        """Events that have arrived since the last call (never blocks)."""
+    def poll(self, max_events: int = POLL_MAX_EVENTS) -> list[dict]:
+        """Events that have arrived since the last call (never blocks); about ``max_events``
+        at most (a local run's file is read by the MiB), so that attaching to a long run's
+        history holds a batch at a time, not the whole history."""
         if self._stream is not None:
             out = self._stream.take(max_events)
             if any(_is_final(e) for e in out):
@@ -240,8 +243,11 @@ class RunClient:
             yield from batch
             if self.final:
                 # drain anything written after the final status (there should be nothing)
-                yield from self.poll()
-                return
+                while True:
+                    rest = self.poll()
+                    if not rest:
+                        return
+                    yield from rest
             if not follow and not batch:
                 return
             if not batch:
