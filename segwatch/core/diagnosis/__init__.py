@@ -6,11 +6,12 @@ Each rule is O(1) per event (small private counters/windows). When they fire, in
 (thresholds from the config where it has them; the others are justified in each module):
 
 =============================  ==========================================================
-pred.collapse                  training preds: top class >= 99.5 % of pixels (and not the
-                               labels' own >= 99 % class) in >= 3 consecutive samples over
-                               >= 5 steps, all after grace_steps; or an evaluation matrix
-                               with one predicted class (step > 0, after grace or loss not
-                               falling fast); or the printed mIoU = p_c/C twice
+pred.collapse                  the top predicted class holds >= collapse_share (0.98) of the
+                               pixels, stray classes (< 0.5 %) tolerated: training samples in
+                               >= 3 consecutive samples over >= 5 steps (2 over 16 when sparse)
+                               after grace_steps; any evaluation (after grace or loss not
+                               falling fast); a run that ends collapsed at bye, grace or not;
+                               the printed mIoU = p_c/C only without own matrices (preds.py)
 pred.low_diversity             eval: 2..k-1 predicted classes while labels hold >= k, after
                                grace (one eval forgiven while the loss falls fast); train:
                                >= 5 samples over >= 10 steps after grace, loss stopped falling
