@@ -164,6 +164,12 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         # eval
         self._eval: _EvalPass | None = None
         self._eval_index = 0
+        # issue 19: time inside the training loader's __next__ (cumulative), and per backward
+        # (step, cumulative wait, perf_counter) marks turned into step.data_wait / step.wall at
+        # read-back; the mark of the last step event sent is the start of the next span
+        self._data_wait_total = 0.0
+        self._span_marks: list[tuple[int, float, float]] = []
+        self._span_prev: tuple[float, float] | None = None
         script_dir = os.path.dirname(os.path.abspath(script)) if script else None
         self._tracer = EvalTracer(script_dir)
         self._ld_depth = 0
@@ -228,9 +234,12 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
 
         orig_next = dl._BaseDataLoaderIter.__next__
 
+        perf_counter = time.perf_counter
+
         def __next__(it):
             if shim._pause_file is not None:
                 shim._coop_pause("batch")
+            t_fetch = perf_counter()
             try:
                 batch = orig_next(it)
             except StopIteration:
@@ -242,7 +251,7 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
                 raise
             if shim.installed and shim._on("dataloader"):
                 try:
-                    shim._on_batch(it, batch)
+                    shim._on_batch(it, batch, perf_counter() - t_fetch)
                 except Exception as exc:
                     shim._fail("dataloader", exc)
             return batch
@@ -436,6 +445,15 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             self._end_eval(aborted=False)
         self.sampler.spend("oneoff", self._clock() - t0)
 
+    @staticmethod
+    def _loader_facts(ls: _Loader, fields: dict) -> None:
+        """``batch.num_workers`` / ``batch.pin_memory`` of a training batch's loader."""
+        loader = ls.ref()
+        if loader is not None:
+            nw, pin = getattr(loader, "num_workers", None), getattr(loader, "pin_memory", None)
+            fields["num_workers"] = nw if isinstance(nw, int) else None
+            fields["pin_memory"] = pin if isinstance(pin, bool) else None
+
     def _phase(self, ls: _Loader) -> str:
         if not torch.is_grad_enabled():
             return "val"
@@ -443,7 +461,7 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             return "train"
         return "val"
 
-    def _on_batch(self, it: Any, batch: Any) -> None:
+    def _on_batch(self, it: Any, batch: Any, wait: float = 0.0) -> None:
         # hot path: runs for every batch; keep the unsampled branch to a few attribute reads
         ls = getattr(it, "_segwatch_loader", None)
         if ls is None:
@@ -458,6 +476,10 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             prev.loader.nobackward += 1
         tl = self._train_loader
         phase = "train" if torch.is_grad_enabled() and (tl is None or ls is tl or ls.had_backward) else "val"
+        if phase == "train":
+            if self._span_prev is None:
+                self._span_prev = (self._data_wait_total, time.perf_counter() - wait)
+            self._data_wait_total += wait
         b = _Batch(ls, phase, index, batch, self.step)
         self._cur = b
         self._any_batch = True
@@ -486,6 +508,7 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
                 self.sampler.mark("batch", k)
                 rec = self._batch_record(b)
                 if rec is not None:
+                    self._loader_facts(ls, rec.fields)
                     self._pending.append(rec)
                 probe = "batch"
         self.sampler.spend(probe, self._clock() - t0)
@@ -542,6 +565,10 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         if self._pending or self._losses:
             self._maybe_readback()
         s = self.step = self.step + 1
+        marks = self._span_marks
+        if len(marks) >= 4096:          # no read-back for a long time: keep memory bounded
+            del marks[:2048]
+        marks.append((s, self._data_wait_total, time.perf_counter()))
         if isinstance(loss, torch.Tensor):
             self._keep_loss(s, loss)
         b = self._cur

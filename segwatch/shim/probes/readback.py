@@ -39,6 +39,7 @@ class Readback:
             # nothing can be read back any more: keep memory bounded
             self._pending = []
             self._losses = []
+            self._span_marks = []
             self._step_rec = None
             return
         if self.sampler.readback_due(self.step):
@@ -138,14 +139,49 @@ class Readback:
             r.fields.update({k: v for k, v in base.items() if k not in r.fields})
             if r.step in nf_before:
                 r.fields["loss_nonfinite_total"] = nf_before[r.step]
+        gpu_side = self._gpu_side({r.step for r in step_recs} | set(light))
+        for r in step_recs:
+            for k, v in gpu_side.get(r.step, {}).items():
+                r.fields.setdefault(k, v)
         with _OneThread(), _AllowSync():
             self._emit_recs(recs, per)
         for s in sorted(light):
             f = dict(base)
             f.update(self._light_fields(s))
+            f.update(gpu_side.get(s, {}))
             f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
             self._emit("step", step=s, **f)
         self.sampler.spend("readback", self._clock() - t0)
+
+    def _gpu_side(self, steps: set[int]) -> dict[int, dict]:
+        """Issue 19's step fields for the step events of this read-back: ``data_wait`` / ``wall``
+        since the previous step event, and ``cuda_mem`` (host-side allocator counters, no sync)
+        on the last one when the losses live on a CUDA device."""
+        out: dict[int, dict] = {s: {"data_wait": None, "wall": None, "cuda_mem": None} for s in steps}
+        if not steps or not self._on("gpu_side"):
+            return out
+        try:
+            last = max(steps)
+            marks = {m[0]: m for m in self._span_marks if m[0] <= last}
+            self._span_marks = [m for m in self._span_marks if m[0] > last]
+            for s in sorted(steps):
+                m = marks.get(s)
+                if m is None:
+                    continue
+                prev = self._span_prev
+                if prev is not None and m[2] > prev[1]:
+                    out[s]["data_wait"] = round(max(0.0, m[1] - prev[0]), 6)
+                    out[s]["wall"] = round(m[2] - prev[1], 6)
+                self._span_prev = (m[1], m[2])
+            buf = self._loss_buf
+            if buf is not None and buf.device.type == "cuda":
+                dev = buf.device
+                out[last]["cuda_mem"] = {"allocated": int(torch.cuda.memory_allocated(dev)),
+                                         "reserved": int(torch.cuda.memory_reserved(dev)),
+                                         "max_allocated": int(torch.cuda.max_memory_allocated(dev))}
+        except Exception as exc:
+            self._fail("gpu_side", exc)
+        return out
 
     def _emit_overhead(self, final: bool = False) -> None:
         now = time.monotonic()
