@@ -25,6 +25,22 @@ def _run(tmp_path, *args):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("peek", [False, True])
+def test_next_driven_loader_counts_epochs(tmp_path, peek):
+    ev = _run(tmp_path, "--epochs", "3", *(["--peek"] if peek else []))
+    bye = ev[-1]
+    assert bye["backward_total"] == 3 * NITERS
+    # the third pass is not followed by a new iterator: two ended passes are seen
+    assert bye["epoch"] == 2, bye
+    sampled = [e for e in of(ev, "step") if e.get("sampled")]
+    assert {e["step"] for e in sampled} == set(range(1, 3 * NITERS + 1))
+    for e in sampled:
+        assert e["epoch"] == (e["step"] - 1) // NITERS, e
+    train = [e for e in of(ev, "batch") if e["phase"] == "train"]
+    assert max(e["index"] for e in train) == NITERS - 1   # each new iterator starts at 0
+
+
+@pytest.mark.slow
 def test_step_events_carry_the_training_loader_wait(tmp_path):
     ev = _run(tmp_path, "--epochs", "2")
     steps = sorted(of(ev, "step"), key=lambda e: e["step"])

@@ -423,6 +423,13 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             ls.length = len(loader)
         except Exception:
             ls.length = None
+        if ls.index > 0 and ls.had_backward:
+            # a training pass that was never exhausted ended: a new iterator per epoch driven by a
+            # fixed number of next() calls (DFormer style). (A batch peeked before training, with
+            # no backward after it, is no pass.)
+            ls.passes += 1
+            if ls is self._train_loader:
+                self.epoch = ls.passes
         ls.index = 0
         try:
             it._segwatch_loader = ls
@@ -439,6 +446,7 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             return
         t0 = self._clock()
         ls.passes += 1
+        ls.index = 0          # this pass is counted: a new iterator does not count it again
         if ls is self._train_loader:
             self.epoch = ls.passes
         if self._eval is not None and self._eval.loader is ls:
