@@ -56,7 +56,9 @@ class BatchProbe:
             dev["lab_" + k] = v
         fields["labels"]["num_classes"] = self.num_classes
         if lab.device.type == "cpu":
-            fields["labels"]["oor"] = S.host_oor_values(lab, self.num_classes, self.ignore)
+            # reading a CPU count is free; the per-value breakdown only when there is one
+            fields["labels"]["oor"] = (S.host_oor_values(lab, self.num_classes, self.ignore)
+                                       if int(st["oor_total"]) > 0 else {})
         elif self._oor_refs < 16:
             # unique() at read-back (a sync is allowed there); a few references at most
             self._oor_refs += 1
