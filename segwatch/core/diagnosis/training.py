@@ -312,7 +312,10 @@ class OptimParamsNotStepped(Rule):
     """Parameters that get gradients but that the optimizer never updates:
 
     * ``no_optim`` > 0 in 2 consecutive samples (gradients outside every param group);
-    * ``never_stepped`` > 0 in 3 consecutive samples while the optimizer does step;
+    * ``never_stepped`` > 0 in 3 consecutive samples while the optimizer does step (the shim
+      counts a parameter only when a sampled element's expected update lr * |g| is well above
+      its float resolution: a conv bias before BatchNorm, whose gradient BN cancels, is not
+      "not stepped");
     * backward() keeps running but *none* of the parameters the shim tracks (those of the
       model, or of the optimizer) receives a gradient (``with_grad == 0``, ``no_grad > 0``)
       in 3 consecutive samples. backward() would raise if nothing required a gradient,
@@ -353,10 +356,15 @@ class OptimParamsNotStepped(Rule):
         else:
             why = ("backward() runs but none of the tracked parameters gets a gradient: "
                    "the optimizer holds other parameters than the ones being trained")
-        return self.make(state, ev, {
+        evidence = {
             "no_optim": no_optim, "never_stepped": never, "with_grad": wg, "no_grad": ng,
             "optimizer_steps_total": opt, "backward_total": bwd, "why": why,
-        })
+        }
+        if state.lr_groups:
+            # the shim counts in never_stepped only gradients whose update lr * |g| must show in
+            # float (shim/probes/update.py): the LR tells a reader which update that was
+            evidence["lr"] = r4(max(state.lr_groups))
+        return self.make(state, ev, evidence)
 
 
 class OptimStepsSkipped(Rule):

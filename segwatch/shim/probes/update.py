@@ -6,13 +6,25 @@ Both are judged on a fixed subsample of each parameter: the whole tensor up to `
 elements, else ``SUB // RUN`` runs of ``RUN`` (64) consecutive elements spread evenly over
 the flattened tensor (contiguous runs: a few cache lines each, where single strided elements
 would each cost a cache miss). The probe copies and reads a few kB per parameter instead of
-the whole model (a 31M-parameter UNet: 124 MB per copy). The gradient test (which parameters
-got a non-zero gradient) uses the same elements as the change test, so a parameter counts as
-"never stepped" only when the very elements that had gradients did not move. The ratio scales
-each parameter's subsample sums of squares by ``numel / subsample size`` (an estimate of the
-full sums).
+the whole model (a 31M-parameter UNet: 124 MB per copy). The gradient test uses the same
+elements as the change test, so a parameter counts as "never stepped" only when the very
+elements that should have moved did not. The ratio scales each parameter's subsample sums of
+squares by ``numel / subsample size`` (an estimate of the full sums).
+
+An element "should move" when its expected update is representable: lr * |g| above
+``MARGIN`` units of its dtype's resolution of |w| (lr: the largest LR this step applied, g:
+the gradient the step used, read in the optimizer's post hook: after AMP unscaling, clipping
+and accumulation). A conv bias in front of a BatchNorm gets a gradient of rounding noise
+(~1e-9; BN cancels it): plain SGD's lr * g then rounds away and the bias legitimately never
+changes. The margin (32 eps, ~4e-6 relative for float32) covers momentum and rounding; a
+real fault (parameters outside the optimizer, a frozen group while others train) has
+gradients orders of magnitude above it. When every LR is 0 (a fault; or a warm-up's first
+step) or none is readable (a device-tensor LR), an element counts when its |g| is above
+``GRAD_REL`` of the largest sampled |g| (the BN-cancelled bias gradient is ~1e-7 of it).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,6 +32,8 @@ from ..common import _OneThread
 
 SUB = 1024
 RUN = 64
+MARGIN = 32.0       # expected update >= MARGIN * eps(dtype) * |w|: it must move
+GRAD_REL = 1e-5     # with no LR to judge by: |g| below this share of the largest |g| is noise
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -32,7 +46,7 @@ class _Layout:
     (zero-padded): each statistic is then one reduction over the buffer, not one op per
     parameter. ``weights`` scale a row's sums to the full tensor's."""
     __slots__ = ("ids", "steps", "dst_old", "dst_cur", "dst_grad", "old", "cur", "grad", "weights", "ptrs",
-                 "views")
+                 "views", "rel")
 
     def __init__(self, ps: list[torch.Tensor]) -> None:
         self.ids = [id(p) for p in ps]
@@ -50,6 +64,9 @@ class _Layout:
         self.dst_grad = self._rows(self.grad, counts)
         self.weights = torch.tensor([p.numel() / max(1, n) for p, n in zip(ps, counts)], dtype=torch.float32,
                                     device=dev)
+        # each row's smallest relative change its dtype represents, with the margin
+        self.rel = torch.tensor([[MARGIN * (torch.finfo(p.dtype).eps if p.dtype.is_floating_point else 1.0)]
+                                 for p in ps], dtype=torch.float32, device=dev)
         self.ptrs: list[int] = []
         self.views: list[torch.Tensor] = []
 
@@ -97,15 +114,8 @@ class UpdateProbe:
                 ps = [p for _, p in self._root_params]
                 if ps:
                     lay = self._update_layout(ps)
-                    # which parameters have a non-zero (or non-finite) gradient on the subsample
-                    lay.grad.zero_()
-                    with_grad = [(d, p.grad) for d, p in zip(lay.dst_grad, ps)
-                                 if p.grad is not None and not p.grad.is_sparse]
-                    if with_grad:
-                        lay.fill([d for d, _ in with_grad], [g for _, g in with_grad])
-                    gnz = lay.grad.abs().amax(1) != 0          # NaN counts as non-zero
                     lay.fill_params(lay.dst_old, ps)
-                    self._snap = (s, ps, lay, gnz)
+                    self._snap = (s, ps, lay)
         except Exception as exc:
             self._snap = None
             self._fail("update", exc)
@@ -117,7 +127,7 @@ class UpdateProbe:
         at the end of backward (max |dw| > 0); norms would miss small updates of big tensors.
         """
         with torch.no_grad(), _OneThread():
-            _, ps, lay, gnz = snap
+            _, ps, lay = snap
             lay.fill_params(lay.dst_cur, ps)
             diff = lay.cur - lay.old
             vn = torch.linalg.vector_norm
@@ -126,6 +136,7 @@ class UpdateProbe:
             if rec is not None and rec.step == self.step:
                 rec.dev["ratio"] = torch.stack([dn, wn])
             if len(ps) == len(self._root_params):
+                gnz = self._should_move(ps, lay)
                 ch = vn(diff, float("inf"), dim=1) != 0     # NaN counts as a change: the step happened
                 if self._changed is None or self._changed.shape != ch.shape:
                     self._changed, self._gnz = ch, gnz
@@ -133,3 +144,30 @@ class UpdateProbe:
                     self._changed = self._changed | ch
                     self._gnz = self._gnz | gnz
                 self._norm_snapshots += 1
+
+    def _step_lr(self) -> float | None:
+        """The largest LR of this optimizer step (read in its pre hook, else now); None when
+        none is readable as a number."""
+        lrs = self._lr_applied if self._lr_applied is not None else self._lrs()
+        nums = [float(v) for v in lrs if isinstance(v, (int, float)) and math.isfinite(v)]
+        return max(nums) if nums else None
+
+    def _should_move(self, ps: list[torch.Tensor], lay: _Layout) -> torch.Tensor:
+        """Per parameter: whether any subsampled element got a gradient this step whose update
+        lr * |g| its dtype can represent (a non-finite gradient counts: the step went wrong)."""
+        lay.grad.zero_()
+        with_grad = [(d, p.grad) for d, p in zip(lay.dst_grad, ps)
+                     if p.grad is not None and not p.grad.is_sparse]
+        if with_grad:
+            lay.fill([d for d, _ in with_grad], [g for _, g in with_grad])
+        g = lay.grad.abs()
+        bad = ~torch.isfinite(g)
+        lr = self._step_lr()
+        if lr is not None and lr > 0:
+            big = (g * lr) > lay.old.abs() * lay.rel + 1e-30
+        else:
+            # LR 0 (a fault, or the first step of a warm-up) or unreadable: no update to judge,
+            # so a gradient counts unless it is negligible beside the largest one
+            top = torch.where(bad, 0.0, g).amax()
+            big = (g > top * GRAD_REL) & (g > 0)
+        return (big | bad).any(1)
