@@ -103,6 +103,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "pred.low": ("{n} classes predicted (< {k})", "只预测出 {n} 个类别（< {k}）"),
     "pred.eval": ("{n} classes predicted at evaluation {i}", "第 {i} 次评估预测出 {n} 个类别"),
     "pred.train": ("{n} classes in the last training sample", "最近一次训练采样中有 {n} 个类别"),
+    "pred.stray": (" (+{n} with stray pixels)", "（另有 {n} 个类别仅有零星像素）"),
     "pred.grace": (" (grace window)", "（宽限期内）"),
     "pred.wait": ("no prediction sampled yet", "尚未采样到预测"),
     "miou.stuck": ("mIoU {v} over {n} evaluations", "mIoU 连续 {n} 次评估都是 {v}"),
@@ -365,6 +366,11 @@ def _diverse(state) -> ChecklistItem:
     young = p.get("phase") == "train" and (rstep or 0) <= state.grace_steps
     it.evidence = (_t(state, "pred.eval", n=n, i=p.get("eval_index")) if p.get("phase") == "val"
                    else _t(state, "pred.train", n=n))
+    # classes under the stray share count for neither rule; say they exist, so that the line
+    # agrees with the confusion matrix, which counts every predicted pixel
+    stray = int(np.count_nonzero(hist)) - n if hist.size else 0
+    if stray > 0:
+        it.evidence += _t(state, "pred.stray", n=stray)
     if d is not None:
         # one dominant class, not (yet) a finding (grace window, persistence): a warning
         # that names it; "fail" is left to pred.collapse so the two never disagree
