@@ -86,14 +86,16 @@ def eval_gate(state, step: int) -> bool:
     """May an evaluation at ``step`` be judged on its predicted classes mid-run?
 
     Never before training started (step 0: an untrained model). After the grace window,
-    always. Inside it only when the loss is not falling fast (or nothing is known about
-    the loss): a young model that is still learning quickly is left alone.
+    always. Inside it only when the loss is known not to fall fast: a young model that is
+    still learning quickly, or one too young for its loss to say anything (an evaluation at
+    step 2 of a DFormer-style sanity check), is left alone; the end-of-run verdict still
+    judges a short run that ends collapsed.
     """
     if step <= 0:
         return False
     if step >= state.grace_steps:
         return True
-    return state.loss_falling_fast() is not True
+    return state.loss_falling_fast() is False
 
 
 def own_eval_seen(state) -> bool:
