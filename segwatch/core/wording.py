@@ -36,6 +36,7 @@ LABELS_ZH: dict[str, str] = {
     "train_values": "训练集取值", "train_batches": "训练批次", "total": "总数", "suggest": "建议配置",
     "strict": "strict", "stray": "零星", "steps_diverged": "发散步数", "step_reporting": "报告步",
     "std": "标准差", "spread": "离散度", "skipped": "跳过", "size_mismatch_batches": "尺寸不一致的批次",
+    "typical": "典型值",
     "size_mismatch": "尺寸不一致", "shape": "形状", "segwatch_miou_mmseg": "segwatch mIoU（mmseg 口径）",
     "segwatch_miou_guide": "segwatch mIoU（指南口径）", "script_miou": "脚本 mIoU",
     "scheduler": "调度器", "scale_last": "最后缩放", "scale_first": "最初缩放",

@@ -20,7 +20,14 @@ PLATEAU_WINDOW = 200
 PLATEAU_RATIO = 0.98
 PLATEAU_MAX_RATIO = 1.25
 # loss.diverging: window means of DIVERGE_W finite samples; fires when the last
-# DIVERGE_RISES windows each rose by >= 2 % and the last is > 1.5x the lowest window.
+# DIVERGE_RISES windows each rose by >= 2 %, the last is > 1.5x the lowest level (the lowest
+# median of 3 consecutive windows: one lucky window is no level). Once DIVERGE_BASE earlier
+# windows exist, instead of rising in every window: the last DIVERGE_HOLD windows all stand
+# above the typical level of the earlier ones (their median over the last DIVERGE_HISTORY)
+# by DIVERGE_SIGMAS times their spread (1.4826 MAD) and by DIVERGE_SCALE of the first
+# window's loss, > 1.5x the lowest level, and the last is above the one DIVERGE_RISES
+# before: a converged loss that wobbles (0.06 +- 30 % over a 200k-step run) makes rising
+# runs of windows by chance, not that.
 # Sparse samples (after the first DIVERGE_SETTLE): three consecutive rising samples above
 # 3x the lowest loss and above the first loss; or one sample 100x above the lowest and
 # 10x above the first loss (a blow-up).
@@ -31,10 +38,21 @@ DIVERGE_JUMP = 3.0
 DIVERGE_BLOWUP = 100.0
 DIVERGE_JUMPS = 3
 DIVERGE_SETTLE = 5
+DIVERGE_HISTORY = 50
+DIVERGE_BASE = 8
+DIVERGE_SIGMAS = 6.0
+DIVERGE_SCALE = 0.02
+DIVERGE_HOLD = 3
 
 
 def _loss(ev) -> float | None:
     return ffloat(ev.get("loss"))
+
+
+def _median(xs: list[float]) -> float:
+    v = sorted(xs)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 class LossNonfinite(Rule):
@@ -111,8 +129,9 @@ class LossDiverging(Rule):
     def __init__(self) -> None:
         self._acc = 0.0
         self._k = 0
-        self._means: deque = deque(maxlen=DIVERGE_RISES + 1)
-        self._min = math.inf          # lowest window mean
+        self._means: deque = deque(maxlen=DIVERGE_HISTORY + DIVERGE_RISES + 1)
+        self._min = math.inf          # lowest level: median of 3 consecutive window means
+        self._first_mean: float | None = None
         self._first: float | None = None
         self._low = math.inf          # lowest single sample
         self._prev: float | None = None
@@ -153,19 +172,36 @@ class LossDiverging(Rule):
             return None
         m = self._acc / self._k
         self._acc, self._k = 0.0, 0
+        if self._first_mean is None:
+            self._first_mean = m
         self._means.append(m)
-        self._min = min(self._min, m)
-        ms = list(self._means)
-        if len(ms) <= DIVERGE_RISES:
+        hist = list(self._means)
+        self._min = min(self._min, sorted(hist[-3:])[len(hist[-3:]) // 2])
+        if len(hist) <= DIVERGE_RISES:
             return None
-        rising = all(ms[i + 1] >= ms[i] * 1.02 and ms[i + 1] > ms[i] for i in range(len(ms) - 1))
-        if not rising or m <= DIVERGE_FACTOR * self._min or self._min < 0:
+        ms = hist[-(DIVERGE_RISES + 1):]
+        if m <= DIVERGE_FACTOR * self._min or self._min < 0:
             return None
-        return self.make(state, ev, {
+        evidence = {
             "window_means": [r4(x) for x in ms], "lowest_window_mean": r4(self._min),
             "factor": r4(m / self._min) if self._min > 0 else None, "window": DIVERGE_W,
             "why": "loss keeps rising",
-        })
+        }
+        base = hist[:-(DIVERGE_RISES + 1)][-DIVERGE_HISTORY:]
+        if len(base) >= DIVERGE_BASE:
+            # enough history to know the wobble: the last DIVERGE_HOLD windows must all stand
+            # clear of it (a noisy real rise need not climb in every window)
+            typical = _median(base)
+            spread = 1.4826 * _median([abs(x - typical) for x in base])
+            bar = typical + max(DIVERGE_SIGMAS * spread, DIVERGE_SCALE * abs(self._first_mean))
+            if min(ms[-DIVERGE_HOLD:]) <= bar or ms[-1] <= ms[0]:
+                return None
+            evidence.update(typical=r4(typical), spread=r4(spread))
+            return self.make(state, ev, evidence)
+        rising = all(ms[i + 1] >= ms[i] * 1.02 and ms[i + 1] > ms[i] for i in range(len(ms) - 1))
+        if not rising:
+            return None
+        return self.make(state, ev, evidence)
 
 
 class GradVanishing(Rule):
