@@ -160,14 +160,13 @@ class UpdateProbe:
                      if p.grad is not None and not p.grad.is_sparse]
         if with_grad:
             lay.fill([d for d, _ in with_grad], [g for _, g in with_grad])
-        g = lay.grad.abs()
-        bad = ~torch.isfinite(g)
+        g = lay.grad.abs_()                              # (a scratch buffer: in place)
+        top_row = g.amax(1)                              # NaN propagates
+        bad = ~torch.isfinite(top_row)
         lr = self._step_lr()
         if lr is not None and lr > 0:
-            big = (g * lr) > lay.old.abs() * lay.rel + 1e-30
-        else:
-            # LR 0 (a fault, or the first step of a warm-up) or unreadable: no update to judge,
-            # so a gradient counts unless it is negligible beside the largest one
-            top = torch.where(bad, 0.0, g).amax()
-            big = (g > top * GRAD_REL) & (g > 0)
-        return (big | bad).any(1)
+            return (g.mul_(lr) > lay.old.abs().mul_(lay.rel).add_(1e-30)).any(1) | bad
+        # LR 0 (a fault, or the first step of a warm-up) or unreadable: no update to judge, so
+        # a gradient counts unless it is negligible beside the largest one
+        top = torch.where(bad, 0.0, top_row).amax()
+        return ((top_row > top * GRAD_REL) & (top_row > 0)) | bad
