@@ -41,15 +41,18 @@ config.num_classes_mismatch    model out_channels / preds channels != configured
 loss.nonfinite                 a NaN/Inf loss or loss_nonfinite_total > 0 (immediately)
 loss.plateau                   first window: mean(last quarter) >= 0.98 x mean(first quarter)
                                (< 1.25x), >= 8 samples over >= 30 steps
-loss.diverging                 4 rising 10-sample windows and > 1.5x the lowest; or 3 rising
-                               samples > 3x the lowest; or one sample > 100x lowest, 10x first
+loss.diverging                 4 rising 10-sample windows and > 1.5x the lowest level (after 8
+                               earlier windows instead: the last 3 above their median + 6x their
+                               spread); or 3 rising samples > 3x the lowest; or one sample > 100x
+                               lowest, 10x first
 grad.vanishing                 grad_norm < grad_norm_min in 3 consecutive samples (not when
                                nothing got a gradient)
 grad.exploding                 grad_norm > grad_norm_max in 2 consecutive samples
 grad.nonfinite                 grad_nonfinite > 0 (3 consecutive samples under AMP)
 optim.lr_suspicious            a group at lr 0 for 3 samples; lr > 10x expected_lr twice;
                                max lr < expected_lr / 10 after 10 samples and not ramping up
-optim.params_not_stepped       no_optim > 0 twice; never_stepped > 0 3 times while stepping;
+optim.params_not_stepped       no_optim > 0 twice; never_stepped > 0 3 times while stepping
+                               (gradients whose update lr*|g| shows in float only);
                                backward runs but no tracked parameter gets a gradient 3 times
 optim.steps_skipped            >= 80 % of >= 5 backward passes without a step plus AMP signs;
                                or no step at all over >= 16 backward passes
