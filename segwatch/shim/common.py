@@ -84,6 +84,13 @@ def fetch(tensors: list[torch.Tensor]) -> list[list[float]]:
     out: list[list[float] | None] = [None] * len(tensors)
     groups: dict[Any, dict[Any, list[int]]] = {}
     for i, t in enumerate(tensors):
+        if t.device.type == "cpu":
+            # no transfer to save on the host: read each tensor on its own (no stack / cat
+            # copies). A float tensor's values are exact in Python floats, as after the float64
+            # conversion below; other dtypes are converted to float64 as there.
+            flat = t.reshape(-1) if t.dim() != 1 else t
+            out[i] = (flat if flat.is_floating_point() else flat.to(torch.float64)).tolist()
+            continue
         key = (t.dtype, t.dim() == 0)
         groups.setdefault(t.device, {}).setdefault(key, []).append(i)
     for dev, by in groups.items():

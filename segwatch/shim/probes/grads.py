@@ -55,34 +55,47 @@ class GradsProbe:
             self.sampler.spend("update", self._clock() - t0, call=False)
         return "grads"
 
-    def _grad_stats(self, f: dict, dev: dict) -> None:
+    def _grad_layout(self) -> tuple:
+        """(params, names, parameter objects) of the watched parameters, built once per model:
+        rebuilt only when the parameter list is another one (a new root, or the optimizers'
+        list when no root is known, which is rebuilt on every call) or changed length."""
         params = self._grad_params()
-        with_grad = []
-        idx = []
-        for i, (n, p) in enumerate(params):
-            g = p.grad
-            if g is not None and not g.is_sparse:
-                with_grad.append((n, g))
-                idx.append(i)
-        f["with_grad"] = len(with_grad)
-        f["no_grad"] = len(params) - len(with_grad)
+        lay = getattr(self, "_grad_lay", None)
+        if lay is None or lay[0] is not params or lay[3] != len(params):
+            lay = self._grad_lay = (params, [n for n, _ in params], [p for _, p in params], len(params))
+        return lay
+
+    def _grad_stats(self, f: dict, dev: dict) -> None:
+        params, names, plist, n = self._grad_layout()
+        gs = [p.grad for p in plist]
+        idx = [i for i, g in enumerate(gs) if g is not None and not g.is_sparse]
+        full = len(idx) == n
+        if full:
+            # the common case: every parameter has a dense gradient; the cached name list is
+            # shared (read-only) with the step record
+            grads, gnames = gs, names
+        else:
+            grads, gnames = [gs[i] for i in idx], [names[i] for i in idx]
+        f["with_grad"] = len(grads)
+        f["no_grad"] = n - len(grads)
         if self._root_params:
-            self._had_grad.update(idx)
-            f["eval_modules"] = sum(1 for m in self._norm_mods if not m.training)
-            f["norm_modules"] = len(self._norm_mods)
-            ids = self._optimizer_param_ids()
-            f["no_optim"] = (sum(1 for i in idx if id(params[i][1]) not in ids) if ids is not None else None)
+            if len(self._had_grad) < n:
+                self._had_grad.update(idx)
+            mods = self._norm_mods
+            f["eval_modules"] = [m.training for m in mods].count(False)
+            f["norm_modules"] = len(mods)
+            f["no_optim"] = self._no_optim_count(plist, idx, full)
         else:
             f["eval_modules"] = None
             f["norm_modules"] = None
             f["no_optim"] = None
-        if not with_grad:
+        if not grads:
             return
-        grads = [g for _, g in with_grad]
         with torch.no_grad(), _OneThread():
             try:
                 norms = torch._foreach_norm(grads)
-                vec = torch.stack([x.float() for x in norms]) if len({x.dtype for x in norms}) > 1 else torch.stack(norms).float()
+                d0 = norms[0].dtype
+                vec = torch.stack([x.float() for x in norms]) if any(x.dtype != d0 for x in norms) else torch.stack(norms).float()
             except Exception:
                 vec = torch.stack([g.detach().float().norm().to(grads[0].device) for g in grads])
             scaler = self._scaler_ref() if self._scaler_ref is not None else None
@@ -91,7 +104,20 @@ class GradsProbe:
                 dev["scale"] = sc
                 vec = vec / sc.to(vec.device)
             dev["gnorms"] = vec
-        f["_names"] = [n for n, _ in with_grad]
+        f["_names"] = gnames
+
+    def _no_optim_count(self, plist: list, idx: list[int], full: bool) -> int | None:
+        """Parameters with a gradient that no optimizer holds. The positions of the parameters
+        missing from the optimizers are cached per (parameter list, optimizer id set)."""
+        ids = self._optimizer_param_ids()
+        if ids is None:
+            return None
+        miss = getattr(self, "_grad_miss", None)
+        if miss is None or miss[0] is not plist or miss[1] is not ids:
+            miss = self._grad_miss = (plist, ids, frozenset(i for i, p in enumerate(plist) if id(p) not in ids))
+        if full:
+            return len(miss[2])
+        return sum(1 for i in idx if i in miss[2])
 
     def _optimizer_param_ids(self) -> set[int] | None:
         opts = list(self._optims)
@@ -139,7 +165,7 @@ class GradsProbe:
         0 when there are none): non-zero on the first backward after a step means the
         gradients were not reset."""
         with torch.no_grad():
-            grads = [p.grad for _, p in self._grad_params() if p.grad is not None and not p.grad.is_sparse]
+            grads = [g for g in (p.grad for p in self._grad_layout()[2]) if g is not None and not g.is_sparse]
             if not grads:
                 return torch.zeros((), dtype=torch.float32)
             dev = grads[0].device

@@ -86,71 +86,74 @@ class Readback:
         if not self._pending and not self._losses and not final:
             return
         t0 = self._clock()
-        self._inject("readback")
-        self.sampler.mark("readback", self.step)
-        recs = self._pending
-        self._pending = []
-        losses = self._losses
-        self._losses = []
-        if self._step_rec is not None and self._step_rec in recs:
-            self._step_rec = None
-        extra = []
-        if losses:
-            extra = [self._loss_buf[:len(losses)]]
-        changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
-        if changed is not None:
-            # parameters that had a non-zero gradient at some compared step and never changed
-            extra.append(self._gnz & ~changed)
-        # one transfer per device for every pending record, the losses and the change mask
-        with _OneThread(), _AllowSync():
-            per, out_extra = self._gather(recs, extra)
-        step_recs = [r for r in recs if r.type == "step"]
-        loss_vals: dict[int, float] = {}
-        if losses:
-            loss_vals = dict(zip(losses, out_extra[0]))
-        never = None
-        if changed is not None:
-            never = int(sum(out_extra[-1]))
-        first_nf = None
-        for s in sorted(loss_vals):
-            if not math.isfinite(loss_vals[s]):
-                self.loss_nonfinite_total += 1
-                if first_nf is None:
-                    first_nf = s
-        nf_before: dict[int, int] = {}
-        run = self.loss_nonfinite_total - sum(1 for v in loss_vals.values() if not math.isfinite(v))
-        for s in sorted(loss_vals):
-            if not math.isfinite(loss_vals[s]):
-                run += 1
-            nf_before[s] = run
-        base = {"backward_total": self.step, "optimizer_steps_total": self.optimizer_steps,
-                "loss_nonfinite_total": self.loss_nonfinite_total, "epoch": self.epoch,
-                "never_stepped": never}
-        rec_steps = {r.step for r in step_recs}
-        light = []
-        if losses:
-            last = max(loss_vals)
-            if last not in rec_steps:
-                light.append(last)
-            if first_nf is not None and first_nf not in rec_steps and first_nf not in light:
-                light.append(first_nf)
-        for r in step_recs:
-            r.fields.setdefault("loss", loss_vals.get(r.step))
-            r.fields.update({k: v for k, v in base.items() if k not in r.fields})
-            if r.step in nf_before:
-                r.fields["loss_nonfinite_total"] = nf_before[r.step]
-        gpu_side = self._gpu_side({r.step for r in step_recs} | set(light))
-        for r in step_recs:
-            for k, v in gpu_side.get(r.step, {}).items():
-                r.fields.setdefault(k, v)
-        with _OneThread(), _AllowSync():
-            self._emit_recs(recs, per)
-        for s in sorted(light):
-            f = dict(base)
-            f.update(self._light_fields(s))
-            f.update(gpu_side.get(s, {}))
-            f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
-            self._emit("step", step=s, **f)
+        # one intra-op thread for the whole read-back: one set_num_threads toggle, not one
+        # per part (each is ~4-60 µs); no training op runs until it returns
+        with _OneThread():
+            self._inject("readback")
+            self.sampler.mark("readback", self.step)
+            recs = self._pending
+            self._pending = []
+            losses = self._losses
+            self._losses = []
+            if self._step_rec is not None and self._step_rec in recs:
+                self._step_rec = None
+            extra = []
+            if losses:
+                extra = [self._loss_buf[:len(losses)]]
+            changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
+            if changed is not None:
+                # parameters that had a non-zero gradient at some compared step and never changed
+                extra.append(self._gnz & ~changed)
+            # one transfer per device for every pending record, the losses and the change mask
+            with _AllowSync():
+                per, out_extra = self._gather(recs, extra)
+            step_recs = [r for r in recs if r.type == "step"]
+            loss_vals: dict[int, float] = {}
+            if losses:
+                loss_vals = dict(zip(losses, out_extra[0]))
+            never = None
+            if changed is not None:
+                never = int(sum(out_extra[-1]))
+            first_nf = None
+            for s in sorted(loss_vals):
+                if not math.isfinite(loss_vals[s]):
+                    self.loss_nonfinite_total += 1
+                    if first_nf is None:
+                        first_nf = s
+            nf_before: dict[int, int] = {}
+            run = self.loss_nonfinite_total - sum(1 for v in loss_vals.values() if not math.isfinite(v))
+            for s in sorted(loss_vals):
+                if not math.isfinite(loss_vals[s]):
+                    run += 1
+                nf_before[s] = run
+            base = {"backward_total": self.step, "optimizer_steps_total": self.optimizer_steps,
+                    "loss_nonfinite_total": self.loss_nonfinite_total, "epoch": self.epoch,
+                    "never_stepped": never}
+            rec_steps = {r.step for r in step_recs}
+            light = []
+            if losses:
+                last = max(loss_vals)
+                if last not in rec_steps:
+                    light.append(last)
+                if first_nf is not None and first_nf not in rec_steps and first_nf not in light:
+                    light.append(first_nf)
+            for r in step_recs:
+                r.fields.setdefault("loss", loss_vals.get(r.step))
+                r.fields.update({k: v for k, v in base.items() if k not in r.fields})
+                if r.step in nf_before:
+                    r.fields["loss_nonfinite_total"] = nf_before[r.step]
+            gpu_side = self._gpu_side({r.step for r in step_recs} | set(light))
+            for r in step_recs:
+                for k, v in gpu_side.get(r.step, {}).items():
+                    r.fields.setdefault(k, v)
+            with _AllowSync():
+                self._emit_recs(recs, per)
+            for s in sorted(light):
+                f = dict(base)
+                f.update(self._light_fields(s))
+                f.update(gpu_side.get(s, {}))
+                f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
+                self._emit("step", step=s, **f)
         self.sampler.spend("readback", self._clock() - t0)
 
     def _gpu_side(self, steps: set[int]) -> dict[int, dict]:
