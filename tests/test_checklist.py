@@ -138,7 +138,9 @@ def test_items_follow_the_newest_evidence_with_its_step():
             r.script_metric(round(miou_guide(m), 2), step=s)
     st, _ = feed(r.events, cfg())
     items = {c.id: c for c in st.checklist}
-    assert items["loss_falling"].state == "warn" and "rose" in items["loss_falling"].evidence
+    # a loss that jumped from ~0.2 to 2.7 and stays there: loss.diverging names it (fail)
+    assert items["loss_falling"].state == "fail" and "loss.diverging" in items["loss_falling"].evidence
+    assert st.findings["loss.diverging"].evidence["why"] == "loss rose and stays high"
     assert items["predictions_diverse"].state == "fail" and items["predictions_diverse"].step == 640
     assert items["miou_changing"].state == "fail" and items["miou_changing"].evidence.startswith("falling")
     # a newer diverse evaluation is the newest evidence: the older collapse no longer decides

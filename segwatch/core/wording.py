@@ -86,7 +86,7 @@ PHRASES_ZH: list[tuple[str, str]] = [
     ("labels match the images better when mirrored (every sample)", "标签镜像后与图像更匹配（每个样本）"),
     ("many training samples match their label better when mirrored: the image is flipped without its label",
      "许多训练样本镜像后与标签更匹配：图像被翻转而标签没有"),
-    ("suspicious learning rate", "学习率可疑"), ("loss blew up", "损失爆炸"), ("loss keeps rising", "损失持续上升"),
+    ("suspicious learning rate", "学习率可疑"), ("loss blew up", "损失爆炸"), ("loss keeps rising", "损失持续上升"), ("loss rose and stays high", "损失升高后一直居高不下"),
     ("lr more than 10x above expected_lr", "学习率比 expected_lr 高 10 倍以上"),
     ("lr more than 10x below expected_lr", "学习率比 expected_lr 低 10 倍以上"),
     ("the model's output lies in [0, 1] and sums to 1 over the classes (softmax applied)",

@@ -197,6 +197,10 @@ class LossDiverging(Rule):
             if min(ms[-DIVERGE_HOLD:]) <= bar or ms[-1] <= ms[0]:
                 return None
             evidence.update(typical=r4(typical), spread=r4(spread))
+            hold = ms[-DIVERGE_HOLD:]
+            if not all(hold[i + 1] > hold[i] for i in range(len(hold) - 1)):
+                # a jump that stays up (a stage switch, a late collapse) is no steady climb
+                evidence["why"] = "loss rose and stays high"
             return self.make(state, ev, evidence)
         rising = all(ms[i + 1] >= ms[i] * 1.02 and ms[i + 1] > ms[i] for i in range(len(ms) - 1))
         if not rising:
