@@ -72,10 +72,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="let --listen use an address other than loopback (anyone who can reach it may read "
                         "the run; control still needs the token)")
     d = p.add_argument_group("distributed (torchrun; see docs/DISTRIBUTED.md)")
-    d.add_argument("--nproc", type=int, default=1, metavar="N",
+    # None = not given: a Slurm job fills them in (segwatch/slurm.py), else 1, 1, 0
+    d.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="ranks on this node: launch through torch.distributed.run with the shim in every rank")
-    d.add_argument("--nnodes", type=int, default=1, metavar="N", help="number of nodes (each runs its own segwatch)")
-    d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank (0..nnodes-1)")
+    d.add_argument("--nnodes", type=int, default=None, metavar="N", help="number of nodes (each runs its own segwatch)")
+    d.add_argument("--node-rank", type=int, default=None, metavar="R", help="this node's rank (0..nnodes-1)")
     d.add_argument("--master-addr", metavar="HOST", help="rendezvous address (node 0); default 127.0.0.1")
     d.add_argument("--master-port", type=int, metavar="PORT", help="rendezvous port (default: a free one, single node)")
 
@@ -164,9 +165,24 @@ def _dist_spec(ns: argparse.Namespace) -> Any:
                     master_port=ns.master_port)
 
 
+def _slurm_defaults(ns: argparse.Namespace) -> None:
+    """Inside a multi-node Slurm job, the distributed options not given come from it."""
+    from segwatch.slurm import SlurmError, run_defaults
+
+    names = ("nproc", "nnodes", "node_rank", "master_addr", "master_port")
+    try:
+        derived, note = run_defaults(os.environ, {k: getattr(ns, k, None) for k in names})
+    except SlurmError as exc:
+        raise UsageError(str(exc)) from None
+    for k, v in derived.items():
+        setattr(ns, k, v)
+    if note:
+        print(f"[segwatch] {note}", file=sys.stderr)
+
+
 def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
     """Every check that can fail before launching: script, config, options, run dir."""
-    from segwatch.supervisor import corelink
+    from segwatch.runs import RunDir, corelink
 
     if not os.path.isfile(script):
         raise UsageError(f"script not found: {script}")
@@ -174,6 +190,9 @@ def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
         raise UsageError("--interval must be a positive number of seconds")
     if ns.config and not os.path.isfile(ns.config):
         raise UsageError(f"config file not found: {ns.config}")
+    for name, default in (("nproc", 1), ("nnodes", 1), ("node_rank", 0)):
+        if getattr(ns, name, None) is None:
+            setattr(ns, name, default)
     dist = _dist_spec(ns)
     if dist is not None:
         try:
@@ -208,7 +227,7 @@ def _prepare_run(ns: argparse.Namespace, script: str) -> tuple[Any, Path]:
         config = None
     if ns.run_dir:
         run_dir = Path(ns.run_dir)
-        if (run_dir / "events.jsonl").exists() or (run_dir / "meta.json").exists():
+        if run_dir.is_dir() and RunDir(run_dir).has_run():
             raise UsageError(f"run directory {run_dir} already holds a run; choose another --run-dir")
         try:
             run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -233,7 +252,7 @@ def _open_app(client: Any = None, events: list | None = None, lang: str = "en", 
               meta: dict | None = None, title: str | None = None) -> Any:
     """Run the app on a client (live/attached) or a list of events (replay)."""
     import segwatch.tui.app as app
-    from segwatch.supervisor import corelink
+    from segwatch.runs import corelink
 
     if meta is None and client is not None:
         try:
@@ -258,6 +277,7 @@ def cmd_run(argv: Sequence[str], demo_defaults: dict | None = None) -> int:
             ns, script, script_args = demo_defaults["ns"], demo_defaults["script"], demo_defaults["args"]
         else:
             ns, script, script_args = _parse_run(argv)
+            _slurm_defaults(ns)
         config, run_dir = _prepare_run(ns, script)
     except UsageError as exc:
         _err(str(exc))
@@ -297,8 +317,8 @@ def _run_headless(ns: argparse.Namespace, script: str, script_args: list[str], c
 
 
 def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], run_dir: Path) -> int:
+    from segwatch.runs import FINAL_STATUSES, RunStore, effective_status
     from segwatch.supervisor import RunClient
-    from segwatch.supervisor.store import FINAL_STATUSES, RunStore, effective_status
 
     spec = {
         "script": script, "script_args": script_args, "run_dir": str(run_dir.absolute()),
@@ -311,7 +331,7 @@ def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], r
     if dist is not None:
         spec["dist"] = dist.to_dict()
     store = RunStore(run_dir)
-    log_fd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_fd = os.open(store.supervisor_log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "segwatch.supervisor", json.dumps(spec)],
@@ -327,9 +347,9 @@ def _run_with_app(ns: argparse.Namespace, script: str, script_args: list[str], r
             break
         time.sleep(0.05)
     if not store.read_meta().get("supervisor_pid"):
-        _err(f"the supervisor did not start; see {run_dir / 'supervisor.log'}")
+        _err(f"the supervisor did not start; see {store.supervisor_log_path}")
         try:
-            print((run_dir / "supervisor.log").read_text()[-2000:], file=sys.stderr)
+            print(store.supervisor_log_path.read_text()[-2000:], file=sys.stderr)
         except OSError:
             pass
         return daemon.poll() or 1
@@ -385,7 +405,9 @@ def cmd_demo(argv: Sequence[str]) -> int:
     code = cmd_run([], demo_defaults=defaults)
     if "run_dir" not in defaults or code == EXIT_USAGE:
         return code
-    report = _read_json(Path(ns.report) if ns.report else defaults["run_dir"] / "report.json")
+    from segwatch.runs import REPORT
+
+    report = _read_json(Path(ns.report) if ns.report else Path(defaults["run_dir"]) / REPORT)
     if not report:   # the app was closed and the training goes on: nothing has ended yet
         return code
     demo_code, line = demo_outcome(report, code, ns.lang)
@@ -420,7 +442,7 @@ def demo_outcome(report: dict, code: int, lang: str = "en") -> tuple[int, str]:
 # ---------------------------------------------------------------------- viewers
 def _follow_headless(client: Any, lang: str, interval: float, state: Any = None) -> int:
     """Print what a headless run would print, from a client's events (attach --headless)."""
-    from segwatch.supervisor import corelink
+    from segwatch.runs import corelink
     from segwatch.supervisor.headless import finding_line, status_line
 
     meta = client.meta()
@@ -491,7 +513,7 @@ def cmd_attach(argv: Sequence[str]) -> int:
 
 def cmd_replay(argv: Sequence[str]) -> int:
     from segwatch.supervisor.headless import finding_line, status_line
-    from segwatch.supervisor.replay import Replayed
+    from segwatch.runs import Replayed
 
     p = argparse.ArgumentParser(prog="segwatch replay", allow_abbrev=False,
                                 description="Rebuild a recorded run from its events and show it.")
@@ -533,8 +555,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 
 def cmd_report(argv: Sequence[str]) -> int:
-    from segwatch.supervisor.replay import format_markdown, format_text, load_report
-    from segwatch.supervisor.store import RunStore
+    from segwatch.runs import RunDir, format_markdown, format_text, load_report
 
     p = argparse.ArgumentParser(prog="segwatch report", allow_abbrev=False,
                                 description="Print a run's report (rebuilt from its events if it has none yet), "
@@ -553,7 +574,7 @@ def cmd_report(argv: Sequence[str]) -> int:
         _err("--out goes with --markdown or --bundle")
         return EXIT_USAGE
     try:
-        store = RunStore(ns.run_dir, create=False)
+        store = RunDir(ns.run_dir)
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -592,8 +613,7 @@ def cmd_report(argv: Sequence[str]) -> int:
 
 
 def cmd_ls(argv: Sequence[str]) -> int:
-    from segwatch.supervisor.replay import load_report, worst_finding
-    from segwatch.supervisor.store import RunStore, effective_status
+    from segwatch.runs import list_runs
 
     p = argparse.ArgumentParser(prog="segwatch ls", allow_abbrev=False, description="List the runs in a directory.")
     p.add_argument("dir", nargs="?", default=DEFAULT_RUNS)
@@ -603,24 +623,10 @@ def cmd_ls(argv: Sequence[str]) -> int:
         print(f"no runs: {base} does not exist")
         return 0
     rows = []
-    for d in sorted(base.iterdir()):
-        if not (d / "meta.json").is_file():
-            continue
-        meta = RunStore(d, create=False).read_meta()
-        status = effective_status(meta)
-        try:
-            rep = load_report(d)
-        except Exception:
-            rep = {}
-        miou = rep.get("miou") or []
-        last = None
-        if miou:
-            try:
-                last = float(miou[-1][1])
-            except (TypeError, ValueError, IndexError):
-                last = None
-        w = worst_finding(rep.get("findings") or [])
-        rows.append((d.name, status, str(rep.get("steps", "-")), f"{last:.1f}" if last is not None else "-",
+    for run in list_runs(base):
+        w = run.worst
+        rows.append((run.name, run.status, "-" if run.steps is None else str(run.steps),
+                     f"{run.last_miou:.1f}" if run.last_miou is not None else "-",
                      f"{w.get('severity')} {w.get('id')}" if w else "-"))
     if not rows:
         print(f"no runs in {base}")
