@@ -33,6 +33,7 @@ SHIM_TYPES = (
     "step",        # one training step: loss, gradient norms, LR, optimizer facts
     "eval",        # one finished (or aborted) evaluation pass, with its whole confusion matrix
     "state_dict",  # a load_state_dict call: missing / unexpected key counts
+    "lossfn",      # the loss function and its configuration (once, and when it changes)
     "probe",       # a hook that raised and disabled itself, or a note from the shim
     "overhead",    # the shim's measured share of step time and its sampling intervals
     "script_metric",  # an mIoU the script itself reported (parsed from its output, or an adapter)
@@ -61,6 +62,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "step": {"step": (int,)},
     "eval": {"step": (int,)},
     "state_dict": {"step": (int,)},
+    "lossfn": {"step": (int,)},
     "probe": {"name": (str,)},
     "overhead": {"step": (int,), "share": _NUM},
     "script_metric": {"name": (str,), "value": _NUM},

@@ -153,6 +153,10 @@ class RunState:
         self.model: dict | None = None
         self.out_channels: int | None = None
         self.state_dicts: list[dict] = []
+        # the loss function(s) of the training (``lossfn`` events): the latest configuration,
+        # and every distinct one seen (bounded)
+        self.lossfn: dict | None = None
+        self.lossfns: list[dict] = []
 
         # series (rank 0)
         h = self.history
@@ -240,7 +244,7 @@ class RunState:
         self._handlers = {
             "hello": self._on_hello, "model": self._on_model, "batch": self._on_batch,
             "preds": self._on_preds, "step": self._on_step, "eval": self._on_eval,
-            "state_dict": self._on_state_dict, "probe": self._on_probe,
+            "state_dict": self._on_state_dict, "lossfn": self._on_lossfn, "probe": self._on_probe,
             "overhead": self._on_overhead, "script_metric": self._on_script_metric,
             "bye": self._on_bye, "output": self._on_output, "status": self._on_status,
             "action": self._on_action, "proc": self._on_proc, "finding": self._on_finding,
@@ -775,6 +779,12 @@ class RunState:
             k: ev.get(k) for k in ("step", "module", "missing", "unexpected", "total", "loaded",
                                    "strict", "examples_missing")
         })
+
+    def _on_lossfn(self, ev: dict) -> None:
+        self._see_step(ev)
+        lf = {k: v for k, v in ev.items() if k not in ("v", "type", "t", "rank", "world_size")}
+        self.lossfn = lf
+        self._append_bounded(self.lossfns, lf)
 
     def _on_probe(self, ev: dict) -> None:
         name = str(ev.get("name"))

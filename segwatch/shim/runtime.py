@@ -40,6 +40,7 @@ from .discovery import Discovery
 from .emitter import BaseEmitter, MemoryEmitter
 from .evaltrace import EvalTracer
 from .evaluation import Evaluation
+from .lossfn import LossWatch
 from .pause import CoopPause
 from .probes.batch import BatchProbe
 from .probes.grads import GradsProbe
@@ -54,7 +55,7 @@ SHIM_VERSION = "1"
 
 
 class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProbe, OptimizerHooks, Readback,
-           CoopPause, StateDictProbe):
+           CoopPause, StateDictProbe, LossWatch):
     """The orchestrator: installs the hooks, routes batches, backward passes and optimizer
     steps to the probes (one module each under ``probes/``), the model discovery
     (``discovery``) and the evaluation passes (``evaluation``)."""
@@ -313,6 +314,10 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
             return shim._load_state_dict(orig_lsd, module, state_dict, args, kwargs)
 
         self._patch(torch.nn.Module, "load_state_dict", load_state_dict)
+        try:
+            self._install_lossfn()
+        except Exception as exc:  # pragma: no cover - unusual torch
+            self.note(f"loss functions not watched: {_one_line(exc)}", "lossfn")
 
         root = self._root()
         if root is not None:
