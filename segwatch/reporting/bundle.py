@@ -294,9 +294,8 @@ def make_bundle(run_dir: str | os.PathLike, out_path: str | os.PathLike | None =
         kept[stream] = kept.get(stream, 0) + 1
     whole = n_keep >= sum(total.values())
     for stream in ("stdout", "stderr"):
-        raw_path = rd.run_dir / f"{stream}.log"
-        if raw_path.is_file():
-            data = raw_path.read_bytes()
+        data = rd.store.read_log(stream)
+        if data is not None:
             if not rd.outputs:
                 ends = _segments(data)
                 total[stream] = len(ends)

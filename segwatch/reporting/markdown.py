@@ -183,9 +183,9 @@ class RunData:
 
     def __init__(self, run_dir: str | os.PathLike, lang: str | None = "en") -> None:
         from segwatch.core.state import RunState
-        from segwatch.supervisor.store import RunStore, effective_status
+        from segwatch.runs import RunDir, effective_status
 
-        self.store = RunStore(run_dir, create=False)
+        self.store = RunDir(run_dir)
         self.run_dir = self.store.path
         self.meta = self.store.read_meta()
         if lang is None:   # the run's own language (segwatch run --lang)
@@ -255,8 +255,8 @@ class RunData:
             exit_code = self.state.exit_code
         rep = self.state.report(exit_code)
         try:
-            from segwatch.supervisor.replay import finalize_report
-        except Exception:  # pragma: no cover - supervisor layer unavailable
+            from segwatch.runs import finalize_report
+        except Exception:  # pragma: no cover - runs layer unavailable
             rep["run_dir"] = str(self.run_dir)
         else:
             finalize_report(rep, exit_code=exit_code, status=self.status,

@@ -1,6 +1,6 @@
-"""The supervisor's links to ``segwatch.core`` and ``segwatch.config``.
+"""The links of the supervisor and of replay to ``segwatch.core`` and ``segwatch.config``.
 
-All access goes through here so that the supervisor degrades instead of failing when
+All access goes through here so that the supervisor (and a replay) degrades instead of failing when
 the diagnosis layer raises (a bug there must never take a training run down with it):
 ``SafeState`` wraps ``RunState`` and counts ingest errors; if core cannot be imported at
 all, a minimal state (step, loss, script mIoU, no findings) stands in.

@@ -1,4 +1,4 @@
-"""The run directory: meta.json, the append-only event log, child output, the report.
+"""The run directory (``RunDir`` reads it, ``RunStore`` writes it): meta.json, the append-only event log, child output, the report.
 
 Layout of ``RUN_DIR`` (directory mode 0700, every file 0600):
 
@@ -37,6 +37,9 @@ EVENTS = "events.jsonl"
 SHIM_EVENTS = "events.shim.jsonl"
 META = "meta.json"
 REPORT = "report.json"
+SUPERVISOR_LOG = "supervisor.log"
+#: The child's raw output, one log file each (``stdout.log``, ``stderr.log``).
+OUTPUT_STREAMS = ("stdout", "stderr")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -138,8 +141,110 @@ def decode_lines(data: bytes, counter: LineDecoder) -> list[dict]:
     return out
 
 
-class RunStore:
-    """One run directory. ``create=True`` makes it (0700); ``create=False`` opens an existing one."""
+class RunDir:
+    """One run directory, read side: what a viewer, a replay, a report or a listing needs.
+
+    ``RunDir(path)`` raises ``FileNotFoundError`` when ``path`` is not a directory. Reads
+    never create anything; a directory being written by a live supervisor reads fine (the
+    events are appended line by line, meta.json is replaced atomically)."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir).expanduser().absolute()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no run directory at {self.path}")
+        self._set_paths()
+
+    def _set_paths(self) -> None:
+        self.events_path = self.path / EVENTS
+        self.shim_events_path = self.path / SHIM_EVENTS
+        self.meta_path = self.path / META
+        self.report_path = self.path / REPORT
+        self.supervisor_log_path = self.path / SUPERVISOR_LOG
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---- reading -------------------------------------------------------------------
+    def has_run(self) -> bool:
+        """True when a run has been recorded here (meta.json or events.jsonl exists)."""
+        return self.meta_path.exists() or self.events_path.exists()
+
+    def has_meta(self) -> bool:
+        return self.meta_path.is_file()
+
+    def read_meta(self) -> dict:
+        try:
+            with open(self.meta_path, "rb") as fh:
+                return json.loads(fh.read() or b"{}")
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}
+
+    def meta(self) -> dict:
+        """meta.json as a dict ({} when missing or unreadable)."""
+        return self.read_meta()
+
+    def status(self) -> str:
+        """The run's status from meta.json, ``lost`` when its supervisor is gone."""
+        return effective_status(self.read_meta())
+
+    def read_report(self) -> dict | None:
+        try:
+            with open(self.report_path, "rb") as fh:
+                return json.loads(fh.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def log_path(self, stream: str) -> Path:
+        """Where the child's raw ``stdout``/``stderr`` output is logged."""
+        if stream not in OUTPUT_STREAMS:
+            raise ValueError(f"unknown stream {stream!r}")
+        return self.path / f"{stream}.log"
+
+    def read_log(self, stream: str) -> bytes | None:
+        """The child's raw ``stdout``/``stderr`` output (``None`` when there is no log)."""
+        try:
+            return self.log_path(stream).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def events(self, counter: LineDecoder | None = None) -> Iterator[dict]:
+        """Every stored event: events.jsonl in order, then the shim's fallback file (if any)."""
+        counter = counter if counter is not None else LineDecoder()
+        for path in (self.events_path, self.shim_events_path):
+            if path.exists():
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(READ_CHUNK), b""):
+                        yield from decode_lines(chunk, counter)
+                    yield from counter.feed(b"\n")   # a last line without its newline
+
+    def open_events(self):
+        """events.jsonl opened for reading (binary, from its start): for a reader that keeps
+        its own position, such as a subscriber catching up. Raises FileNotFoundError."""
+        return open(self.events_path, "rb")
+
+    def shim_events(self, counter: LineDecoder | None = None) -> list[dict]:
+        """The shim's fallback file alone (events written while the socket was gone)."""
+        if not self.shim_events_path.exists():
+            return []
+        with open(self.shim_events_path, "rb") as fh:
+            return list(read_events(fh, counter))
+
+    def tail(self):
+        """A live follower of this run's events (see ``segwatch.runs.tail.RunTail``)."""
+        from .tail import RunTail
+
+        return RunTail(self)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class RunStore(RunDir):
+    """One run directory, write side (the supervisor). ``create=True`` makes it (0700);
+    ``create=False`` opens an existing one."""
 
     def __init__(self, run_dir: str | os.PathLike, create: bool = True) -> None:
         self.path = Path(run_dir).absolute()
@@ -147,10 +252,7 @@ class RunStore:
             _private_dir(self.path)
         elif not self.path.is_dir():
             raise FileNotFoundError(f"no run directory at {self.path}")
-        self.events_path = self.path / EVENTS
-        self.shim_events_path = self.path / SHIM_EVENTS
-        self.meta_path = self.path / META
-        self.report_path = self.path / REPORT
+        self._set_paths()
         self._events_fh = None
         self._logs: dict[str, Any] = {}
         self._meta: dict[str, Any] = {}
@@ -174,7 +276,7 @@ class RunStore:
         """Append raw child output to stdout.log / stderr.log."""
         fh = self._logs.get(stream)
         if fh is None:
-            fh = self._logs[stream] = self._open_append(f"{stream}.log")
+            fh = self._logs[stream] = self._open_append(self.log_path(stream).name)
         fh.write(data)
 
     def write_meta(self, **fields: Any) -> dict:
@@ -204,8 +306,7 @@ class RunStore:
         to ``events.shim.jsonl.merged`` so that a replay does not count them twice."""
         if not self.shim_events_path.exists():
             return []
-        with open(self.shim_events_path, "rb") as fh:
-            events = list(read_events(fh))
+        events = self.shim_events()
         os.replace(self.shim_events_path, self.path / (SHIM_EVENTS + ".merged"))
         return events
 
@@ -218,36 +319,6 @@ class RunStore:
                     pass
         self._events_fh = None
         self._logs = {}
-
-    # ---- reading -------------------------------------------------------------------
-    def read_meta(self) -> dict:
-        try:
-            with open(self.meta_path, "rb") as fh:
-                return json.loads(fh.read() or b"{}")
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            return {}
-
-    def read_report(self) -> dict | None:
-        try:
-            with open(self.report_path, "rb") as fh:
-                return json.loads(fh.read())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def events(self, counter: LineDecoder | None = None) -> Iterator[dict]:
-        """Every stored event: events.jsonl in order, then the shim's fallback file (if any)."""
-        counter = counter if counter is not None else LineDecoder()
-        for path in (self.events_path, self.shim_events_path):
-            if path.exists():
-                with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(READ_CHUNK), b""):
-                        yield from decode_lines(chunk, counter)
-                    yield from counter.feed(b"\n")   # a last line without its newline
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"RunStore({str(self.path)!r})"
 
 
 def pid_alive(pid: Any, born_before: float | None = None) -> bool:

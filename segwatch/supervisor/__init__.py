@@ -3,7 +3,7 @@
 Imports core, protocol, config, psutil and the standard library; never textual or torch.
 """
 from .client import ControlError, RunClient, relay, send_control
-from .store import FINAL_STATUSES, RunStore, effective_status, socket_path_for
+from segwatch.runs import FINAL_STATUSES, RunStore, effective_status, socket_path_for
 from .supervisor import COLLAPSE_FINDINGS, NONFINITE_FINDINGS, Supervisor
 
 __all__ = [

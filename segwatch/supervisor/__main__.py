@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import corelink
+from segwatch.runs import corelink
 from .dist import DistSpec
 from .process import set_child_subreaper
 from .supervisor import Supervisor

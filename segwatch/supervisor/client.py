@@ -1,8 +1,8 @@
 """Viewers' side of a run: ``RunClient`` (events + control) and ``relay`` (the SSH bridge).
 
 Targets:
-- a run directory (local): events come from tailing ``events.jsonl``; control goes through
-  the run's Unix socket (path in meta.json);
+- a run directory (local): events come from ``segwatch.runs.RunTail`` (``events.jsonl`` as it
+  grows); control goes through the run's Unix socket (path in meta.json);
 - ``ssh://host/path/to/run`` (or ``ssh://user@host:port/path``): runs
   ``ssh host segwatch relay /path/to/run`` and speaks JSON lines over its stdin/stdout;
 - ``tcp://127.0.0.1:PORT`` (a run started with ``--listen``): connects, sends
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 from urllib.parse import parse_qs, unquote, urlparse
 
-from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event, read_events
+from segwatch.protocol import CONTROL_COMMANDS, LineDecoder, encode, make_event
 
-from .store import FINAL_STATUSES, SHIM_EVENTS, RunStore, decode_lines, effective_status, pid_alive
+from segwatch.runs import FINAL_STATUSES, RunDir, effective_status
+from segwatch.runs.tail import RunTail, is_final as _is_final
 
 POLL_INTERVAL = 0.05  # 20 Hz
 POLL_MAX_EVENTS = 4096  # events per poll(): a 200k-step run's history is ~40k events, ~170 MB decoded
@@ -38,10 +39,6 @@ POLL_MAX_EVENTS = 4096  # events per poll(): a 200k-step run's history is ~40k e
 
 class ControlError(RuntimeError):
     """The supervisor could not be reached, or did not answer."""
-
-
-def _is_final(ev: dict) -> bool:
-    return ev.get("type") == "status" and ev.get("status") in FINAL_STATUSES
 
 
 def send_control(socket_path: str, cmd: str, timeout: float = 5.0, token: str | None = None) -> dict:
@@ -96,15 +93,8 @@ class RunClient:
             self._stream = _StreamClient.tcp(u.hostname or "127.0.0.1", u.port or 0, tok)
         else:
             self.run_dir = Path(self.target).expanduser().absolute()
-            self.store = RunStore(self.run_dir, create=False)
-        # local tail state
-        self._fh: IO[bytes] | None = None
-        self._buf = bytearray()
-        self._shim_done = False
-        self._last_alive_check = 0.0
-        self._lost_sent = False
-        self._shim_fh: IO[bytes] | None = None
-        self._shim_buf = bytearray()
+            self.store = RunDir(self.run_dir)
+        self._tail: RunTail | None = RunTail(self.store, self.counter) if self.kind == "local" else None
 
     # ---- description -------------------------------------------------------------
     def meta(self) -> dict:
@@ -141,100 +131,10 @@ class RunClient:
         return self._poll_local(max_events)
 
     def _poll_local(self, max_events: int) -> list[dict]:
-        out: list[dict] = []
-        if self._fh is None:
-            try:
-                self._fh = open(self.store.events_path, "rb")
-            except FileNotFoundError:
-                self._check_alive(out, force=False)
-                return out
-        while len(out) < max_events:
-            chunk = self._fh.read(1 << 20)
-            if not chunk:
-                break
-            self._buf.extend(chunk)
-            nl = self._buf.rfind(b"\n")
-            if nl < 0:
-                continue
-            complete = bytes(self._buf[: nl + 1])
-            del self._buf[: nl + 1]
-            for ev in decode_lines(complete, self.counter):
-                out.append(ev)
-                if _is_final(ev):
-                    self.final = True
-        if not out and not self.final and not self._lost_sent:
-            self._check_alive(out, force=False)
-        if self._lost_sent and not self._shim_done:
-            self._poll_orphan(out, max_events - len(out))
-        elif self.final and not self._shim_done:
-            # a fallback file only exists when the supervisor could not merge it
-            self._shim_done = True
-            p = self.run_dir / SHIM_EVENTS
-            if p.exists():
-                with open(p, "rb") as fh:
-                    out.extend(read_events(fh, self.counter))
-        return out
-
-    def _poll_orphan(self, out: list[dict], room: int) -> None:
-        """The supervisor is gone (``lost``) but the training may go on: its shim appends to
-        ``events.shim.jsonl`` itself. Follow that file until the training's process is gone
-        too, then the stream ends."""
-        p = self.run_dir / SHIM_EVENTS
-        if self._shim_fh is None and p.exists():
-            self._shim_fh = open(p, "rb")
-        n0 = len(out)
-        if self._shim_fh is not None:
-            while len(out) - n0 < room:
-                chunk = self._shim_fh.read(1 << 20)
-                if not chunk:
-                    break
-                self._shim_buf.extend(chunk)
-                nl = self._shim_buf.rfind(b"\n")
-                if nl < 0:
-                    continue
-                complete = bytes(self._shim_buf[: nl + 1])
-                del self._shim_buf[: nl + 1]
-                out.extend(decode_lines(complete, self.counter))
-        if len(out) > n0:
-            return
-        now = time.monotonic()
-        if now - self._last_alive_check < 0.5:
-            return
-        self._last_alive_check = now
-        if not pid_alive(self.meta().get("child_pid")):
-            if self._shim_fh is not None:   # one last read: lines written just before the exit
-                rest = self._shim_fh.read()
-                if rest:
-                    self._shim_buf.extend(rest)
-                    return
-                self._shim_fh.close()
-                self._shim_fh = None
-            self._shim_done = True
+        out = self._tail.poll(max_events)
+        if self._tail.final:
             self.final = True
-
-    def _check_alive(self, out: list[dict], force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_alive_check < 1.0:
-            return
-        self._last_alive_check = now
-        meta = self.store.read_meta()
-        pid = meta.get("supervisor_pid")
-        if meta.get("status") in FINAL_STATUSES:
-            return  # the final status event is in the file; it will be read
-        started = meta.get("started") if isinstance(meta.get("started"), (int, float)) else None
-        if pid and not pid_alive(pid, started) and not self._lost_sent:
-            # one more read: the supervisor may have written its last lines just before exiting
-            if self._fh is not None:
-                rest = self._fh.read()
-                if rest:
-                    self._buf.extend(rest)
-                    return
-            self._lost_sent = True
-            orphan = pid_alive(meta.get("child_pid"))
-            out.append(make_event("status", status="lost", exit_code=None, pid=meta.get("child_pid"),
-                                  note="the supervisor is gone and the run never reached a final status"
-                                  + ("; the training is still running: its own events follow"
-                                     if orphan else "")))
+        return out
 
     def events(self, follow: bool = True, poll_interval: float = POLL_INTERVAL) -> Iterator[dict]:
         """Stored events, then (``follow``) live ones until the run has ended."""
@@ -268,12 +168,8 @@ class RunClient:
         return send_control(sock, cmd, timeout)
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if self._shim_fh is not None:
-            self._shim_fh.close()
-            self._shim_fh = None
+        if self._tail is not None:
+            self._tail.close()
         if self._stream is not None:
             self._stream.close()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from segwatch.core.wording import evidence_label, evidence_value
 
-from .corelink import finite, last_value
+from segwatch.runs.corelink import finite, last_value
 
 PREFIX = "[segwatch]"
 #: A finding's evidence and advice lines: indented under its head line, wrapped at WIDTH.

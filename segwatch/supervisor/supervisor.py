@@ -33,14 +33,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 from segwatch.protocol import SHIM_TYPES, LineDecoder, ProtocolError, encode, make_event
+from segwatch.runs import RunStore, corelink, finalize_report, socket_path_for
 
-from . import corelink
 from .headless import PREFIX, StatusLines, by_word, finding_line, same_terminal, status_line, status_word, tr
 from .gpu import NvmlSampler
 from .miou_parse import MiouResolver
 from .process import GpuMemProbe, ProcessTree, exit_status
-from .replay import finalize_report
-from .store import RunStore, socket_path_for
 
 #: Findings that ``policy.on_collapse`` acts on.
 COLLAPSE_FINDINGS = ("pred.collapse", "metric.single_class_signature")
@@ -366,7 +364,7 @@ class Supervisor:
         writers: dict[str, int] = {}
         try:
             for name in ("stdout", "stderr"):
-                path = self.store.path / f"{name}.log"
+                path = self.store.log_path(name)
                 writers[name] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 self._tails[name] = os.open(path, os.O_RDONLY)
                 os.lseek(self._tails[name], 0, os.SEEK_END)
@@ -851,7 +849,7 @@ class Supervisor:
             conn.subscribed = True
             self._ack(conn, cmd, True)
             try:
-                conn.history = open(self.store.events_path, "rb")
+                conn.history = self.store.open_events()
             except OSError:
                 conn.live = True
             self._pump_history(conn)

@@ -8,10 +8,9 @@ This is how docs/screenshot.svg is made (from the recorded fixture, with the tit
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
-from segwatch.protocol import read_events
+from segwatch.runs import RunDir
 from segwatch.tui import screenshot
 from segwatch.tui.app import TABS
 
@@ -29,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(x) for x in ns.size.lower().split("x"))
     except ValueError:
         ap.error(f"--size must look like 100x32, not {ns.size!r}")
-    events_path = pathlib.Path(ns.run_dir) / "events.jsonl"
-    if not events_path.is_file():
-        print(f"{events_path}: no such file", file=sys.stderr)
+    try:
+        run = RunDir(ns.run_dir)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    with open(events_path, "rb") as fh:
-        events = list(read_events(fh))
+    if not run.events_path.is_file():
+        print(f"{run.events_path}: no such file", file=sys.stderr)
+        return 2
+    events = list(run.events())
     screenshot(events, ns.out, size=(width, height), lang=ns.lang, tab=ns.tab, title=ns.title)
     print(f"wrote {ns.out} ({len(events)} events, {width}x{height})")
     return 0
