@@ -470,18 +470,31 @@ def _follow_headless(client: Any, lang: str, interval: float, state: Any = None)
     return int(code) if isinstance(code, int) else 0
 
 
+def _is_glob(target: str) -> bool:
+    """A quoted glob of run directories (``'runs/job-123/node*'``): a fleet."""
+    return not target.startswith(("ssh://", "tcp://")) and any(c in target for c in "*?[")
+
+
 def cmd_attach(argv: Sequence[str]) -> int:
     from segwatch.supervisor import ControlError, RunClient
 
     p = argparse.ArgumentParser(prog="segwatch attach", allow_abbrev=False,
                                 description="Open the app on a run: a run directory, ssh://host/path/to/run, "
-                                            "or tcp://127.0.0.1:PORT (a run started with --listen).")
-    p.add_argument("target")
+                                            "or tcp://127.0.0.1:PORT (a run started with --listen); several "
+                                            "targets (or --fleet FILE): the nodes of one multi-node run, merged.")
+    p.add_argument("target", nargs="*")
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file: the nodes' targets (docs/DISTRIBUTED.md)")
+    p.add_argument("--report", metavar="PATH", help="fleet: write the merged report when every node has ended")
     p.add_argument("--headless", action="store_true", help="no app: status lines and findings on stderr")
     p.add_argument("--lang", choices=LANGS, default="en")
     p.add_argument("--interval", type=float, default=5.0)
     p.add_argument("--token", help="token for tcp:// targets (or SEGWATCH_TOKEN)")
     ns = p.parse_args(argv)
+    if ns.fleet or len(ns.target) != 1 or _is_glob(ns.target[0]):
+        from segwatch.fleet.cli import attach as attach_fleet
+
+        return attach_fleet(ns, ns.target)
+    ns.target = ns.target[0]
     try:
         client = RunClient(ns.target, token=ns.token)
     except (FileNotFoundError, ValueError) as exc:
@@ -516,13 +529,20 @@ def cmd_replay(argv: Sequence[str]) -> int:
     from segwatch.runs import Replayed
 
     p = argparse.ArgumentParser(prog="segwatch replay", allow_abbrev=False,
-                                description="Rebuild a recorded run from its events and show it.")
-    p.add_argument("run_dir")
+                                description="Rebuild a recorded run from its events and show it "
+                                            "(several run directories or --fleet FILE: one multi-node run).")
+    p.add_argument("run_dir", nargs="*")
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file: the nodes' run directories")
     p.add_argument("--headless", action="store_true", help="print the final status and the findings instead of the app")
     p.add_argument("--json", action="store_true",
                    help="print the report rebuilt from the events (the same as the live run's report.json)")
     p.add_argument("--lang", choices=LANGS, default=None)
     ns = p.parse_args(argv)
+    if ns.fleet or len(ns.run_dir) != 1 or _is_glob(ns.run_dir[0]):
+        from segwatch.fleet.cli import replay as replay_fleet
+
+        return replay_fleet(ns, ns.run_dir)
+    ns.run_dir = ns.run_dir[0]
     # the app feeds the events to a state of its own: read them only (not twice); elsewhere
     # only the rebuilt state is needed, not the events
     app = not ns.json and not ns.headless and sys.stdout.isatty() and _tui_available()[0]
@@ -559,8 +579,10 @@ def cmd_report(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="segwatch report", allow_abbrev=False,
                                 description="Print a run's report (rebuilt from its events if it has none yet), "
-                                            "write it as Markdown with charts, or pack the help-request bundle.")
-    p.add_argument("run_dir")
+                                            "write it as Markdown with charts, or pack the help-request bundle. "
+                                            "Several run directories (or --fleet FILE): one multi-node run's merged report.")
+    p.add_argument("run_dir", nargs="*")
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file: the nodes' run directories")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="the report JSON (schema segwatch.report/1)")
     g.add_argument("--markdown", action="store_true",
@@ -573,6 +595,11 @@ def cmd_report(argv: Sequence[str]) -> int:
     if ns.out and not (ns.markdown or ns.bundle):
         _err("--out goes with --markdown or --bundle")
         return EXIT_USAGE
+    if ns.fleet or len(ns.run_dir) != 1 or _is_glob(ns.run_dir[0]):
+        from segwatch.fleet.cli import report as report_fleet
+
+        return report_fleet(ns, ns.run_dir)
+    ns.run_dir = ns.run_dir[0]
     try:
         store = RunDir(ns.run_dir)
     except FileNotFoundError as exc:

@@ -165,6 +165,7 @@ class SegwatchApp(App):
         live: bool = True,
         title: str | None = None,
         config: Any = None,
+        state: Any = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -173,7 +174,8 @@ class SegwatchApp(App):
         self.run_title = title
         if title:
             self.title = title
-        self.state = RunState(config=config, lang=self.lang)
+        # ``state``: a RunState-like object of the caller's (a FleetState for several nodes)
+        self.state = state if state is not None else RunState(config=config, lang=self.lang)
         self.view = ViewInfo()
         self.version = 0
         self._sw_dirty = True
@@ -434,7 +436,7 @@ def _as_client(source: Any) -> Any:
 
 
 def run_app(source: Any, lang: str = "en", live: bool | None = None, title: str | None = None,
-            config: Any = None) -> Any:
+            config: Any = None, state: Any = None) -> Any:
     """Run the app in the terminal until the user detaches.
 
     ``source``: a list of events (replay; clocks frozen), a ``RunClient``-like object with
@@ -443,8 +445,8 @@ def run_app(source: Any, lang: str = "en", live: bool | None = None, title: str 
     """
     if isinstance(source, (list, tuple)):
         app = SegwatchApp(events=list(source), lang=lang, live=False if live is None else live,
-                          title=title, config=config)
+                          title=title, config=config, state=state)
     else:
         app = SegwatchApp(client=_as_client(source), lang=lang, live=True if live is None else live,
-                          title=title, config=config)
+                          title=title, config=config, state=state)
     return app.run()

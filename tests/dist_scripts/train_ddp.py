@@ -6,7 +6,7 @@ own confusion matrix (rows = ground truth, columns = prediction) to OUT/cm_rank{
 so the test can check segwatch's merged matrix against the ranks' own.
 
 Faults: ``same_batches`` (no DistributedSampler: every rank gets the same batches),
-``nan_rank1`` (rank 1's loss is NaN at one step; every rank then skips that optimizer step,
+``nan_rankN`` (rank N's loss is NaN at one step, e.g. ``nan_rank1``; every rank then skips that optimizer step,
 since the all-reduced gradients are NaN, so the weights stay finite).
 """
 import argparse
@@ -63,7 +63,7 @@ def main():
         for x, y in tl:
             ddp.train()
             loss = F.cross_entropy(ddp(x), y)
-            if "nan_rank1" in faults and rank == 1 and step == 5:
+            if f"nan_rank{rank}" in faults and step == 5:   # nan_rank1, nan_rank3, ...
                 loss = loss * float("nan")
             opt.zero_grad()
             loss.backward()

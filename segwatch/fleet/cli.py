@@ -1,0 +1,180 @@
+"""``segwatch attach|replay|report`` on several nodes' runs (called by segwatch.cli when more
+than one target, a glob, or ``--fleet FILE`` is given)."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .targets import FleetError, fleet_nodes
+
+EXIT_USAGE = 2
+
+
+def _err(msg: str) -> None:
+    print(f"segwatch: error: {msg}", file=sys.stderr)
+
+
+def _nodes(ns: Any, targets: list[str]) -> list[dict] | None:
+    try:
+        return fleet_nodes(targets, getattr(ns, "fleet", None))
+    except FleetError as exc:
+        _err(str(exc))
+        return None
+
+
+def _headless(ns: Any) -> bool:
+    from segwatch.cli import _tui_available
+
+    if ns.headless or not sys.stdout.isatty():
+        return True
+    ok, why = _tui_available()
+    if not ok:
+        print(f"[segwatch] the app is not available ({why}); printing instead", file=sys.stderr)
+    return not ok
+
+
+def _app(source: Any, state: Any, lang: str, live: bool, title: str) -> Any:
+    import segwatch.tui.app as app
+
+    return app.run_app(source, lang=lang, live=live, title=title, state=state)
+
+
+def _title(nodes: list[dict]) -> str:
+    return "fleet: " + ", ".join(n["name"] for n in nodes)
+
+
+def attach(ns: Any, targets: list[str]) -> int:
+    """Follow every node's run; headless prints status lines and findings, ``--report``
+    writes the merged report when every node's stream has ended."""
+    from segwatch.cli import _follow_headless
+    from segwatch.supervisor import ControlError
+
+    from .sources import FleetClient, fleet_report
+
+    nodes = _nodes(ns, targets)
+    if nodes is None:
+        return EXIT_USAGE
+    try:
+        client = FleetClient(nodes, token=ns.token)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except (OSError, ControlError) as exc:
+        _err(f"cannot attach to the fleet: {exc}")
+        return 1
+    try:
+        state = client.new_state(ns.lang)
+        print(f"[segwatch] fleet of {len(client.nodes)} nodes: "
+              + ", ".join(f"{n['name']} ({n['target']})" for n in client.nodes), file=sys.stderr)
+        actions: list[dict] = []
+        if _headless(ns):
+            code = _follow_headless(_Recorder(client, actions), ns.lang, ns.interval, state=state)
+        else:
+            _app(_Recorder(client, actions), state, ns.lang, True, _title(client.nodes))
+            code = 0
+        if client.merger.released_early:
+            print(f"[segwatch] {client.merger.released_early} events were merged without waiting for a quiet "
+                  f"node: their order (and the state) may differ from a replay", file=sys.stderr)
+        if getattr(ns, "report", None) and client.final:
+            with open(ns.report, "w") as fh:
+                json.dump(fleet_report(state, actions, client.target), fh, indent=2, ensure_ascii=False)
+        why = client.error()
+        if why:
+            _err(f"cannot follow the fleet: {why}")
+            return 1
+        return code
+    finally:
+        client.close()
+
+
+class _Recorder:
+    """The fleet client, keeping the ``action`` events it passes on (for the report)."""
+
+    def __init__(self, client: Any, actions: list) -> None:
+        self._client = client
+        self._actions = actions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def poll(self, *a: Any, **kw: Any) -> list[dict]:
+        out = self._client.poll(*a, **kw)
+        self._actions.extend(e for e in out if e.get("type") == "action")
+        return out
+
+    def events(self, follow: bool = True, poll_interval: float = 0.05):
+        for ev in self._client.events(follow, poll_interval):
+            if ev.get("type") == "action":
+                self._actions.append(ev)
+            yield ev
+
+
+def _replayed(ns: Any, targets: list[str], keep_events: bool = False, ingest: bool = True):
+    from .sources import ReplayedFleet
+
+    nodes = _nodes(ns, targets)
+    if nodes is None:
+        return None
+    try:
+        return ReplayedFleet(nodes, getattr(ns, "lang", None), keep_events=keep_events, ingest=ingest)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return None
+
+
+def replay(ns: Any, targets: list[str]) -> int:
+    from segwatch.supervisor.headless import finding_line, status_line, tr
+
+    app = not ns.json and not _headless(ns)
+    rep = _replayed(ns, targets)
+    if rep is None:
+        return EXIT_USAGE
+    if ns.json:
+        print(json.dumps(rep.report(), indent=2, ensure_ascii=False))
+        return 0
+    if app:
+        # the app gets the merged events and a FleetState of its own
+        from .sources import FleetState, _config
+
+        events = _replayed(ns, targets, keep_events=True, ingest=False).event_list
+        state = FleetState(_config(rep.meta), lang=rep.lang, nodes=rep.nodes)
+        _app(events, state, rep.lang, False, "replay " + _title(rep.nodes))
+        return 0
+    print("[segwatch] " + tr("replayed", rep.lang, n=rep.events, run=rep.run_dir)
+          + (tr("invalid_skipped", rep.lang, n=rep.invalid) if rep.invalid else ""))
+    print(status_line(rep.state, rep.status, rep.lang))
+    for f in list(rep.state.findings.values()):
+        print(finding_line(f, rep.lang))
+    return 0
+
+
+def report(ns: Any, targets: list[str]) -> int:
+    from segwatch.runs import format_text
+
+    if ns.markdown or ns.bundle:
+        _err("--markdown and --bundle take one run directory (a fleet's report: --json or text)")
+        return EXIT_USAGE
+    rep = _replayed(ns, targets)
+    if rep is None:
+        return EXIT_USAGE
+    out = rep.report()
+    if ns.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    elif (ns.lang or out.get("lang")) == "zh":
+        from segwatch.supervisor.headless import report_text_zh
+
+        print(report_text_zh(out))
+    else:
+        print(format_text(out))
+        print(fleet_text(out))
+    return 0
+
+
+def fleet_text(rep: dict) -> str:
+    nodes = (rep.get("fleet") or {}).get("nodes") or []
+    lines = [f"Fleet ({len(nodes)} nodes):"]
+    for n in nodes:
+        lines.append(f"  node {n.get('node')} {n.get('name')}: {n.get('status')} (exit {n.get('exit_code')}), "
+                     f"ranks {n.get('ranks')}  {n.get('target')}")
+    return "\n".join(lines)
