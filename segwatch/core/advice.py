@@ -24,6 +24,8 @@ TITLES: dict[str, dict[str, str]] = {
     "label.class_imbalance": {"en": "One class dominates the labels", "zh": "单一类别占据绝大多数像素"},
     "config.num_classes_mismatch": {"en": "Output channels != num_classes", "zh": "输出通道数与 num_classes 不符"},
     "loss.nonfinite": {"en": "Loss is NaN/Inf", "zh": "Loss 出现 NaN/Inf"},
+    "loss.ignore_index_mismatch": {"en": "Loss ignore_index differs from the labels' ignore value",
+                                   "zh": "损失函数的 ignore_index 与标签的 ignore 值不一致"},
     "loss.plateau": {"en": "Loss is not falling", "zh": "Loss 不下降"},
     "loss.diverging": {"en": "Loss is rising", "zh": "Loss 持续上升"},
     "grad.vanishing": {"en": "Gradients vanish", "zh": "梯度消失"},
@@ -155,6 +157,17 @@ ADVICE: dict[str, dict[str, str]] = {
               "for NaN (depth holes) and normalization, and under AMP compute the loss in float32.",
         "zh": "Loss 变成了 NaN 或 Inf。把学习率降低（例如 10 倍），使用梯度裁剪，检查输入是否含 NaN（深度图空洞）"
               "以及是否归一化；使用 AMP 时请用 float32 计算损失。",
+    },
+    "loss.ignore_index_mismatch": {
+        "en": "The loss receives label values outside 0..C-1 that are not its ignore_index: the labels "
+              "mark unlabeled pixels with one value (often 255) and the loss ignores another "
+              "(CrossEntropyLoss defaults to -100). On CPU the loss raises 'Target 255 is out of bounds', "
+              "on CUDA a device-side assert. Pass the labels' ignore value to the loss "
+              "(CrossEntropyLoss(ignore_index=255)) and use the same value in the metric.",
+        "zh": "损失函数收到了超出 0..C-1 且不等于其 ignore_index 的标签值：标签用一个值（通常是 255）标记未标注像素，"
+              "而损失函数忽略的是另一个值（CrossEntropyLoss 默认为 -100）。在 CPU 上会报错 'Target 255 is out of bounds'，"
+              "在 CUDA 上会触发 device-side assert。请把标签的 ignore 值传给损失函数（CrossEntropyLoss(ignore_index=255)），"
+              "并在评估指标中使用同一个值。",
     },
     "loss.plateau": {
         "en": "The loss has not fallen over the first steps. Check the learning rate (too small? scheduler "
@@ -335,6 +348,8 @@ DETAIL: dict[str, dict[str, str]] = {
                       "zh": "本次：类别 {class}（{class_name}）占预测像素的 {share:.1%}。"},
     "metric.single_class_signature": {"en": "Here: p_c = {p_c:.4f} for class {class}, so mIoU = {expected_miou:.3f}%.",
                                       "zh": "本次：类别 {class} 的 p_c = {p_c:.4f}，因此 mIoU = {expected_miou:.3f}%。"},
+    "loss.ignore_index_mismatch": {"en": "Here: {loss_fn} has ignore_index={loss_ignore_index} and receives {target_values}; use {suggest}.",
+                                   "zh": "本次：{loss_fn} 的 ignore_index={loss_ignore_index}，却收到了 {target_values}；请使用 {suggest}。"},
     "label.ignore_mismatch": {"en": "Here: the labels use {data_value}, the config says {configured}.",
                               "zh": "本次：标签使用 {data_value}，配置为 {configured}。"},
     "label.out_of_range": {"en": "Here: values {values} outside {valid_range}.",
@@ -360,6 +375,38 @@ DETAIL: dict[str, dict[str, str]] = {
                         "zh": "本次：{data_wait_share:.0%} 的时间在等待批次（num_workers={num_workers}）。"},
 }
 
+#: The loss as the likely cause (evidence ``loss_cause``, set by diagnosis/lossfn.py): a
+#: sentence put before the finding's advice, filled from its evidence.
+CAUSES: dict[str, dict[str, str]] = {
+    "class_weight": {
+        "en": "Likely cause: the loss ({loss_fn}) weights class {loss_weight_class} ({loss_weight_class_name}) "
+              "{loss_weight_ratio}x the median class weight; check the class weights first (normalize them to "
+              "mean 1, cap them, or use sqrt inverse frequency) before changing the learning rate.",
+        "zh": "可能的原因：损失函数（{loss_fn}）给类别 {loss_weight_class}（{loss_weight_class_name}）的权重是类别权重中位数的 "
+              "{loss_weight_ratio} 倍；请先检查类别权重（归一化到均值 1、设上限，或改用频率倒数的平方根），再考虑调整学习率。",
+    },
+    "dominant_class_weight": {
+        "en": "Likely cause: the dominant predicted class {loss_weight_class} ({loss_weight_class_name}) also has "
+              "the largest class weight in the loss ({loss_fn}, {loss_weight_ratio}x the median): check that the "
+              "weights are not inverted (frequency instead of inverse frequency) or mis-ordered.",
+        "zh": "可能的原因：占主导的预测类别 {loss_weight_class}（{loss_weight_class_name}）在损失函数（{loss_fn}）中的类别权重也最大"
+              "（是中位数的 {loss_weight_ratio} 倍）：请检查权重是否被弄反（用了频率而不是频率的倒数）或顺序错位。",
+    },
+    "no_class_weights": {
+        "en": "Likely cause: the loss ({loss_fn}) has no class weights while class {label_top_class} "
+              "({label_top_class_name}) covers {label_top_share:.0%} of the labelled pixels: add class weights "
+              "(inverse or sqrt inverse frequency) or a focal / Dice term.",
+        "zh": "可能的原因：损失函数（{loss_fn}）没有类别权重，而类别 {label_top_class}（{label_top_class_name}）占有标注像素的 "
+              "{label_top_share:.0%}：请加入类别权重（频率倒数或其平方根），或加入 focal / Dice 损失项。",
+    },
+    "loss_ignore": {
+        "en": "The loss ({loss_fn}) ignores {loss_ignore_index}, the labels' ignore value is {data_ignore}: "
+              "set ignore_index={data_ignore} in the loss.",
+        "zh": "损失函数（{loss_fn}）忽略的是 {loss_ignore_index}，而标签的 ignore 值是 {data_ignore}：请在损失函数中设置 "
+              "ignore_index={data_ignore}。",
+    },
+}
+
 _GENERIC = {"en": "See the evidence for details.", "zh": "详情见证据。"}
 
 
@@ -370,6 +417,14 @@ def _pick(table: dict[str, str], lang: str) -> str:
 def advice_text(finding_id: str, lang: str = "en", evidence: dict | None = None) -> str:
     """The advice for an id; with ``evidence``, followed by a sentence naming its values."""
     text = _pick(ADVICE.get(finding_id, _GENERIC), lang)
+    cause = CAUSES.get(str((evidence or {}).get("loss_cause")))
+    if cause:
+        try:
+            first = _pick(cause, lang).format_map({k: ("?" if v is None else v) for k, v in evidence.items()})
+        except (KeyError, ValueError, TypeError, IndexError):
+            first = ""
+        if first:
+            text = f"{first} {text}" if lang != "zh" else f"{first}{text}"
     tmpl = DETAIL.get(finding_id)
     if evidence and tmpl:
         ev = {k: ("?" if v is None else v) for k, v in evidence.items()}

@@ -39,6 +39,7 @@ SEVERITY: dict[str, str] = {
     "label.class_imbalance": "warning",
     "config.num_classes_mismatch": "error",
     "loss.nonfinite": "error",
+    "loss.ignore_index_mismatch": "error",
     "loss.plateau": "warning",
     "loss.diverging": "warning",
     "grad.vanishing": "error",

@@ -71,6 +71,12 @@ LABELS_ZH: dict[str, str] = {
     "batch_size": "batch size", "crop": "裁剪尺寸", "peak_allocated_mib": "峰值显存 (MiB)",
     "gpu_total_mib": "GPU 总显存 (MiB)", "data_wait_share": "等待数据占比", "data_wait_s": "等待数据秒数",
     "wall_s": "总秒数", "num_workers": "num_workers", "pin_memory": "pin_memory", "images_per_s": "图像/秒",
+    # the loss as a cause (diagnosis/lossfn.py)
+    "loss_fn": "损失函数", "loss_cause": "可能原因", "loss_weight_class": "最大权重类别",
+    "loss_weight_class_name": "最大权重类别名", "loss_weight_ratio": "权重/中位数", "loss_weight_max": "最大权重",
+    "loss_ignore_index": "损失的 ignore_index", "data_ignore": "标签的 ignore 值", "target_values": "越界目标值",
+    "loss_label_smoothing": "标签平滑", "loss_calls_per_step": "每步损失调用次数", "model_output": "模型输出",
+    "label_top_class": "标签最多的类别", "label_top_class_name": "标签最多的类别名", "label_top_share": "其像素占比",
 }
 
 #: English phrases of evidence values -> Chinese; ``{n}`` matches a number (or word) and is kept

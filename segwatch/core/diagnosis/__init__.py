@@ -45,6 +45,8 @@ loss.diverging                 4 rising 10-sample windows and > 1.5x the lowest 
                                earlier windows instead: the last 3 above their median + 6x their
                                spread); or 3 rising samples > 3x the lowest; or one sample > 100x
                                lowest, 10x first
+loss.ignore_index_mismatch     the target given to the loss holds values outside 0..C-1 that are
+                               not its ignore_index (seen by the shim before the call; lossfn.py)
 grad.vanishing                 grad_norm < grad_norm_min in 3 consecutive samples (not when
                                nothing got a gradient)
 grad.exploding                 grad_norm > grad_norm_max in 2 consecutive samples
@@ -88,6 +90,7 @@ from .labels import (LabelAllIgnored, LabelClassImbalance, LabelIgnoreMismatch, 
 from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouRegressed, MetricMiouStuck,
                      MetricScriptDisagrees, MetricSingleClassSignature)
 from .optim import OptimGradsAccumulate, OptimLrSchedule
+from .lossfn import LossIgnoreIndexMismatch
 from .outputs import ModelOutputIsProbability
 from .preds import PredCollapse, PredLowDiversity
 from .resources import PerfDataBound, ResourceCudaOom, ResourceMemoryGrowing
@@ -110,6 +113,7 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     LabelMisaligned,
     LabelClassImbalance,
     LabelSingleValue,
+    LossIgnoreIndexMismatch,
     LossNonfinite,
     LossPlateau,
     LossDiverging,

@@ -7,6 +7,7 @@ from collections import deque
 import numpy as np
 
 from .base import Rule, ffloat, finite, fint, r4
+from .lossfn import LossAware
 
 #: label.interpolated. ``boundary`` is the share of label pixels holding a value strictly
 #: between their left and right neighbours. Bilinear resizing leaves about one such pixel
@@ -62,7 +63,7 @@ def _spatial(shape) -> list[int] | None:
         return None
 
 
-class LabelOutOfRange(Rule):
+class LabelOutOfRange(LossAware, Rule):
     id = "label.out_of_range"
     events = ("batch",)
 
@@ -88,7 +89,7 @@ class LabelOutOfRange(Rule):
         })
 
 
-class LabelIgnoreMismatch(Rule):
+class LabelIgnoreMismatch(LossAware, Rule):
     id = "label.ignore_mismatch"
     events = ("batch",)
 
@@ -110,7 +111,7 @@ class LabelIgnoreMismatch(Rule):
         })
 
 
-class LabelAllIgnored(Rule):
+class LabelAllIgnored(LossAware, Rule):
     id = "label.all_ignored"
     events = ("batch",)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import metrics as _metrics
 from .base import Rule, finite, fint, r4, script_miou
+from .lossfn import LossAware
 from .preds import collapse_share, eval_gate, own_eval_seen
 
 #: a script's mIoU and segwatch's disagree when they differ by more than this (points)
@@ -17,7 +18,7 @@ DISAGREE_POINTS = 0.5
 STUCK_EPS = 1e-9
 
 
-class MetricCmEmpty(Rule):
+class MetricCmEmpty(LossAware, Rule):
     id = "metric.cm_empty"
     events = ("eval",)
 
@@ -142,7 +143,7 @@ class MetricMiouStuck(Rule):
         }, phase="val")
 
 
-class MetricSingleClassSignature(Rule):
+class MetricSingleClassSignature(LossAware, Rule):
     """mIoU = p_c / C: one predicted class c.
 
     From segwatch's own confusion matrix (exact). Only when segwatch never saw an

@@ -8,6 +8,7 @@ squashes every gradient; the loss sticks near log C. The shim sends, for trainin
 from __future__ import annotations
 
 from .base import Rule, ffloat, finite, fint, r4
+from .lossfn import LossAware
 
 #: sums over the class dimension within this of 1 ...
 SUM_DEV_MAX = 1e-3
@@ -16,7 +17,7 @@ RANGE_EPS = 1e-6
 PROB_SAMPLES = 3
 
 
-class ModelOutputIsProbability(Rule):
+class ModelOutputIsProbability(LossAware, Rule):
     id = "model.output_is_probability"
     events = ("preds",)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import metrics as _metrics
 from .base import Rule, ffloat, fint, r4
+from .lossfn import LossAware
 
 #: default of ``thresholds.collapse_share``, chosen on the fault zoos: the healthy trainings'
 #: largest top-class share was 0.68 on a training sample and 0.69 at an evaluation (early
@@ -132,7 +133,7 @@ def signature(state, m: np.ndarray | None, c: int) -> dict:
     return out
 
 
-class PredCollapse(Rule):
+class PredCollapse(LossAware, Rule):
     """One dominant predicted class: from training ``preds`` samples after the grace window
     (persistent), from any evaluation's confusion matrix, at the end of the run, or (only
     when segwatch never saw an evaluation's predictions) from the script's printed mIoU
@@ -293,7 +294,7 @@ class PredCollapse(Rule):
         return f
 
 
-class PredLowDiversity(Rule):
+class PredLowDiversity(LossAware, Rule):
     """Fewer than ``min_pred_classes`` classes predicted (stray pixels not counted) while
     the labels hold at least that many; a collapse (one dominant class) is left to
     ``pred.collapse``."""

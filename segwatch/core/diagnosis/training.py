@@ -7,6 +7,7 @@ import math
 from collections import deque
 
 from .base import Rule, ffloat, finite, fint, r4
+from .lossfn import LossAware
 
 # loss.plateau: judged on the first window only (the first PLATEAU_WINDOW finite samples),
 # whenever >= PLATEAU_MIN samples spanning >= PLATEAU_SPAN steps exist: fires when
@@ -55,7 +56,7 @@ def _median(xs: list[float]) -> float:
     return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
-class LossNonfinite(Rule):
+class LossNonfinite(LossAware, Rule):
     id = "loss.nonfinite"
     events = ("step",)
     all_ranks = True   # a NaN on one rank only (its own data) is found too, naming the rank
@@ -122,7 +123,7 @@ class LossPlateau(Rule):
         })
 
 
-class LossDiverging(Rule):
+class LossDiverging(LossAware, Rule):
     id = "loss.diverging"
     events = ("step",)
 
@@ -238,7 +239,7 @@ class GradVanishing(Rule):
         })
 
 
-class GradExploding(Rule):
+class GradExploding(LossAware, Rule):
     id = "grad.exploding"
     events = ("step",)
     PERSIST = 2
@@ -269,7 +270,7 @@ class GradExploding(Rule):
         })
 
 
-class GradNonfinite(Rule):
+class GradNonfinite(LossAware, Rule):
     """Non-finite gradients. Under AMP (``scale`` reported) a GradScaler legitimately sees
     an inf now and then while it calibrates its scale and skips that one step, so there
     it takes 3 consecutive samples; without AMP one is enough."""
