@@ -166,3 +166,36 @@ def test_fleet_status_is_final_when_every_node_is():
     st.ingest(dict(status(3, "failed", 1), node=1))
     assert st.status == "failed" and st.exit_code == 1
     assert st.node_status == {0: "finished", 1: "failed"}
+
+
+def test_fleet_imports_without_torch_or_textual():
+    """The fleet view runs on a login node or laptop: no torch, and no textual in the package."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['textual'] = None\n"
+            "import segwatch.fleet, segwatch.fleet.sources, segwatch.fleet.targets, segwatch.fleet.cli\n"
+            "print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_targets_globs_and_fleet_file(tmp_path):
+    import pytest
+
+    from segwatch.fleet.targets import FleetError, fleet_nodes
+
+    for k in (1, 0):
+        (tmp_path / "job" / f"node{k}").mkdir(parents=True)
+    nodes = fleet_nodes([str(tmp_path / "job" / "node*")])
+    assert [n["name"] for n in nodes] == ["node0", "node1"]
+    ff = tmp_path / "fleet.yaml"
+    ff.write_text("nodes:\n  - job/node1\n  - {target: ssh://host0/runs/exp-node0, name: first}\n")
+    nodes = fleet_nodes([], str(ff))
+    assert nodes == [{"target": str(tmp_path / "job" / "node1"), "name": "node1"},
+                     {"target": "ssh://host0/runs/exp-node0", "name": "first"}]
+    ff.write_text("nodes: 3\n")
+    with pytest.raises(FleetError, match="list of targets"):
+        fleet_nodes([], str(ff))
+    with pytest.raises(FleetError, match="no run directory matches"):
+        fleet_nodes([str(tmp_path / "nothing*")])

@@ -55,6 +55,7 @@ def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
 @pytest.mark.timeout(240)
 def test_two_nodes_two_ranks_one_fleet_view(tmp_path):
     from segwatch.fleet.sources import ReplayedFleet
+    from segwatch.runs import RunDir
     from segwatch.supervisor.dist import free_port
 
     port = str(free_port())
@@ -69,7 +70,7 @@ def test_two_nodes_two_ranks_one_fleet_view(tmp_path):
                        str(SCRIPT), "--", "--out", str(out), "--steps", str(STEPS), "--eval-every", str(EVAL_EVERY),
                        "--fault", "same_batches,nan_rank3", cwd=tmp_path) for k in (0, 1)]
     deadline = time.monotonic() + 60
-    while not all((d / "meta.json").exists() for d in dirs):
+    while not all(d.is_dir() and RunDir(d).has_meta() for d in dirs):
         assert time.monotonic() < deadline, "the supervisors did not start"
         assert all(p.poll() is None for p in nodes), "a node ended before it started"
         time.sleep(0.1)
@@ -85,7 +86,7 @@ def test_two_nodes_two_ranks_one_fleet_view(tmp_path):
 
     # each node alone sees only its own 2 ranks ...
     for k, d in enumerate(dirs):
-        rep = json.loads((d / "report.json").read_text())
+        rep = RunDir(d).read_report()
         assert rep["ranks"]["reporting_here"] == 2
         assert [r["rank"] for r in rep["ranks"]["per_rank"] if r["seen"]] == [2 * k, 2 * k + 1]
 
