@@ -723,14 +723,24 @@ def cmd_ctl(argv: Sequence[str], cmd: str | None = None) -> int:
     from segwatch.supervisor import ControlError, RunClient
 
     p = argparse.ArgumentParser(prog=f"segwatch {cmd or 'ctl'}", allow_abbrev=False,
-                                description="Send a command to a live run's supervisor.")
-    p.add_argument("run_dir", help="run directory (or ssh://host/path, tcp://127.0.0.1:PORT)")
-    if cmd is None:
-        p.add_argument("cmd", choices=("pause", "resume", "kill", "ping"))
+                                description="Send a command to a live run's supervisor; several targets "
+                                            "(a quoted glob, --fleet FILE): to every node of a multi-node run.")
+    p.add_argument("run_dir", nargs="*" if cmd else "+", metavar="TARGET",
+                   help="run directory (or ssh://host/path, tcp://127.0.0.1:PORT); several: a fleet"
+                        + ("" if cmd else "; then the command: pause|resume|kill|ping"))
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file: every node's target (docs/DISTRIBUTED.md)")
     p.add_argument("--token", help="token for tcp:// targets")
     p.add_argument("--json", action="store_true", help="print the ack as JSON")
     ns = p.parse_args(argv)
-    command = cmd or ns.cmd
+    targets = list(ns.run_dir)
+    if cmd is None:
+        if not targets or targets[-1] not in ("pause", "resume", "kill", "ping"):
+            p.error("the last argument must be the command: pause|resume|kill|ping")
+        cmd = targets.pop()
+    command = cmd
+    if ns.fleet or len(targets) != 1 or _is_glob(targets[0]):
+        return _ctl_fleet(targets, ns.fleet, command, ns.token, ns.json)
+    ns.run_dir = targets[0]
     try:
         client = RunClient(ns.run_dir, token=ns.token)
         ack = client.control(command)
@@ -748,6 +758,24 @@ def cmd_ctl(argv: Sequence[str], cmd: str | None = None) -> int:
     else:
         print(f"{command}: refused: {ack.get('error')}")
     return 0 if ack.get("ok") else 1
+
+
+def _ctl_fleet(targets: list[str], fleet_file: str | None, command: str, token: str | None, as_json: bool) -> int:
+    """``ctl`` on several nodes: the command to every node's supervisor (segwatch/fleet/control.py)."""
+    from segwatch.fleet.control import control_fleet, fleet_lines
+    from segwatch.fleet.targets import FleetError, fleet_nodes
+
+    try:
+        nodes = fleet_nodes(targets, fleet_file)
+    except FleetError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    acks = control_fleet(nodes, command, token=token)
+    if as_json:
+        print(json.dumps([a.to_dict() for a in acks]))
+    else:
+        print("\n".join(fleet_lines(command, acks)))
+    return 0 if acks and all(a.ok for a in acks) else 1
 
 
 def cmd_relay(argv: Sequence[str]) -> int:

@@ -89,8 +89,8 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         self.pid = os.getpid()
         self.rank = int(os.environ.get("RANK", "0") or 0)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        # cooperative pause of a distributed run (segwatch run --nproc): wait while this file exists
-        self._pause_file = os.environ.get("SEGWATCH_PAUSE_FILE") or None
+        # cooperative pause of a distributed run (segwatch run --nproc): segwatch/shim/pause.py
+        self._pause_init()
         self.disabled: dict[str, str] = {}
         self.installed = False
         self.finished = False
@@ -276,6 +276,8 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         from torch.optim import optimizer as optmod
         self._handles.append(optmod.register_optimizer_step_pre_hook(self._opt_pre))
         self._handles.append(optmod.register_optimizer_step_post_hook(self._opt_post))
+        if self._pause_path is not None:      # distributed run: pause.py's own step count
+            self._handles.append(optmod.register_optimizer_step_post_hook(self._pause_hook))
         try:
             self._patch_schedulers()
         except Exception as exc:  # pragma: no cover - unusual torch

@@ -72,8 +72,6 @@ class OptimizerHooks:
         if self._pending or self._losses:
             self._maybe_readback()
         self.sampler.spend(probe, self._clock() - t0)
-        if self._pause_file is not None:
-            self._coop_pause("optimizer step")
         return None
 
     def _patch_schedulers(self) -> None:
