@@ -41,6 +41,7 @@ from segwatch.tui.panels.loss import LossPanel
 from segwatch.tui.panels.output import OutputPanel
 from segwatch.tui.panels.overview import OverviewPanel
 from segwatch.tui.panels.predictions import PredictionsPanel
+from segwatch.tui.panels.ranks import RanksPanel, tab_label as ranks_tab_label
 from segwatch.tui.text import ui
 from segwatch.tui.view import TERMINAL, ViewInfo
 
@@ -155,7 +156,7 @@ class SegwatchApp(App):
         Binding("question_mark", "help", "Help"),
     ] + [
         Binding(str(i + 1), f"tab('{pane}')", ui(label), show=False) for i, (pane, _, label) in enumerate(TABS)
-    ]
+    ] + [Binding(str(len(TABS) + 1), "tab('ranks')", "Ranks", show=False)]
 
     def __init__(
         self,
@@ -187,6 +188,7 @@ class SegwatchApp(App):
         self.refreshes = 0
         self.caught_up = False          # the reader has read the run's stored history
         self.toasted: list[str] = []    # what was toasted: finding ids, "action:<kind>"
+        self._sw_ranks_added = False    # the Ranks tab, added once the run turns out distributed
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -195,7 +197,17 @@ class SegwatchApp(App):
             for i, (pane, cls, label) in enumerate(TABS):
                 with TabPane(f"{i + 1} {ui(label, self.lang)}", id=pane):
                     yield cls(lang=self.lang, id=f"panel-{pane}")
+            if self._wants_ranks_tab():
+                yield self._ranks_pane()
         yield Footer()
+
+    def _wants_ranks_tab(self) -> bool:
+        """A distributed run (or a fleet of nodes) gets the Ranks tab; a single process does not."""
+        return bool(getattr(self.state, "nodes", None)) or int(sget(self.state, "world_size", 1) or 1) > 1
+
+    def _ranks_pane(self) -> TabPane:
+        return TabPane(f"{len(TABS) + 1} {ranks_tab_label(self.lang)}",
+                       RanksPanel(lang=self.lang, id="panel-ranks"), id="ranks")
 
     def on_mount(self) -> None:
         if self._sw_initial:
@@ -351,6 +363,10 @@ class SegwatchApp(App):
         """Redraw the header and the visible panel if the state changed since they last drew."""
         self._sw_dirty = False
         self.refreshes += 1
+        if not self._sw_ranks_added and self._wants_ranks_tab():
+            self._sw_ranks_added = True
+            if not self.query("#panel-ranks"):
+                self.query_one("#tabs", TabbedContent).add_pane(self._ranks_pane())
         self._update_header()
         self._refresh_active(force=force)
 
@@ -371,7 +387,8 @@ class SegwatchApp(App):
 
     # ------------------------------------------------------------------ keys
     def action_tab(self, pane: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = pane
+        if self.query(f"#panel-{pane}"):     # the Ranks tab exists only for distributed runs
+            self.query_one("#tabs", TabbedContent).active = pane
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
