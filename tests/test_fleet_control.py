@@ -83,6 +83,130 @@ def test_ctl_usage(tmp_path, capsys):
     assert NodeAck("n", "t", True).to_dict()["ok"]
 
 
+# --------------------------------------------------------------------------- the agreement's schedule (fast)
+class _FakeAgreement:
+    """One rank's view of the all-reduce: MAX of its own flag and the other nodes' flag."""
+
+    def __init__(self, shim, other, fail_at=None):
+        self.shim, self.other, self.fail_at = shim, other, fail_at
+        self.issued: list[tuple[int, int]] = []   # (optimizer step, own flag)
+        self.value, self.pending = 0, False
+
+    def issue(self, flag):
+        if self.fail_at is not None and self.shim._pause_steps >= self.fail_at:
+            raise RuntimeError("Connection closed by peer")
+        self.issued.append((self.shim._pause_steps, flag))
+        self.value, self.pending = max(flag, self.other()), True
+
+    def read(self):
+        v, self.pending = (self.value if self.pending else 0), False
+        return v
+
+
+def _shim(tmp_path, monkeypatch, other, fail_at=None):
+    import torch.distributed as dist
+
+    from segwatch.shim import pause as pause_mod
+    from segwatch.shim.emitter import MemoryEmitter
+    from segwatch.shim.runtime import Shim
+
+    monkeypatch.setenv("SEGWATCH_PAUSE_FILE", str(tmp_path / "pause"))
+    monkeypatch.delenv("SEGWATCH_PAUSE_EVERY", raising=False)
+    monkeypatch.setattr(pause_mod, "POLL_S", 0.0)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    shim = Shim(emitter=MemoryEmitter())
+    fakes = []
+    monkeypatch.setattr(pause_mod, "_make_agreement",
+                        lambda s: fakes.append(_FakeAgreement(s, other, fail_at)) or fakes[-1])
+    return shim, fakes
+
+
+def _notes(shim, word):
+    return [e for e in shim.emitter.items if e.get("type") == "probe" and e.get("name") == "pause"
+            and word in e.get("message", "")]
+
+
+def test_agreement_every_16_steps_pauses_at_the_agreed_step_and_resumes_together(tmp_path, monkeypatch):
+    """Another node asks from optimizer step 20 on: the flag is all-reduced at step 32, read at
+    48, and the rank pauses there; it stays paused while the other node asks (3 more rounds)."""
+    rounds = {"n": 0}
+
+    def other():
+        s = shim._pause_steps
+        if s < 20:
+            return 0
+        if s == 48:                         # inside the pause loop (the step does not move)
+            rounds["n"] += 1
+            return 1 if rounds["n"] <= 4 else 0
+        return 1 if s < 48 else 0
+
+    shim, fakes = _shim(tmp_path, monkeypatch, other)
+    for _ in range(100):
+        shim._pause_hook(None, (), {})
+    ag = fakes[0]
+    outside = [s for s, _ in ag.issued if s != 48]
+    assert outside == [16, 32, 64, 80, 96]              # only at n % 16 == 0
+    assert [s for s, _ in ag.issued].count(48) == 1 + 4     # the agreement step, then the paused rounds
+    paused = _notes(shim, "paused at")
+    assert len(paused) == 1 and "optimizer step 48" in paused[0]["message"]
+    assert "asked on another node" in paused[0]["message"]
+    assert len(_notes(shim, "resumed")) == 1
+    assert all(f == 0 for _, f in ag.issued)            # this node never asked
+
+
+def test_own_pause_file_is_the_flag_and_holds_the_pause(tmp_path, monkeypatch):
+    pause = tmp_path / "pause"
+    loop = {"n": 0}
+
+    def other():                            # no other node asks; this node resumes in round 2
+        if shim._pause_steps == 48 and pause.exists():
+            loop["n"] += 1
+            if loop["n"] == 3:              # the agreement step's issue, then paused rounds 1, 2
+                pause.unlink()
+        return 0
+
+    shim, fakes = _shim(tmp_path, monkeypatch, other)
+    for _ in range(20):
+        shim._pause_hook(None, (), {})
+    pause.touch()                           # this node's supervisor asks at step 20
+    for _ in range(40):
+        shim._pause_hook(None, (), {})
+    assert fakes[0].issued == [(16, 0), (32, 1), (48, 1), (48, 1), (48, 1), (48, 0)]
+    paused = _notes(shim, "paused at")
+    assert len(paused) == 1 and "optimizer step 48" in paused[0]["message"]
+    assert "asked on this node" in paused[0]["message"]
+    assert len(_notes(shim, "resumed")) == 1
+
+
+def test_agreement_error_falls_back_to_the_node_pause_file(tmp_path, monkeypatch):
+    """A failed all-reduce (a peer gone) disables the agreement on this rank: a probe
+    ``disabled`` event, and the node's pause file is checked at every step again."""
+    shim, fakes = _shim(tmp_path, monkeypatch, lambda: 0, fail_at=32)
+    for _ in range(40):
+        shim._pause_hook(None, (), {})          # never raises into optimizer.step()
+    assert fakes[0].issued == [(16, 0)]
+    assert shim._agree is False and shim._pause_file == str(tmp_path / "pause")
+    assert shim._pause_next == 41               # file mode: every step
+    dis = [e for e in shim.emitter.items if e.get("status") == "disabled"]
+    assert [e["name"] for e in dis] == ["pause_agreement"] and "peer" in dis[0]["error"]
+    assert shim._agree_errors == 1
+
+
+def test_no_agreement_without_a_process_group(tmp_path, monkeypatch):
+    """No torch.distributed group (or world size 1): the node's pause file as before; the
+    hook is registered only for distributed runs (SEGWATCH_PAUSE_FILE)."""
+    from segwatch.shim.emitter import MemoryEmitter
+    from segwatch.shim.runtime import Shim
+
+    monkeypatch.setenv("SEGWATCH_PAUSE_FILE", str(tmp_path / "pause"))
+    shim = Shim(emitter=MemoryEmitter())
+    for _ in range(3):
+        shim._pause_hook(None, (), {})
+    assert shim._agree is False and shim._pause_next == 4
+    monkeypatch.delenv("SEGWATCH_PAUSE_FILE")
+    assert Shim(emitter=MemoryEmitter())._pause_next > 1 << 60
+
+
 # --------------------------------------------------------------------------- 2 nodes x 2 ranks (slow)
 def _env() -> dict:
     root = str(HERE.parent)
