@@ -7,11 +7,11 @@ they pass the supervisor's "a process of the training's tree" check (SO_PEERCRED
 parents).
 
 Pause is cooperative for these runs (SIGSTOP of one rank makes the others' collectives time
-out): the supervisor creates ``RUN_DIR/pause`` (the path is in ``SEGWATCH_PAUSE_FILE``), each
-rank's shim checks it with one ``os.stat`` at the optimizer-step boundary and when it fetches a
-batch; the first rank to see it writes ``pause.target`` (its step + 1), and every rank waits at
-the first boundary at or after that step while the file exists; resume removes both. Kill
-still stops the whole tree.
+out): the supervisor creates ``RUN_DIR/pause`` (the path is in ``SEGWATCH_PAUSE_FILE``); resume
+removes it (and ``pause.target``). The ranks agree on the step to stop at through their process
+group (every node's ranks, so a pause asked on one node pauses the whole job), or, without a
+usable group, through the node's pause file and ``pause.target``: segwatch/shim/pause.py. Kill
+still stops the whole tree; ``segwatch ctl`` on several nodes: segwatch/fleet/control.py.
 
 No torch here (supervisor layer): torchrun is only named on a command line.
 """
