@@ -189,3 +189,21 @@ def test_lossfn_events_replay_into_the_state():
     lossfn(r, weight=None, step=50)
     st, _ = feed(r.events, cfg())
     assert len(st.lossfns) == 2 and st.lossfn["calls"][0]["weight"] is None
+
+
+def test_low_diversity_with_a_huge_weight_on_another_class_names_the_weight():
+    r = Run()
+    r.model()
+    lossfn(r, weight=_weights(7, 100.0))
+    rng = np.random.RandomState(1)
+    three = np.zeros(C, int)
+    three[[0, 1, 2]] = [300, 150, 62]
+    for s in range(1, 121):
+        lh = label_hist(rng)
+        r.batch(s, hist=lh, ignore=300)
+        r.preds(s, three if s > 30 else rng.multinomial(500, np.ones(C) / C), gt_hist=lh // 8)
+        r.step(s, loss=1.5)
+    st, _ = feed(r.events, cfg(policy__grace_steps=20))
+    f = st.findings["pred.low_diversity"]
+    assert f.evidence["loss_cause"] == "class_weight" and f.evidence["loss_weight_class"] == 7
+    assert "check the class weights first" in f.advice("en")

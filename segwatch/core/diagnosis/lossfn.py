@@ -9,7 +9,7 @@ adds, where it applies:
   the median weight (``loss_cause: class_weight``): the weight, not the LR, is the first
   thing to check (issue 17: CE weight 100 on one class was advised "lower the LR");
 * ``pred.*``: the dominant predicted class has the largest weight (``dominant_class_weight``),
-  or the loss has no class weights while one class holds >= ``IMBALANCE_SHARE`` of the
+  else a weight >= ``WEIGHT_RATIO`` x the median (``class_weight``), or the loss has no class weights while one class holds >= ``IMBALANCE_SHARE`` of the
   labelled training pixels (``no_class_weights``);
 * ``label.*`` / ``metric.cm_empty``: the loss's ``ignore_index`` next to the data's ignore value
   (``loss_ignore``: when they differ);
@@ -108,6 +108,11 @@ def add_loss_cause(state, f) -> None:
         if w is not None and dom is not None and fint(w.get("argmax")) == dom and ratio is not None and ratio > 1.5:
             ev.update(loss_cause="dominant_class_weight", loss_weight_class=dom,
                       loss_weight_class_name=state.class_name(dom), loss_weight_ratio=r4(ratio))
+        elif ratio is not None and ratio >= WEIGHT_RATIO:
+            # one huge weight skews what is predicted, whichever class ends up dominant
+            c = fint(w.get("argmax"))
+            ev.update(loss_cause="class_weight", loss_weight_class=c, loss_weight_class_name=state.class_name(c),
+                      loss_weight_ratio=r4(ratio), loss_weight_max=r4(ffloat(w.get("max"))))
         elif w is None and len(state.label_hist) and state.label_hist.sum() > 0:
             h = state.label_hist
             top = int(np.argmax(h))
