@@ -127,19 +127,18 @@ def replay(ns: Any, targets: list[str]) -> int:
     from segwatch.supervisor.headless import finding_line, status_line, tr
 
     app = not ns.json and not _headless(ns)
-    rep = _replayed(ns, targets)
+    # the app feeds the merged events to a FleetState of its own: read them only (not twice)
+    rep = _replayed(ns, targets, keep_events=app, ingest=not app)
     if rep is None:
         return EXIT_USAGE
     if ns.json:
         print(json.dumps(rep.report(), indent=2, ensure_ascii=False))
         return 0
     if app:
-        # the app gets the merged events and a FleetState of its own
         from .sources import FleetState, _config
 
-        events = _replayed(ns, targets, keep_events=True, ingest=False).event_list
         state = FleetState(_config(rep.meta), lang=rep.lang, nodes=rep.nodes)
-        _app(events, state, rep.lang, False, "replay " + _title(rep.nodes))
+        _app(rep.event_list, state, rep.lang, False, "replay " + _title(rep.nodes))
         return 0
     print("[segwatch] " + tr("replayed", rep.lang, n=rep.events, run=rep.run_dir)
           + (tr("invalid_skipped", rep.lang, n=rep.invalid) if rep.invalid else ""))

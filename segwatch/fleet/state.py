@@ -131,16 +131,26 @@ class FleetState(RunState):
     def _tag_nodes(self) -> None:
         for f in self.findings.values():
             ev = f.evidence
-            if not isinstance(ev, dict):
+            if not isinstance(ev, dict) or "node" in ev or "nodes" in ev:
                 continue
-            r = ev.get("rank")
-            if isinstance(r, int) and "node" not in ev:
-                n = self.node_of(r)
-                if n is not None:
-                    ev["node"] = n
-            rs = ev.get("ranks")
-            if isinstance(rs, list) and rs and "nodes" not in ev:
-                ev["nodes"] = sorted({self.node_of(x) for x in rs if isinstance(x, int)} - {None})
+            r, rs = ev.get("rank"), ev.get("ranks")
+            extra = {}
+            if isinstance(r, int) and self.node_of(r) is not None:
+                extra["node"] = self.node_of(r)
+            if isinstance(rs, list) and rs:
+                extra["nodes"] = sorted({self.node_of(x) for x in rs if isinstance(x, int)} - {None})
+            if not extra:
+                continue
+            # each next to the key it belongs to (short evidence listings show the first keys)
+            items = []
+            for k, v in ev.items():
+                items.append((k, v))
+                if k == "rank" and "node" in extra:
+                    items.append(("node", extra.pop("node")))
+                elif k == "ranks" and "nodes" in extra:
+                    items.append(("nodes", extra.pop("nodes")))
+            ev.clear()
+            ev.update(items)
 
     # ------------------------------------------------------------------ views
     def report(self, exit_code: int | None = None) -> dict:
