@@ -2,6 +2,7 @@
 randomly initialised SegFormer, no weight download (HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,8 +10,13 @@ import sys
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers accelerate)")
-pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install accelerate)")
+# find_spec, not an import: collecting this file (`-m "not slow"` too) does not pay transformers' import
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                       reason="transformers not installed (pip install transformers accelerate)"),
+    pytest.mark.skipif(importlib.util.find_spec("accelerate") is None,
+                       reason="transformers.Trainer needs accelerate (pip install accelerate)"),
+]
 
 from test_adapters import ROOT, SCRIPTS, adapter_disagreements, describe, errors, probes, run_cli  # noqa: E402
 
@@ -19,6 +25,8 @@ CONFIG = SCRIPTS / "configs" / "hf13.yaml"
 
 
 def test_callback_is_a_real_trainer_callback():
+    import transformers
+
     from segwatch.adapters.hf import SegwatchTrainerCallback
 
     assert issubclass(SegwatchTrainerCallback, transformers.TrainerCallback)

@@ -4,9 +4,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import importlib.util
+
 import pytest
 
-pl = pytest.importorskip("lightning.pytorch", reason="lightning not installed (pip install lightning)")
+# find_spec, not an import: collecting this file (`-m "not slow"` too) does not pay lightning's ~7 s import
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("lightning") is None,
+                                reason="lightning not installed (pip install lightning)")
+
+
+@pytest.fixture
+def pl():
+    import lightning.pytorch
+    return lightning.pytorch
 
 from test_adapters import ROOT, SCRIPTS, adapter_disagreements, describe, errors, probes, run_cli  # noqa: E402
 
@@ -14,7 +24,8 @@ SCRIPT = SCRIPTS / "lightning_train.py"
 CONFIG = SCRIPTS / "configs" / "synth13.yaml"
 
 
-def test_callback_is_a_real_lightning_callback():
+@pytest.mark.slow
+def test_callback_is_a_real_lightning_callback(pl):
     from segwatch.adapters.lightning import SegwatchCallback, make_callback
 
     assert issubclass(SegwatchCallback, pl.Callback)
@@ -26,7 +37,8 @@ def test_callback_is_a_real_lightning_callback():
     cb.on_train_batch_end(None, None, None, None, 0)
 
 
-def test_attach_picks_the_callback_base_of_the_trainer_package():
+@pytest.mark.slow
+def test_attach_picks_the_callback_base_of_the_trainer_package(pl):
     from segwatch.adapters import lightning as L
 
     class FakeTrainer:
@@ -45,6 +57,24 @@ def test_attach_picks_the_callback_base_of_the_trainer_package():
     t2 = FakeTrainer()
     L.attach(t2)
     assert isinstance(t2.callbacks[0], old.Callback)
+
+
+def test_make_callback_on_any_base_is_a_noop_outside_segwatch():
+    """The fast set's test of the adapter: no lightning import (the tests above use the real one)."""
+    from segwatch.adapters.lightning import make_callback
+
+    class Base:
+        def __init__(self):
+            self.base_initialised = True
+
+    cls = make_callback(Base)
+    assert make_callback(Base) is cls and issubclass(cls, Base) and cls.__name__ == "SegwatchCallback"
+    cb = cls(metric_key="val_miou")
+    assert cb.base_initialised
+    cb.on_validation_end(None, None)
+    cb.on_validation_batch_end(None, None, {"logits": None}, None, 0)
+    cb.on_train_batch_end(None, None, None, None, 0)
+    cb.on_validation_epoch_end(None, None)
 
 
 @pytest.mark.slow

@@ -143,6 +143,7 @@ def _standin_env():
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN), os.environ.get("PYTHONPATH")) if p)}
 
 
+@pytest.mark.slow
 def test_mmseg_models_import_with_the_standin():
     pytest.importorskip("mmseg", reason="mmsegmentation not installed (pip install -e '.[test]')")
     code = ("import mmseg.models, mmcv.ops, torch\n"

@@ -67,6 +67,7 @@ def broken_torchvision(tmp_path):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_doctor_names_the_broken_torchvision_and_the_matching_build(broken_torchvision):
     proc = subprocess.run([sys.executable, "-m", "segwatch", "doctor", "--frameworks", "torchvision,mmengine"],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=220, env=broken_torchvision)
@@ -89,6 +90,7 @@ def test_doctor_names_the_broken_torchvision_and_the_matching_build(broken_torch
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_doctor_json_lists_frameworks_and_ssh():
     import json
     proc = subprocess.run([sys.executable, "-m", "segwatch", "doctor", "--json", "--frameworks", "mmengine"],

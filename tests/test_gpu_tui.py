@@ -7,6 +7,7 @@ import io
 import pathlib
 import sys
 
+import pytest
 from rich.console import Console
 
 from segwatch.protocol import make_event, read_events
@@ -75,6 +76,7 @@ async def test_gpu_tab_and_header_with_fake_nvml():
         assert "no NVIDIA GPU visible" not in text
 
 
+@pytest.mark.slow
 async def test_no_gpu_says_so_and_header_unchanged():
     app = SegwatchApp(events=no_gpu_run(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -93,5 +95,6 @@ async def test_no_gpu_says_so_and_header_unchanged():
         assert "未检测到 NVIDIA GPU" in screen_text(app)
 
 
+@pytest.mark.slow
 def test_gpu_panel_snapshot(snap_compare):
     assert snap_compare(SegwatchApp(events=gpu_run(), live=False), terminal_size=SIZE, press=["8"])

@@ -103,6 +103,7 @@ def _start(tmp_path, *args):
     return sup, th, tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_attach_over_real_ssh_history_live_and_control(sshd, tmp_path, monkeypatch):
     port, opts, user = sshd
     monkeypatch.setenv("SEGWATCH_SSH_OPTS", opts)

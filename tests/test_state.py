@@ -447,6 +447,7 @@ def test_core_sources_avoid_forbidden_imports():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_memory_bounded():
     # throughput is measured side by side in benchmarks/tui_ingest.py, not asserted here
     # (an events/s floor failed on the loaded 2-core machine)

@@ -51,6 +51,7 @@ def test_tcp_loopback_with_token(tmp_path):
     assert got[-1]["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_tcp_subscriber_catching_up_on_a_large_history(tmp_path):
     import socket
 
@@ -102,6 +103,7 @@ exec sh -c "$*"
 """
 
 
+@pytest.mark.slow
 def test_ssh_target_through_relay(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()

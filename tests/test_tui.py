@@ -97,6 +97,7 @@ async def test_replay_header_checklist_findings():
         assert not panel_errors(app)
 
 
+@pytest.mark.slow
 async def test_overview_fits_80x24():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -109,6 +110,7 @@ async def test_overview_fits_80x24():
         assert "mIoU is changing" in text                               # the last checklist item
 
 
+@pytest.mark.slow
 async def test_help_screen_opens_and_closes():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -123,6 +125,7 @@ async def test_help_screen_opens_and_closes():
         assert not isinstance(app.screen, HelpScreen)
 
 
+@pytest.mark.slow
 async def test_number_keys_switch_tabs_and_render_each_panel():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -144,6 +147,7 @@ async def test_number_keys_switch_tabs_and_render_each_panel():
         assert "wall" in text
 
 
+@pytest.mark.slow
 async def test_hidden_panels_are_not_redrawn():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -156,6 +160,7 @@ async def test_hidden_panels_are_not_redrawn():
         assert app.query_one("#panel-overview", Panel).seen_version == app.version
 
 
+@pytest.mark.slow
 async def test_chinese_advice():
     events = recorded()
     app = SegwatchApp(events=events, lang="zh", live=False)
@@ -169,6 +174,7 @@ async def test_chinese_advice():
         assert "建议" in text
 
 
+@pytest.mark.slow
 async def test_replay_controls_only_warn():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -189,6 +195,7 @@ async def test_minimal_stream_renders_every_panel():
         assert not panel_errors(app)
 
 
+@pytest.mark.slow
 async def test_panel_error_is_contained(monkeypatch):
     from segwatch.tui.panels import data
 
@@ -208,6 +215,7 @@ async def test_panel_error_is_contained(monkeypatch):
 
 # ---------------------------------------------------------------- live client
 
+@pytest.mark.slow
 async def test_live_client_batches_and_controls():
     events = recorded()
     gate = threading.Event()
@@ -251,6 +259,7 @@ async def test_live_client_batches_and_controls():
     assert client.commands == ["pause", "resume", "kill"]
 
 
+@pytest.mark.slow
 async def test_live_action_is_shown_in_header_and_notified():
     t0 = 1_700_000_000.0
     events = [
@@ -272,6 +281,7 @@ async def test_live_action_is_shown_in_header_and_notified():
         assert any("pause by policy" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_control_error_is_reported():
     class Failing(FakeClient):
         def control(self, cmd):
@@ -283,6 +293,7 @@ async def test_control_error_is_reported():
         assert await wait_for(pilot, lambda: any("supervisor gone" in n.message for n in app._notifications))
 
 
+@pytest.mark.slow
 async def test_attach_puts_history_in_the_panels_without_toasts():
     """Attach to a finished run: its four findings are listed, none pops up as a toast."""
     app = SegwatchApp(client=FakeClient(recorded()), live=True)
@@ -295,6 +306,7 @@ async def test_attach_puts_history_in_the_panels_without_toasts():
         assert not any(n.title == "finding" for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_findings_new_while_watching_are_toasted_not_over_a_dialog():
     events = recorded()
     gate = threading.Event()
@@ -351,6 +363,7 @@ def _stale_events(sampled_until: int = 82, now: int = 640) -> list[dict]:
     return evs
 
 
+@pytest.mark.slow
 async def test_a_value_that_stops_being_refreshed_is_shown_with_its_age():
     events = _stale_events(sampled_until=82, now=640)
     cut = next(i for i, e in enumerate(events) if e.get("step") == 90)
@@ -400,6 +413,7 @@ def _healthy_stream() -> list[dict]:
 
 
 @pytest.mark.parametrize("stream", ["recorded", "healthy"])
+@pytest.mark.slow
 async def test_header_checklist_and_panels_agree_at_every_frame(stream):
     """A run replayed frame by frame (the recorded collapse; a synthetic healthy run whose
     evaluation sees more classes than the training samples that follow it): at each frame
@@ -461,6 +475,7 @@ async def test_header_checklist_and_panels_agree_at_every_frame(stream):
 
 # ------------------------------------------------------------------ helpers
 
+@pytest.mark.slow
 def test_screenshot_helper(tmp_path):
     out = screenshot(recorded(), str(tmp_path / "shot.svg"), size=(100, 32))
     svg = pathlib.Path(out).read_text()
@@ -468,6 +483,7 @@ def test_screenshot_helper(tmp_path):
     assert "pred.collapse" in svg
 
 
+@pytest.mark.slow
 def test_tui_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
@@ -547,6 +563,7 @@ def test_plot_rows_marks_nonfinite_and_scales():
     assert top_classes(m, 2) == [0, 3]
 
 
+@pytest.mark.slow
 def test_screenshot_command_reproduces_docs_screenshot(tmp_path):
     from segwatch.tui.__main__ import main
 

@@ -36,6 +36,7 @@ def replay(lang: str = "en", client=None) -> SegwatchApp:
     [("1", "overview"), ("2", "data"), ("3", "loss"), ("4", "predictions"),
      ("5", "confusion"), ("6", "findings"), ("7", "output")],
 )
+@pytest.mark.slow
 def test_panel_snapshot(snap_compare, key, name):
     assert snap_compare(replay(), terminal_size=SIZE, press=[key])
 
@@ -44,15 +45,18 @@ def test_overview_80x24(snap_compare):
     assert snap_compare(replay(), terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_confusion_80x24_top_k(snap_compare):
     """37 classes do not fit 80 columns: the heatmap shows the top-k and says so."""
     assert snap_compare(replay(), terminal_size=(80, 24), press=["5"])
 
 
+@pytest.mark.slow
 def test_findings_chinese(snap_compare):
     assert snap_compare(replay(lang="zh"), terminal_size=SIZE, press=["6"])
 
 
+@pytest.mark.slow
 def test_help_screen(snap_compare):
     assert snap_compare(replay(), terminal_size=SIZE, press=["question_mark"])
 
@@ -67,6 +71,7 @@ class _RecordedClient:
         return {"ok": True, "cmd": cmd}
 
 
+@pytest.mark.slow
 def test_kill_confirmation(snap_compare):
     async def settle(pilot):
         for _ in range(50):
@@ -79,6 +84,7 @@ def test_kill_confirmation(snap_compare):
                         run_before=settle, press=["k"])
 
 
+@pytest.mark.slow
 def test_overview_wide(snap_compare):
     """A large terminal: checklist and findings (with evidence and advice) side by side."""
     assert snap_compare(replay(), terminal_size=(170, 40))
@@ -99,6 +105,7 @@ class _GatedClient(_RecordedClient):
             yield ev
 
 
+@pytest.mark.slow
 def test_kill_dialog_stays_readable_during_a_burst_of_findings(snap_compare):
     """Four findings and two actions arrive while the kill dialog is open: no toast covers it."""
     client = _GatedClient(hold_after=6)
