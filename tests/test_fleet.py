@@ -199,3 +199,54 @@ def test_targets_globs_and_fleet_file(tmp_path):
         fleet_nodes([], str(ff))
     with pytest.raises(FleetError, match="no run directory matches"):
         fleet_nodes([str(tmp_path / "nothing*")])
+
+
+# --------------------------------------------------------------------------- recorded nodes, CLI
+def write_node_runs(base, nan_rank=None) -> list:
+    """Two finished run directories as two nodes' supervisors leave them (written through the
+    runs layer's write side), each with its node rank in meta.json."""
+    from segwatch.runs import RunStore
+
+    dirs = []
+    for k in (0, 1):
+        store = RunStore(base / f"node{k}")
+        for e in node_events(k, nan_rank=nan_rank):
+            store.append(e)
+        store.write_meta(status="finished", exit_code=0, script="train.py", lang="en",
+                         dist={"nproc": 2, "nnodes": 2, "node_rank": k})
+        store.close()
+        dirs.append(base / f"node{k}")
+    return dirs
+
+
+def _cli(*args, cwd=None, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "segwatch", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env or dict(os.environ))
+
+
+def test_attach_report_and_replay_of_recorded_nodes_agree(tmp_path):
+    import json
+
+    dirs = write_node_runs(tmp_path / "job", nan_rank=3)
+    live = tmp_path / "attach.json"
+    # nodes given in reverse order: the merge follows the node ranks of meta.json
+    r = _cli("attach", "--headless", "--report", str(live), str(dirs[1]), str(dirs[0]))
+    assert r.returncode == 0, r.stderr
+    assert "fleet of 2 nodes" in r.stderr and "loss.nonfinite" in r.stderr
+    r = _cli("report", "--json", str(tmp_path / "job" / "node*"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert json.loads(live.read_text()) == rep
+    f = {x["id"]: x for x in rep["findings"]}
+    assert f["loss.nonfinite"]["evidence"]["rank"] == 3 and f["loss.nonfinite"]["evidence"]["node"] == 1
+    assert [n["node"] for n in rep["fleet"]["nodes"]] == [0, 1]
+    ff = tmp_path / "fleet.yaml"
+    ff.write_text("- job/node1\n- job/node0\n")
+    r = _cli("replay", "--headless", "--fleet", str(ff))
+    assert r.returncode == 0 and "loss.nonfinite" in r.stdout and "loss by rank 0:" in r.stdout, r.stderr
+    r = _cli("report", str(dirs[0]), str(tmp_path / "nope"))
+    assert r.returncode == 2 and "no run directory" in r.stderr

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_remote_ssh import sshd  # noqa: F401  (the loopback sshd fixture)
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "dist_scripts" / "train_ddp.py"
 CFG = "dataset: {num_classes: 4, ignore_index: 255}\npolicy: {grace_steps: 5}\n"
@@ -124,3 +126,37 @@ def test_two_nodes_two_ranks_one_fleet_view(tmp_path):
     code, text, err = _finish(_segwatch("replay", "--headless", str(dirs[1]), str(dirs[0]), cwd=tmp_path), 60)
     assert code == 0, err
     assert "loss.nonfinite" in text and "dist.same_batches" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_fleet_over_ssh_equals_local_replay(sshd, tmp_path):
+    """`segwatch attach ssh://node0/... ssh://node1/...` (a real sshd on loopback, the relay at
+    the other end) merges the two nodes' runs into the same report as the local replay."""
+    import os
+
+    from test_fleet import write_node_runs
+
+    port, opts, user = sshd
+    dirs = write_node_runs(tmp_path / "job", nan_rank=3)
+    env = dict(_env(), SEGWATCH_SSH_OPTS=opts, SEGWATCH_REMOTE=f"{sys.executable} -m segwatch")
+    live = tmp_path / "ssh.json"
+    r = subprocess.run([sys.executable, "-m", "segwatch", "attach", "--headless", "--report", str(live),
+                        *(f"ssh://{user}@127.0.0.1:{port}{d}" for d in dirs)],
+                       capture_output=True, text=True, timeout=90, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    r2 = subprocess.run([sys.executable, "-m", "segwatch", "report", "--json", *map(str, dirs)],
+                        capture_output=True, text=True, timeout=60, env=dict(os.environ), cwd=str(tmp_path))
+    assert r2.returncode == 0, r2.stderr
+    replayed = json.loads(r2.stdout)
+    got = json.loads(live.read_text())
+    # the targets are named as given (ssh:// addresses vs directories); everything else agrees
+    assert [n["target"] for n in got["fleet"]["nodes"]] == [f"ssh://{user}@127.0.0.1:{port}{d}" for d in dirs]
+    for rep in (got, replayed):
+        rep.pop("run_dir")
+        for n in rep["fleet"]["nodes"]:
+            n.pop("target")
+            n.pop("name")
+    assert got == replayed
+    f = {x["id"]: x for x in got["findings"]}
+    assert f["loss.nonfinite"]["evidence"]["node"] == 1 and f["loss.nonfinite"]["evidence"]["rank"] == 3
