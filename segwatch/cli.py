@@ -3,7 +3,8 @@
     segwatch run SCRIPT [options] [-- SCRIPT ARGS...]   launch and watch a training
     segwatch demo [--fault NAME] [options]              the bundled tiny training
     segwatch attach TARGET                              the app on a live or finished run
-    segwatch replay RUN_DIR                             the app on a recorded run
+    segwatch attach TARGET TARGET... | --fleet FILE     one view of a multi-node run's nodes (docs/DISTRIBUTED.md)
+    segwatch replay RUN_DIR [RUN_DIR...]                the app on a recorded run (several: its nodes merged)
     segwatch report RUN_DIR [--json|--markdown|--bundle] the run report (Markdown + charts, help bundle)
     segwatch ls [DIR]                                   runs in ./segwatch_runs
     segwatch init --preset NAME [--out CFG]             a commented config for a common dataset
