@@ -10,6 +10,7 @@ their one injected fault on.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ def run_cli(script: Path, workdir: Path, args: list[str] | tuple[str, ...] = (),
     the script may write checkpoints) and return what segwatch recorded."""
     workdir.mkdir(parents=True, exist_ok=True)
     report, run_dir = workdir / "r.json", workdir / "run"
+    report.unlink(missing_ok=True)  # a stale report would pass for this run's
+    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "segwatch", "run", "--headless", "--report", str(report),
            "--run-dir", str(run_dir)]
     if config is not None:

@@ -37,8 +37,17 @@ GRAD_REL = 1e-5     # with no LR to judge by: |g| below this share of the larges
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` flattened as a view of its storage where its layout allows: a channels_last
+    tensor (``model.to(memory_format=torch.channels_last)``, as Pytorch-UNet does) in memory
+    order; ``reshape`` would copy, and a cached copy of a parameter never changes."""
     t = t.detach()
-    return t.view(-1) if t.is_contiguous() else t.reshape(-1)
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).view(-1)
+    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return t.permute(0, 2, 3, 4, 1).view(-1)
+    return t.reshape(-1)
 
 
 class _Layout:
@@ -92,6 +101,10 @@ class _Layout:
         ptrs = [p.data_ptr() for p in ps]
         if ptrs != self.ptrs:
             self.ptrs, self.views = ptrs, self.sub(ps)
+            # a view that is a copy (an exotic layout) would keep the old values: read anew
+            if any(v.untyped_storage().data_ptr() != p.untyped_storage().data_ptr()
+                   for v, p in zip(self.views, ps)):
+                self.ptrs = []
         torch._foreach_copy_(dst, self.views)
 
 
