@@ -67,3 +67,28 @@ async def test_ranks_tab_appears_for_a_one_node_distributed_run_only():
         await pilot.pause()
         assert not app.query("#panel-ranks")
         assert app.query_one("#tabs").active == "overview"
+
+
+async def test_app_attached_to_two_recorded_nodes_through_the_fleet_client(tmp_path):
+    from segwatch.fleet.sources import FleetClient
+    from test_fleet import write_node_runs
+
+    dirs = write_node_runs(tmp_path, nan_rank=3)
+    client = FleetClient([{"target": str(d), "name": d.name} for d in reversed(dirs)])
+    try:
+        app = SegwatchApp(client=client, live=True, state=client.new_state())
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if app.view.stream_ended:
+                    break
+            assert app.view.stream_ended
+            await pilot.press("9")
+            await pilot.pause()
+            table = app.query_one("#panel-ranks", RanksPanel).query_one("#ranks-table", DataTable)
+            assert _cells(table, "node") == ["0", "0", "1", "1"]
+            assert _cells(table, "nan") == ["0", "0", "0", "1"]
+            assert app.state.findings["loss.nonfinite"].evidence["node"] == 1
+            assert app.state.status == "finished"
+    finally:
+        client.close()
