@@ -250,3 +250,14 @@ def test_attach_report_and_replay_of_recorded_nodes_agree(tmp_path):
     assert r.returncode == 0 and "loss.nonfinite" in r.stdout and "loss by rank 0:" in r.stdout, r.stderr
     r = _cli("report", str(dirs[0]), str(tmp_path / "nope"))
     assert r.returncode == 2 and "no run directory" in r.stderr
+
+
+def test_live_merger_waits_for_a_quiet_node_then_goes_on_without_it():
+    a = [ev("step", 0, t, step=t) for t in (1, 2, 3)]
+    m = StreamMerger(2, hold_s=3600.0)
+    m.push(0, [dict(e) for e in a])
+    assert m.drain() == []                         # node 1 may still send an earlier event
+    m.push(1, [ev("step", 2, 1.5, step=1)])
+    assert [(e["node"], e["t"]) for e in m.drain()] == [(0, 1.0), (1, 1.5)]
+    m.hold_s = 0.0                                 # node 1 stays quiet past the hold: go on
+    assert [e["t"] for e in m.drain()] == [2.0, 3.0] and m.released_early == 2
