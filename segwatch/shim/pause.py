@@ -53,7 +53,12 @@ class _Agreement:
         self.op = dist.ReduceOp.MAX
         self.buf = torch.zeros(1, dtype=torch.int32, device=device)
         self.cuda = self.buf.is_cuda
-        self.host = torch.zeros(1, dtype=torch.int32, pin_memory=True) if self.cuda else self.buf
+        self.host = self.buf
+        if self.cuda:
+            try:                            # pinned: the copy back does not wait for the GPU
+                self.host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+            except RuntimeError:            # (no failure here may differ between ranks)
+                self.host = torch.zeros(1, dtype=torch.int32)
         self.event = None
         self.pending = False
 
