@@ -560,13 +560,21 @@ class ConfigNumClassesMismatch(Rule):
     events = ("model", "preds")
 
     def check(self, state, ev):
-        want = state.configured_num_classes
+        want, want_from = state.configured_num_classes, "config"
+        names_from = state.class_names_source
+        if not want and state.class_names and names_from not in (None, "config"):
+            # no segwatch config: the framework's own class list (mmseg dataset_meta, HF
+            # id2label) is the dataset's class count a new user's run can be held to
+            want, want_from = len(state.class_names), f"{names_from} class names"
         if not want:
             return None
         got = fint(ev.get("out_channels") if ev["type"] == "model" else ev.get("channels"))
         if not got or got == want:
             return None
-        return self.make(state, ev, {
-            "out_channels": got, "num_classes": want, "site": (state.model or {}).get("site"),
-            "source": ev["type"],
-        }, phase="train" if ev["type"] == "model" else None)
+        if want_from != "config" and got == 1 and want == 2:
+            return None  # a binary head with one sigmoid channel (mmseg out_channels=1)
+        evidence = {"out_channels": got, "num_classes": want, "site": (state.model or {}).get("site"),
+                    "source": ev["type"]}
+        if want_from != "config":
+            evidence["num_classes_from"] = want_from
+        return self.make(state, ev, evidence, phase="train" if ev["type"] == "model" else None)
