@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from segwatch.fleet import FleetState, StreamMerger, merge_node_events
 
@@ -181,8 +182,6 @@ def test_fleet_imports_without_torch_or_textual():
 
 
 def test_targets_globs_and_fleet_file(tmp_path):
-    import pytest
-
     from segwatch.fleet.targets import FleetError, fleet_nodes
 
     for k in (1, 0):
@@ -228,6 +227,7 @@ def _cli(*args, cwd=None, env=None):
                           timeout=120, cwd=cwd, env=env or dict(os.environ))
 
 
+@pytest.mark.slow
 def test_attach_report_and_replay_of_recorded_nodes_agree(tmp_path):
     import json
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 from textual.widgets import DataTable
 
@@ -48,6 +49,7 @@ async def test_ranks_tab_of_a_fleet_names_nodes_and_the_nan_rank():
         assert "loss[3]  node 1" in text
 
 
+@pytest.mark.slow
 async def test_ranks_tab_appears_for_a_one_node_distributed_run_only():
     one_node = [dict(e, world_size=2, local_world_size=2) if e.get("type") == "hello" else dict(e, world_size=2)
                 for e in node_events(0) if e.get("rank") is not None]
@@ -69,6 +71,7 @@ async def test_ranks_tab_appears_for_a_one_node_distributed_run_only():
         assert app.query_one("#tabs").active == "overview"
 
 
+@pytest.mark.slow
 async def test_app_attached_to_two_recorded_nodes_through_the_fleet_client(tmp_path):
     from segwatch.fleet.sources import FleetClient
     from test_fleet import write_node_runs
