@@ -48,6 +48,31 @@ def _dataset_classes(runner):
         return None
 
 
+def _reduce_zero_label(runner):
+    """The training dataset's ``reduce_zero_label`` (attribute or metainfo), or None."""
+    try:
+        loader = getattr(runner, "train_dataloader", None)
+        ds = getattr(loader, "dataset", None)
+        v = getattr(ds, "reduce_zero_label", None)
+        if not isinstance(v, bool):
+            meta = getattr(ds, "metainfo", None) or {}
+            v = meta.get("reduce_zero_label") if isinstance(meta, dict) else None
+        return v if isinstance(v, bool) else None
+    except Exception:
+        return None
+
+
+def _report_reduce_zero_label(runner) -> None:
+    """Tell segwatch whether the dataset reduces zero labels (a ``dataset_facts`` note): with
+    0-based annotations that shifts every class down once too often (label.last_class_missing)."""
+    s = B.shim()
+    v = _reduce_zero_label(runner)
+    if s is None or v is None:
+        return
+    s._emit("probe", name="dataset_facts", status="note", source="mmseg", reduce_zero_label=v,
+            message=f"mmseg dataset: reduce_zero_label={v}", step=int(getattr(s, "step", 0) or 0))
+
+
 def _data(x):
     """``PixelData``/``BaseDataElement`` -> its ``data`` tensor; dicts -> ``["data"]``; tensors as is."""
     if x is None:
@@ -216,6 +241,7 @@ class _Impl:
             self._watched = True
             B.watch(model)
         B.report_class_names(_dataset_classes(runner), "mmseg")
+        _report_reduce_zero_label(runner)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         s = B.shim()

@@ -207,3 +207,51 @@ def test_low_diversity_with_a_huge_weight_on_another_class_names_the_weight():
     f = st.findings["pred.low_diversity"]
     assert f.evidence["loss_cause"] == "class_weight" and f.evidence["loss_weight_class"] == 7
     assert "check the class weights first" in f.advice("en")
+
+
+# ------------------------------------------------------------------ label.last_class_missing
+def _shifted_run(last_present: bool, n=30, val=True):
+    rng = np.random.RandomState(5)
+    r = Run()
+    r.model()
+    for s in range(1, n + 1):
+        h = label_hist(rng)
+        if not last_present:
+            h[C - 1] = 0
+        r.batch(s, hist=h, ignore=800, ignore_value=255)
+        r.step(s)
+    if val:
+        h = label_hist(rng)
+        if not last_present:
+            h[C - 1] = 0
+        r.batch(n, phase="val", hist=h, ignore=800, ignore_value=255)
+    return r
+
+
+def test_reduce_zero_label_on_zero_based_labels_is_found():
+    st, _ = feed(_shifted_run(False).events, cfg(dataset__ignore_index=255, dataset__reduce_zero_label=True))
+    f = st.findings["label.last_class_missing"]
+    assert f.evidence["class"] == C - 1 and f.evidence["source"] == "config" and f.evidence["batches"] >= 20
+    assert "reduce_zero_label=False" in f.advice("en") and "reduce_zero_label=False" in f.advice("zh")
+
+
+def test_last_class_missing_needs_reduce_zero_label_and_enough_batches():
+    # no reduce_zero_label: a rare last class may just be absent
+    st, _ = feed(_shifted_run(False).events, cfg(dataset__ignore_index=255))
+    assert "label.last_class_missing" not in st.findings
+    # the last class present: the shift is right
+    st, _ = feed(_shifted_run(True).events, cfg(dataset__ignore_index=255, dataset__reduce_zero_label=True))
+    assert "label.last_class_missing" not in st.findings
+    # too few batches to judge
+    st, _ = feed(_shifted_run(False, n=12).events, cfg(dataset__ignore_index=255, dataset__reduce_zero_label=True))
+    assert "label.last_class_missing" not in st.findings
+
+
+def test_mmseg_reduce_zero_label_note_arms_the_rule():
+    r = _shifted_run(False)
+    r.events.insert(0, r.ev("probe", name="dataset_facts", status="note", source="mmseg", reduce_zero_label=True,
+                            message="mmseg dataset: reduce_zero_label=True"))
+    r.events.pop()      # ev() appended it at the end too
+    st, _ = feed(r.events, cfg(dataset__ignore_index=255))
+    assert st.framework_reduce_zero_label is True
+    assert st.findings["label.last_class_missing"].evidence["source"] == "framework"

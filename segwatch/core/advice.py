@@ -22,6 +22,7 @@ TITLES: dict[str, dict[str, str]] = {
     "label.interpolated": {"en": "Labels were interpolated", "zh": "标签被插值缩放过"},
     "label.misaligned": {"en": "Labels misaligned with images", "zh": "标签与图像未对齐"},
     "label.class_imbalance": {"en": "One class dominates the labels", "zh": "单一类别占据绝大多数像素"},
+    "label.last_class_missing": {"en": "Labels shifted down once too often", "zh": "标签被多减了一次"},
     "config.num_classes_mismatch": {"en": "Output channels != num_classes", "zh": "输出通道数与 num_classes 不符"},
     "loss.nonfinite": {"en": "Loss is NaN/Inf", "zh": "Loss 出现 NaN/Inf"},
     "loss.ignore_index_mismatch": {"en": "Loss ignore_index differs from the labels' ignore value",
@@ -139,6 +140,16 @@ ADVICE: dict[str, dict[str, str]] = {
               "transforms jointly to image, extra modality and label.",
         "zh": "图像边缘与标签边缘不吻合：某个数据增强（翻转、裁剪、旋转）只作用在图像上而没有作用在标签上，"
               "或两者使用了不同的随机参数。几何变换必须同时作用于图像、其它模态和标签。",
+    },
+    "label.last_class_missing": {
+        "en": "The loader reduces zero labels (reduce_zero_label=True or gt - 1: 0 becomes ignore, every "
+              "other id k becomes k - 1), yet the last class id never appears in the labels: the annotations "
+              "are probably already 0-based (0..C-1, 255 for unlabeled). Class 0 is then trained as ignore and "
+              "every class name is off by one. Set reduce_zero_label=False (or drop the gt - 1) for these "
+              "annotations.",
+        "zh": "数据加载时做了 reduce_zero_label（reduce_zero_label=True 或 gt - 1：0 变为 ignore，其余类别 id k 变为 k - 1），"
+              "但标签中从未出现最后一个类别 id：标注很可能本来就是从 0 开始的（0..C-1，未标注为 255）。这样类别 0 被当作 ignore，"
+              "所有类别名都错位一个。对这类标注请设置 reduce_zero_label=False（或去掉 gt - 1）。",
     },
     "label.class_imbalance": {
         "en": "One class covers almost all labelled pixels; a model can score well on loss by predicting it "
@@ -352,6 +363,8 @@ DETAIL: dict[str, dict[str, str]] = {
                                    "zh": "本次：{loss_fn} 的 ignore_index={loss_ignore_index}，却收到了 {target_values}；请使用 {suggest}。"},
     "label.ignore_mismatch": {"en": "Here: the labels use {data_value}, the config says {configured}.",
                               "zh": "本次：标签使用 {data_value}，配置为 {configured}。"},
+    "label.last_class_missing": {"en": "Here: class {class} ({class_name}) never appears in {batches} training batches; {ignored:.1%} of the label pixels are ignore.",
+                                 "zh": "本次：类别 {class}（{class_name}）在 {batches} 个训练批次中从未出现；{ignored:.1%} 的标签像素为 ignore。"},
     "label.out_of_range": {"en": "Here: values {values} outside {valid_range}.",
                            "zh": "本次：取值 {values} 超出 {valid_range}。"},
     "config.num_classes_mismatch": {"en": "Here: the model outputs {out_channels} channels, the config says {num_classes}.",

@@ -37,6 +37,7 @@ SEVERITY: dict[str, str] = {
     "label.interpolated": "error",
     "label.misaligned": "warning",
     "label.class_imbalance": "warning",
+    "label.last_class_missing": "warning",
     "config.num_classes_mismatch": "error",
     "loss.nonfinite": "error",
     "loss.ignore_index_mismatch": "error",

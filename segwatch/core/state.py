@@ -157,6 +157,8 @@ class RunState:
         # and every distinct one seen (bounded)
         self.lossfn: dict | None = None
         self.lossfns: list[dict] = []
+        # the framework's reduce_zero_label (mmseg dataset, a ``dataset_facts`` probe note)
+        self.framework_reduce_zero_label: bool | None = None
 
         # series (rank 0)
         h = self.history
@@ -790,6 +792,8 @@ class RunState:
         name = str(ev.get("name"))
         if name == "class_names":
             self._framework_class_names(ev.get("class_names"), ev.get("source"))
+        if name == "dataset_facts" and isinstance(ev.get("reduce_zero_label"), bool):
+            self.framework_reduce_zero_label = ev["reduce_zero_label"]
         if ev.get("status") == "disabled" and name not in self.probes_disabled:
             self.probes_disabled.append(name)
         self.probe_notes.append({k: ev.get(k) for k in ("name", "status", "error", "message", "rank")})

@@ -112,6 +112,8 @@ PHRASES_ZH: list[tuple[str, str]] = [
     ("in-between values on class borders across batches", "多个批次的类别边界上有中间值"),
     ("in-between values on class borders in this batch", "本批次的类别边界上有中间值"),
     ("non-integer label values", "标签值不是整数"),
+    ("reduce_zero_label on labels that are already 0-based", "对本来就从 0 开始的标签做了 reduce_zero_label"),
+    ("framework", "框架"), ("config", "配置"),
     ("parameters with gradients are in no optimizer group", "有梯度的参数不在任何优化器参数组中"),
     ("parameters with gradients never change across optimizer steps", "有梯度的参数在优化器步骤之间从不变化"),
     ("backward() runs but none of the tracked parameters gets a gradient: the optimizer holds other "

@@ -72,6 +72,9 @@ model.output_is_probability    training preds: value_range in [0, 1] and channel
                                on 3 consecutive samples
 label.single_value             the last 4 sampled training batches hold <= 2 label values
                                together while validation labels hold >= max(4, 2n + 2) classes
+label.last_class_missing       reduce_zero_label (config or mmseg dataset) and class C-1 absent from the
+                               training and validation labels after >= 20 batches, >= 90 % of the
+                               others present: 0-based labels shifted once more (labelshift.py)
 data.nonfinite                 any input with nonfinite > 0
 data.not_normalized            a float, non-label input with |min|/|max| > 20 or |mean| > 10
 resource.* / perf.data_bound  see resources.py (CUDA memory growth, CUDA OOM in the output,
@@ -91,6 +94,7 @@ from .metric import (MetricCmEmpty, MetricEvalAborted, MetricMiouRegressed, Metr
                      MetricScriptDisagrees, MetricSingleClassSignature)
 from .optim import OptimGradsAccumulate, OptimLrSchedule
 from .lossfn import LossIgnoreIndexMismatch
+from .labelshift import LabelLastClassMissing
 from .outputs import ModelOutputIsProbability
 from .preds import PredCollapse, PredLowDiversity
 from .resources import PerfDataBound, ResourceCudaOom, ResourceMemoryGrowing
@@ -113,6 +117,7 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     LabelMisaligned,
     LabelClassImbalance,
     LabelSingleValue,
+    LabelLastClassMissing,
     LossIgnoreIndexMismatch,
     LossNonfinite,
     LossPlateau,
