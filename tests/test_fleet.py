@@ -261,3 +261,20 @@ def test_live_merger_waits_for_a_quiet_node_then_goes_on_without_it():
     assert [(e["node"], e["t"]) for e in m.drain()] == [(0, 1.0), (1, 1.5)]
     m.hold_s = 0.0                                 # node 1 stays quiet past the hold: go on
     assert [e["t"] for e in m.drain()] == [2.0, 3.0] and m.released_early == 2
+
+
+def test_replayed_fleet_reads_recorded_nodes_through_the_runs_layer(tmp_path):
+    """In process (the fast set): ReplayedFleet of two recorded nodes, and the report's text."""
+    from segwatch.fleet.cli import fleet_text
+    from segwatch.fleet.sources import ReplayedFleet
+
+    dirs = write_node_runs(tmp_path, nan_rank=3)
+    rep = ReplayedFleet([{"target": str(d), "name": d.name} for d in reversed(dirs)])
+    assert [n["node_rank"] for n in rep.nodes] == [0, 1]          # ordered by meta.json's node rank
+    assert rep.events == len(node_events(0)) + len(node_events(1)) and rep.invalid == 0
+    assert rep.status == "finished"
+    assert rep.state.findings["loss.nonfinite"].evidence["node"] == 1
+    out = rep.report()
+    assert out["run_dir"] == f"{dirs[0]} {dirs[1]}" and out["exit_code"] == 0
+    text = fleet_text(out)
+    assert "node 1 node1: finished (exit 0), ranks [2, 3]" in text
