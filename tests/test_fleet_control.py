@@ -207,6 +207,30 @@ def test_no_agreement_without_a_process_group(tmp_path, monkeypatch):
     assert Shim(emitter=MemoryEmitter())._pause_next > 1 << 60
 
 
+def test_ranks_paused_by_another_node_are_not_silent():
+    """Node 0's supervisor was not asked to pause (node 1 was): its ranks' "still paused" notes
+    every 30 s keep dist.rank_silent quiet; without them, all_silent fires as for a hang."""
+    from segwatch.core.state import RunState
+
+    def run(heartbeat: bool) -> RunState:
+        st = RunState()
+        t = 1000.0
+        for s in range(1, 6):
+            for r in (0, 1):
+                st.ingest({"v": 1, "type": "step", "t": t + s, "rank": r, "world_size": 4, "step": s, "loss": 1.0})
+        for k in range(1, 40):
+            tk = t + 10 * k
+            if heartbeat and k % 3 == 0:
+                for r in (0, 1):
+                    st.ingest({"v": 1, "type": "probe", "t": tk, "rank": r, "world_size": 4, "name": "pause",
+                               "status": "note", "step": 5, "message": f"rank {r} still paused ({10 * k} s)"})
+            st.ingest({"v": 1, "type": "proc", "t": tk, "cpu": 0.0, "rss": 1, "procs": 3})
+        return st
+
+    assert run(False).findings["dist.rank_silent"].evidence["all_silent"] is True
+    assert "dist.rank_silent" not in run(True).findings
+
+
 # --------------------------------------------------------------------------- 2 nodes x 2 ranks (slow)
 def _env() -> dict:
     root = str(HERE.parent)

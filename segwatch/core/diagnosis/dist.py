@@ -134,7 +134,8 @@ class DistSameBatches(Rule):
 
 class DistRankSilent(Rule):
     id = "dist.rank_silent"
-    events = ("step", "batch", "preds", "eval", "bye", "overhead", "proc")
+    # "probe": a rank paused by another node says "still paused" every 30 s (shim/pause.py)
+    events = ("step", "batch", "preds", "eval", "bye", "overhead", "proc", "probe")
     all_ranks = True
 
     def __init__(self) -> None:
