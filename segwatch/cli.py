@@ -10,6 +10,7 @@
     segwatch init --preset NAME [--out CFG]             a commented config for a common dataset
     segwatch check --config CFG                         validate and print a config
     segwatch ctl RUN_DIR pause|resume|kill|ping         control a live run (also: pause/resume/kill RUN_DIR)
+    segwatch ctl TARGET TARGET... | --fleet FILE CMD    the same on every node of a multi-node run
     segwatch relay RUN_DIR                              JSON-lines bridge used by attach over SSH
 
 Exit status of ``run``: the script's (128+N when it died of signal N); 2 for segwatch's own
