@@ -25,9 +25,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import importlib.util
+
 import pytest
 
-pytest.importorskip("mmseg", reason="mmsegmentation not installed (pip install -e '.[test]')")
+# find_spec, not an import: collecting this file (`-m "not slow"` too) does not pay mmseg's import
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmseg") is None,
+                                reason="mmsegmentation not installed (pip install -e '.[test]')")
 
 from _common import ROOT, run_cli  # noqa: E402
 
