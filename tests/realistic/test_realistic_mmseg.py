@@ -74,11 +74,12 @@ def test_healthy_mmseg_project_is_quiet_and_names_its_classes(tmp_path, monkeypa
     assert run.report["num_classes"] == len(CLASSES)
     evals = [e for e in run.events if e.get("type") == "eval" and not e.get("aborted")]
     assert [e["step"] for e in evals] == [20, 40], evals
-    # reduce_zero_label=True: the labels reaching the loss hold 0..5 and 255 (the old 0)
+    # reduce_zero_label=True: the labels reaching the loss hold 0..5 and 255 (the old 0),
+    # which segwatch, told nothing, infers as the ignore value
     labels = [e["labels"] for e in run.events if e.get("type") == "batch" and e.get("phase") == "train"
               and e.get("labels")]
-    assert labels and all(lab["oor_total"] == 0 for lab in labels), labels[:1]
-    assert sum(lab["ignore"] for lab in labels) > 0, labels[:1]
+    assert labels and all(lab["min"] == 0 and set(lab["oor"]) <= {"255"} for lab in labels), labels[:1]
+    assert run.report["inferred_ignore"] == 255, run.report["inferred_ignore"]
     # IoUMetric's mIoU, read by the adapter, agrees with segwatch's own matrix
     script = [e for e in run.events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
     assert [e["step"] for e in script] == [20, 40], script
