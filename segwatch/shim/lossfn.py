@@ -137,7 +137,13 @@ class LossWatch:
             if self.fault:
                 self._inject("lossfn")
             if not torch.is_grad_enabled():
-                return      # an evaluation loss: not the training's configuration
+                # an evaluation loss: not the training's configuration, unless its target will
+                # make it raise (Lightning's sanity check runs validation_step's loss first)
+                desc = self._lf_describe(module, fname, args, kwargs)
+                if desc.get("target_oor"):
+                    calls = [{k: v for k, v in desc.items() if k != "sig"}]
+                    self._emit("lossfn", step=self.step, calls=calls, calls_per_step=None, output=None)
+                return
             step = self.step
             if step != self._lf_cur_step:
                 if self._lf_group:
