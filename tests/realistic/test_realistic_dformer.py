@@ -1,6 +1,7 @@
 """A DFormer-style RGB-D training (tests/realistic/dformer_style/) through the real CLI:
 healthy, it is quiet; with the ``gt - 1`` label shift forgotten, segwatch names the labels
-out of range before CrossEntropy crashes on them; neither report contradicts its own
+out of range before CrossEntropy crashes on them; with ``num_classes`` left at 13 in the
+config of a 10-class dataset it names the head's 13 channels; no report contradicts its own
 confusion matrices.  See dformer_style/train.py for the shape it copies."""
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def _healthy_checks(run):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("fault", ["none", "no_gt_shift"])
+@pytest.mark.parametrize("fault", ["none", "no_gt_shift", "num_classes_13"])
 def test_dformer_style(fault, tmp_path):
     run = run_cli(SCRIPT, tmp_path, ["--fault", fault], config=CONFIG)
     assert run.report is not None, run.describe()
@@ -57,6 +58,13 @@ def test_dformer_style(fault, tmp_path):
         _healthy_checks(run)
         return
     found = {f["id"]: f for f in run.report["findings"]}
+    if fault == "num_classes_13":
+        f = found.get("config.num_classes_mismatch")
+        assert f is not None, f"missed: {run.describe()}"
+        assert f["first_step"] == 0 and f["evidence"]["site"] == "decode_head", f
+        assert (f["evidence"]["out_channels"], f["evidence"]["num_classes"]) == (13, 10), f
+        assert "label.out_of_range" not in found  # the labels themselves are right
+        return
     f = found.get("label.out_of_range")
     assert f is not None, f"missed: {run.describe()}"
     assert f["severity"] == "error" and f["first_step"] == 0

@@ -110,7 +110,8 @@ class ValPre:
 
 
 def get_train_loader(engine, dataset_cls, config, gt_transform=True):
-    setting = {"gt_transform": gt_transform, "num_classes": config.num_classes,
+    # the label files hold the dataset's classes, whatever the config says
+    setting = {"gt_transform": gt_transform, "num_classes": len(config.class_names),
                "size": (config.image_height + 8, config.image_width + 8), "num_files": config.num_train_imgs}
     train_dataset = dataset_cls(setting, "train", TrainPre((config.image_height, config.image_width), config.seed),
                                 config.batch_size * config.niters_per_epoch)
@@ -125,7 +126,8 @@ def get_train_loader(engine, dataset_cls, config, gt_transform=True):
 
 
 def get_val_loader(engine, dataset_cls, config, gt_transform=True):
-    setting = {"gt_transform": gt_transform, "num_classes": config.num_classes,
+    # the label files hold the dataset's classes, whatever the config says
+    setting = {"gt_transform": gt_transform, "num_classes": len(config.class_names),
                "size": (config.eval_height, config.eval_width), "num_files": config.num_eval_imgs}
     val_dataset = dataset_cls(setting, "val", ValPre(config.eval_stride, config.background))
     return data.DataLoader(val_dataset, batch_size=1, num_workers=0, shuffle=False), None

@@ -12,6 +12,11 @@ scaled down to run on a CPU in seconds.  It knows nothing about segwatch.
 ``--fault no_gt_shift``: the dataset forgets the ``gt - 1`` shift, so labels run 0..C for a
 C-class head (unlabeled becomes wall, class C is out of range and CE crashes on it):
 segwatch must raise label.out_of_range.
+
+``--fault num_classes_13``: the config's ``num_classes`` is left at 13 from another dataset
+(as a 40-class NYUv2 config used for 37-class SUNRGBD): the head and the Metrics are built
+for 13 classes, three of them phantoms; training runs.  segwatch, told the dataset has 10
+classes, must raise config.num_classes_mismatch.
 """
 import argparse
 import logging
@@ -33,7 +38,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(mess
 logger = logging.getLogger("dformer")
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--fault", default="none", choices=["none", "no_gt_shift"])
+parser.add_argument("--fault", default="none", choices=["none", "no_gt_shift", "num_classes_13"])
 parser.add_argument("--epochs", type=int, default=config.nepochs)
 
 
@@ -61,6 +66,8 @@ def set_seed(seed):
 with Engine(custom_parser=parser) as engine:
     args = parser.parse_args()
     set_seed(config.seed + engine.local_rank)
+    if args.fault == "num_classes_13":
+        config.num_classes = 13  # left over from another dataset's config
     device = torch.device("cpu")
     gt_transform = args.fault != "no_gt_shift"
     train_loader, train_sampler = get_train_loader(engine, RGBXDataset, config, gt_transform)
