@@ -108,7 +108,10 @@ def test_attach_over_real_ssh_history_live_and_control(sshd, tmp_path, monkeypat
     port, opts, user = sshd
     monkeypatch.setenv("SEGWATCH_SSH_OPTS", opts)
     monkeypatch.setenv("SEGWATCH_REMOTE", f"{sys.executable} -m segwatch")
-    sup, th, run = _start(tmp_path, "slow", "4")
+    # the run lives until the test says so: on a loaded machine a fixed duration could end it
+    # before the pause is sent
+    done = tmp_path / "done"
+    sup, th, run = _start(tmp_path, "until", str(done))
     client = None
     try:
         wait_for(lambda: sum(e["type"] == "step" for e in read_events(run)) >= 5)
@@ -125,9 +128,11 @@ def test_attach_over_real_ssh_history_live_and_control(sshd, tmp_path, monkeypat
         wait_for(lambda: child.status() == psutil.STATUS_STOPPED, timeout=5)
         assert client.control("resume", timeout=20)["ok"]
         wait_for(lambda: child.status() != psutil.STATUS_STOPPED, timeout=5)
+        done.touch()
         got.extend(client.events(follow=True))        # ... then live, to the end
         assert client.error() is None
     finally:
+        done.touch()
         if client is not None:
             client.close()
         th.join(timeout=30)

@@ -11,6 +11,8 @@ Modes (first argument):
     flood N        N step events at once, then 20 more over 2 s
     nan            steps every 20 ms; the loss is NaN from step 20
     slow S         prints a step every 50 ms for S seconds
+    until FILE     prints a step every 50 ms until FILE exists (at most 120 s), then exits 0:
+                   for tests that must act while the run is alive, however loaded the machine
 """
 from __future__ import annotations
 
@@ -97,6 +99,13 @@ elif mode == "flood":
 elif mode == "slow":
     t0 = time.time(); i = 0
     while time.time() - t0 < float(arg):
+        i += 1
+        send("step", step=i, loss=1.0)
+        print(f"step {i}", flush=True)
+        time.sleep(0.05)
+elif mode == "until":
+    t0 = time.time(); i = 0
+    while not os.path.exists(arg) and time.time() - t0 < 120:
         i += 1
         send("step", step=i, loss=1.0)
         print(f"step {i}", flush=True)
