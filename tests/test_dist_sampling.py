@@ -46,10 +46,10 @@ def _grad_steps(events: list[dict], rank: int) -> set[int]:
 @pytest.mark.timeout(420)
 def test_divergence_after_the_dense_start_is_found_at_default_sampling(tmp_path):
     report, events = _run(tmp_path, "diverge", "--steps", "300", "--diverge-at", "200")
-    # default sampling: after the dense start not every step carries gradients ...
+    # default sampling (no --debug): each rank's periods follow its own costs and the machine's
+    # load (anything from every step to every 32nd), so how many steps carry gradients is not
+    # asserted; what matters is that both ranks sampled common steps after the divergence began
     late0, late1 = ({s for s in _grad_steps(events, r) if s > 20} for r in (0, 1))
-    assert late0 and len(late0) < 100
-    # ... but both ranks sampled the same steps after the divergence began
     common = {s for s in late0 & late1 if s >= 200}
     assert len(common) >= 3, (sorted(late0), sorted(late1))
     found = [f for f in report["findings"] if f["id"] == "dist.rank_divergence"]
