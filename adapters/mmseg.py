@@ -1,16 +1,15 @@
 """mmengine / mmsegmentation: ``SegwatchHook``.
 
-What the shim already sees in an mmengine run: the DataLoader batches (but mmengine batches
-are ``{"inputs": [...], "data_samples": [...]}``, so the labels inside the data samples are
-not visible to it), ``backward`` (``OptimWrapper.update_params``) and the optimizer.  The hook:
+What the shim already sees in an mmengine run: the DataLoader batches (mmengine batches are
+``{"inputs": [...], "data_samples": [...]}``; the shim reads the labels inside the data samples), ``backward`` (``OptimWrapper.update_params``) and the optimizer.  The hook:
 
 * ``before_train``: names the model (``segwatch.watch(runner.model)``, unwrapping DDP), since
   the shim cannot match mmengine's list-of-images batches with the model's stacked input;
   reports the class names of the dataset's ``metainfo``;
-* ``attach`` (under ``adapter: auto``) also wraps the loaders' ``collate_fn`` so that each
-  batch dict carries ``gt_sem_seg``: the data samples' labels stacked [B, H, W] (see
-  ``labels_for_shim``), which the shim's batch probe reads, and makes the model's data
-  preprocessor drop that key before the model sees the batch;
+* the labels inside the data samples need nothing from the hook: the shim's batch probe reads
+  ``data_samples[i].gt_sem_seg.data`` itself (``segwatch.shim.stats.classify_batch``);
+* ``before_train`` also tells whether the training dataset reduces zero labels (a
+  ``dataset_facts`` note: ``label.last_class_missing``);
 * ``after_val_iter``: pairs each output data sample's prediction with its ground truth, the
   mmseg way: ``pred_sem_seg.data`` (or ``seg_logits.data``) with ``gt_sem_seg.data`` (both at
   the original image size), and feeds ``segwatch.log_eval``;
@@ -29,11 +28,10 @@ the hook reads mmengine data elements and dicts.
 """
 from __future__ import annotations
 
-import types
 
 from . import _base as B
 
-__all__ = ["SegwatchHook", "attach", "pairs_from_outputs", "labels_for_shim", "stacked_labels"]
+__all__ = ["SegwatchHook", "attach", "pairs_from_outputs", "stacked_labels"]
 
 
 def _dataset_classes(runner):
@@ -93,9 +91,6 @@ def _field(sample, name):
         return None
 
 
-LABEL_KEY = "gt_sem_seg"
-
-
 def stacked_labels(data_samples):
     """The ``gt_sem_seg.data`` [1, H, W] of each data sample stacked as [B, H, W], or None
     (no labels, or samples of different sizes: mmseg crops in training, not always in val)."""
@@ -112,93 +107,6 @@ def stacked_labels(data_samples):
     if any(lab.dim() != 2 or lab.shape != labs[0].shape for lab in labs):
         return None
     return torch.stack(labs)
-
-
-def labels_for_shim(batch):
-    """Add ``gt_sem_seg`` (stacked labels) to an mmengine batch dict, in place, and return it.
-
-    Why: mmseg batches are ``{"inputs": [uint8 [3, H, W], ...], "data_samples": [...]}``; the
-    shim finds no label map in them (the labels sit inside ``SegDataSample`` objects) and
-    would take a per-image uint8 tensor for one.  The model's data preprocessor drops the key
-    again (``_strip_label_key``), so the training sees the batch it would have seen."""
-    try:
-        if isinstance(batch, dict) and LABEL_KEY not in batch:
-            lab = stacked_labels(batch.get("data_samples"))
-            if lab is not None:
-                batch[LABEL_KEY] = lab
-    except Exception:
-        pass
-    return batch
-
-
-class _LabelledCollate:
-    """collate_fn wrapper (picklable for worker processes): the original, then labels_for_shim."""
-
-    def __init__(self, collate_fn) -> None:
-        self.collate_fn = collate_fn
-
-    def __call__(self, samples):
-        return labels_for_shim(self.collate_fn(samples))
-
-
-def _wrap_collate(loader) -> bool:
-    fn = getattr(loader, "collate_fn", None)
-    if fn is None or isinstance(fn, _LabelledCollate):
-        return False
-    loader.collate_fn = _LabelledCollate(fn)
-    return True
-
-
-def _strip_label_key(data_preprocessor) -> bool:
-    """Make the data preprocessor drop ``gt_sem_seg`` from the batch before it reads it.
-
-    Why: mmengine's ``BaseDataPreprocessor`` / ``ImgDataPreprocessor`` return the whole batch
-    dict and the model is called with ``**data``: an extra key would reach ``forward``.  A
-    shallow copy without the key is passed on; the batch the shim holds keeps it."""
-    if data_preprocessor is None or not callable(getattr(type(data_preprocessor), "forward", None)):
-        return False
-    if getattr(data_preprocessor.forward, "_segwatch_strips", False):
-        return True
-    # a method bound to the preprocessor (not a closure over it): a deepcopy of the model
-    # (EMA hooks) rebinds it to the copy
-    data_preprocessor.forward = types.MethodType(_forward_without_label_key, data_preprocessor)
-    return True
-
-
-def _forward_without_label_key(self, data, *args, **kwargs):
-    if isinstance(data, dict) and LABEL_KEY in data:
-        data = {k: v for k, v in data.items() if k != LABEL_KEY}
-    return type(self).forward(self, data, *args, **kwargs)
-
-
-_forward_without_label_key._segwatch_strips = True
-
-
-def _wrap_build_dataloader(runner) -> None:
-    """Make the runner's loaders (built lazily in ``train()``) label their batches for the shim.
-
-    ``runner.build_dataloader`` is looked up on the instance by ``build_train_loop`` /
-    ``build_val_loop``; the loop creates its iterator right away, so the collate_fn must be
-    wrapped before then (``before_train`` is too late).  Only when the model's data
-    preprocessor can be made to drop the extra key again (``_strip_label_key``)."""
-    orig = getattr(runner, "build_dataloader", None)
-    if orig is None or getattr(orig, "_segwatch_wrapped", False):
-        return
-    model = getattr(runner, "model", None)
-    model = getattr(model, "module", model)
-    if not _strip_label_key(getattr(model, "data_preprocessor", None)):
-        return
-
-    def build_dataloader(*args, **kwargs):
-        loader = orig(*args, **kwargs)
-        try:
-            _wrap_collate(loader)
-        except Exception as exc:
-            B._fail(B.shim(), "adapter:mmseg.collate", exc)
-        return loader
-
-    build_dataloader._segwatch_wrapped = True
-    runner.build_dataloader = build_dataloader
 
 
 def pairs_from_outputs(outputs, data_batch=None):
@@ -335,7 +243,6 @@ def attach(runner) -> None:
     hooks = getattr(runner, "hooks", None) or getattr(runner, "_hooks", [])
     if not any(type(h).__name__ == "SegwatchHook" for h in hooks):
         runner.register_hook(_hook_class()())
-    _wrap_build_dataloader(runner)
 
 
 def __getattr__(name: str):

@@ -52,35 +52,6 @@ def test_pairs_from_mmseg_style_outputs():
     assert pairs[0][0].sum() == 16 and pairs[1][0].shape == (3, 4, 4)
 
 
-def test_labels_for_shim_and_the_preprocessor_that_drops_them():
-    torch = pytest.importorskip("torch")
-    from mmengine.model import ImgDataPreprocessor
-    from mmengine.structures import BaseDataElement, PixelData
-
-    from segwatch.adapters import mmseg as sw
-
-    samples = []
-    for v in (1, 2):
-        d = BaseDataElement()
-        d.gt_sem_seg = PixelData(data=torch.full((1, 4, 5), v, dtype=torch.uint8))
-        samples.append(d)
-    batch = sw.labels_for_shim({"inputs": [torch.zeros(3, 4, 5, dtype=torch.uint8)] * 2, "data_samples": samples})
-    assert batch["gt_sem_seg"].shape == (2, 4, 5) and batch["gt_sem_seg"][1].unique().tolist() == [2]
-    # samples of different sizes: nothing added
-    odd = BaseDataElement()
-    odd.gt_sem_seg = PixelData(data=torch.zeros(1, 3, 3, dtype=torch.uint8))
-    assert "gt_sem_seg" not in sw.labels_for_shim({"inputs": [], "data_samples": [samples[0], odd]})
-    # mmengine's ImgDataPreprocessor returns the whole dict: the key must not reach forward(**data)
-    dp = ImgDataPreprocessor()
-    assert sw._strip_label_key(dp)
-    out = dp({"inputs": [torch.zeros(3, 4, 5)], "data_samples": samples[:1], "gt_sem_seg": torch.zeros(1, 4, 5)})
-    assert set(out) == {"inputs", "data_samples"}
-    import copy
-    twin = copy.deepcopy(dp)     # EMA-style copies keep the stripping, bound to the copy
-    assert twin.forward.__self__ is twin
-    assert set(twin({"inputs": [torch.zeros(3, 4, 5)], "gt_sem_seg": torch.zeros(1, 4, 5)})) == {"inputs", "data_samples"}
-
-
 def _check(rep, events):
     assert rep["exit_code"] == 0
     assert errors(rep) == [], describe(rep)
@@ -184,7 +155,7 @@ def _check_mmseg_healthy(rep, events):
     # the labels inside mmseg's data samples reach the batch probe (not the uint8 images)
     train_labels = [e["labels"] for e in events if e.get("type") == "batch" and e.get("phase") == "train"
                     and e.get("labels")]
-    assert train_labels and {lab["key"] for lab in train_labels} == {"gt_sem_seg"}, train_labels[:1]
+    assert train_labels and {lab["key"] for lab in train_labels} == {"data_samples.gt_sem_seg"}, train_labels[:1]
     assert all(lab["oor_total"] == 0 and lab["ignore"] > 0 for lab in train_labels)
     # IoUMetric at iterations 20, 40, 60: segwatch's matrix from seg_logits/pred_sem_seg + gt_sem_seg
     evals = [e for e in events if e.get("type") == "eval"]
