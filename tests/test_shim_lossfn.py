@@ -142,3 +142,25 @@ def test_a_loss_watch_error_disables_the_probe_and_training_goes_on():
     probes = [e for e in em.items if e["type"] == "probe" and e.get("name") == "lossfn"]
     assert probes and probes[0]["status"] == "disabled"
     assert not _lossfn_events(em)
+
+
+def test_compiled_loss_passes_straight_through_without_recompiling():
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.testing import CompileCounter
+
+    em = MemoryEmitter()
+    shim = S.install(emitter=em, hello=False)
+    shim._stop_discovery()
+    cnt = CompileCounter()
+    crit = nn.CrossEntropyLoss()
+
+    @torch.compile(backend=cnt)
+    def loss_fn(x, y):
+        return crit(x, y) + F.cross_entropy(x, y)
+
+    x, y = torch.randn(2, C, 4, 4), torch.randint(0, C, (2, 4, 4))
+    for s in range(6):
+        shim.step = s          # the counter the eager wrappers read
+        ref = nn.functional.cross_entropy(x, y).item() * 2
+        assert loss_fn(x, y).item() == pytest.approx(ref, rel=1e-5)
+    assert cnt.frame_count == 1

@@ -41,6 +41,9 @@ _FUNCTIONAL_DEFAULTS = {
     "cross_entropy": {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0},
     "nll_loss": {"ignore_index": -100, "reduction": "mean"},
 }
+# inside torch.compile's tracing the wrappers pass straight through: reading the shim's step
+# counter there would become a guard and recompile the graph on every step
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 # plain configuration attributes read from a loss module (ints, floats, strings, bools)
 _ATTRS = ("ignore_index", "label_smoothing", "reduction", "alpha", "gamma", "smooth", "eps")
 
@@ -100,6 +103,8 @@ class LossWatch:
         orig_call = lossmod._Loss.__call__
 
         def loss_call(module, *args, **kwargs):
+            if _compiling():
+                return orig_call(module, *args, **kwargs)
             if shim._lf_depth == 0 and shim.step >= shim._lf_next and shim.installed and shim._on("lossfn"):
                 shim._lf_observe(module, None, args, kwargs)
             shim._lf_depth += 1
@@ -117,6 +122,8 @@ class LossWatch:
         shim = self
 
         def functional(*args, **kwargs):
+            if _compiling():
+                return orig(*args, **kwargs)
             if shim._lf_depth == 0 and shim.step >= shim._lf_next and shim.installed and shim._on("lossfn"):
                 shim._lf_observe(None, name, args, kwargs)
             shim._lf_depth += 1
