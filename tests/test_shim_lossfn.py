@@ -164,3 +164,22 @@ def test_compiled_loss_passes_straight_through_without_recompiling():
         ref = nn.functional.cross_entropy(x, y).item() * 2
         assert loss_fn(x, y).item() == pytest.approx(ref, rel=1e-5)
     assert cnt.frame_count == 1
+
+
+def test_many_loss_calls_without_backward_are_observed_a_bounded_number_of_times():
+    from segwatch.shim.lossfn import MAX_CALLS
+
+    em = MemoryEmitter()
+    shim = S.install(emitter=em, hello=False)
+    seen = []
+    orig = shim._lf_describe
+    shim._lf_describe = lambda *a, **k: (seen.append(1), orig(*a, **k))[1]
+    crit = nn.CrossEntropyLoss()
+    x, y = torch.randn(2, C, 4, 4, requires_grad=True), torch.randint(0, C, (2, 4, 4))
+    for _ in range(200):            # e.g. a loss evaluated over a dataset before training
+        crit(x, y)
+    assert len(seen) == MAX_CALLS
+    crit(x, y).backward()           # a training step: observed again
+    crit(x, y)
+    assert len(seen) == MAX_CALLS + 1
+    S.uninstall()

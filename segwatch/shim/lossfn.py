@@ -27,6 +27,8 @@ from .common import _AllowSync
 STABLE = 3
 #: observe one training step in this many once the configuration is stable
 PERIOD = 100
+#: loss calls observed per step at most (a loop of loss calls without backward stays cheap)
+MAX_CALLS = 16
 #: the full class-weight vector is sent up to this many classes
 WEIGHT_VALUES_MAX = 256
 #: target values outside 0..C-1 named per call
@@ -169,6 +171,8 @@ class LossWatch:
                 self._lf_emit(calls_per_step=None)
             if self._lf_output is None and self._lf_out_handle is None:
                 self._lf_watch_output()
+            if len(self._lf_group) >= MAX_CALLS:
+                self._lf_next = step + 1       # enough of this step: wait for the next one
         except Exception as exc:
             self._fail("lossfn", exc)
         finally:
