@@ -10,6 +10,7 @@ those tests are slow by nature.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,11 @@ SCRIPTS = {"segwatch.demo.train"}
 # imported only inside a function of a module the fast set reaches, and called by a fast test:
 # module -> (the module whose function imports it, the fast test file that calls that function)
 LAZY = {"segwatch.core.report": ("segwatch.core.state", "test_report")}
+
+
+@functools.lru_cache(maxsize=None)
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
 
 
 def module_files() -> dict[str, Path]:
@@ -84,7 +90,7 @@ def fast_test_imports() -> dict[str, set[str]]:
     """Test file stem -> names it imports on behalf of fast tests (empty when all are slow)."""
     out: dict[str, set[str]] = {}
     for f in sorted(TESTS.rglob("test_*.py")):
-        tree = ast.parse(f.read_text(), str(f))
+        tree = parse(f)
         file_slow = any(isinstance(s, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in s.targets)
                         and _is_slow_mark(s.value) for s in tree.body)
         tests, helpers = [], []
@@ -108,7 +114,7 @@ def covered_modules() -> set[str]:
     module_level_imports = {}
     for name, f in files.items():
         package = name if f.name == "__init__.py" else name.rpartition(".")[0]
-        module_level_imports[name] = _imported_names(_module_level(ast.parse(f.read_text(), str(f))), package)
+        module_level_imports[name] = _imported_names(_module_level(parse(f)), package)
     # a fast file that imports another test file (``from test_state import ...``) runs its module level
     todo = set().union(*per_test.values())
     seen: set[str] = set()
@@ -118,7 +124,7 @@ def covered_modules() -> set[str]:
             continue
         seen.add(name)
         if name.startswith("test_") and (TESTS / f"{name}.py").exists():
-            tree = ast.parse((TESTS / f"{name}.py").read_text())
+            tree = parse(TESTS / f"{name}.py")
             todo |= _imported_names(_module_level(tree))
         todo |= module_level_imports.get(name, set())
         # importing a.b.c runs a and a.b first
@@ -126,7 +132,7 @@ def covered_modules() -> set[str]:
         todo |= {".".join(parts[:i]) for i in range(1, len(parts))}
     covered = seen & set(files)
     for name, (importer, test_file) in LAZY.items():
-        lazy = _imported_names([ast.parse(files[importer].read_text())], importer.rpartition(".")[0])
+        lazy = _imported_names([parse(files[importer])], importer.rpartition(".")[0])
         if importer in covered and name in lazy and per_test.get(test_file):
             covered.add(name)
     return covered

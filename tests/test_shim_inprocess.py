@@ -332,3 +332,23 @@ def test_evaluation_on_an_ema_copy_is_paired():
     assert ev["matrix"] == ref.tolist()
     assert len(s.emitter.of_type("model")) == 1          # the training root stays hooked
     assert any("EMA" in (p.get("message") or "") for p in s.emitter.of_type("probe"))
+
+
+def test_load_state_dict_with_a_module_prefix_is_reported_and_returned_unchanged():
+    """In-process twin of test_shim.py's CLI test (slow): the state_dict probe in the fast set."""
+    s = install()
+    model = Net()
+    sd = {"module." + k: v for k, v in Net().state_dict().items()}
+    own = list(model.state_dict())
+    result = model.load_state_dict(sd, strict=False)
+    # torch does not count BatchNorm's num_batches_tracked as missing (older checkpoints lack it)
+    assert set(result.missing_keys) == set(own) - {"bn.num_batches_tracked"}
+    assert len(result.unexpected_keys) == len(sd)
+    e = s.emitter.of_type("state_dict")[0]
+    assert e["module"] == "Net" and e["loaded"] == 0 and e["strict"] is False and e["error"] is None
+    assert e["missing"] == len(result.missing_keys) and e["total"] == len(own) and e["unexpected"] == len(sd)
+    assert e["examples_missing"][0] == "conv.weight" and e["examples_unexpected"][0] == "module.conv.weight"
+    with pytest.raises(RuntimeError):
+        model.load_state_dict(sd)              # strict: torch raises; the probe reports, then re-raises
+    e = s.emitter.of_type("state_dict")[1]
+    assert e["strict"] is True and e["loaded"] == 0 and e["error"]

@@ -125,7 +125,6 @@ async def test_help_screen_opens_and_closes():
         assert not isinstance(app.screen, HelpScreen)
 
 
-@pytest.mark.slow
 async def test_number_keys_switch_tabs_and_render_each_panel():
     app = SegwatchApp(events=recorded(), live=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -160,7 +159,6 @@ async def test_hidden_panels_are_not_redrawn():
         assert app.query_one("#panel-overview", Panel).seen_version == app.version
 
 
-@pytest.mark.slow
 async def test_chinese_advice():
     events = recorded()
     app = SegwatchApp(events=events, lang="zh", live=False)
