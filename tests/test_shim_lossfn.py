@@ -183,3 +183,26 @@ def test_many_loss_calls_without_backward_are_observed_a_bounded_number_of_times
     crit(x, y)
     assert len(seen) == MAX_CALLS + 1
     S.uninstall()
+
+
+def test_evaluation_loss_calls_are_looked_at_only_at_the_start_of_a_step():
+    from segwatch.shim.lossfn import EVAL_CALLS
+
+    em = MemoryEmitter()
+    shim = S.install(emitter=em, hello=False)
+    seen = []
+    orig = shim._lf_describe
+    shim._lf_describe = lambda *a, **k: (seen.append(1), orig(*a, **k))[1]
+    crit = nn.CrossEntropyLoss(ignore_index=255)
+    x, y = torch.randn(2, C, 4, 4), torch.randint(0, C, (2, 4, 4))
+    with torch.no_grad():
+        for _ in range(100):        # a validation pass computing its loss per batch
+            crit(x, y)
+    assert len(seen) == EVAL_CALLS
+    assert not _lossfn_events(em)   # nothing the loss will reject: no event
+    y[0, 0, 0] = 254                # a target the loss rejects is reported, before the call
+    with torch.no_grad(), pytest.raises((IndexError, RuntimeError)):
+        shim._lf_eval_n = 0
+        crit(x, y)
+    assert _lossfn_events(em)[-1]["calls"][0]["target_oor"] == [254]
+    S.uninstall()

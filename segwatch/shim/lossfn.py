@@ -29,6 +29,8 @@ STABLE = 3
 PERIOD = 100
 #: loss calls observed per step at most (a loop of loss calls without backward stays cheap)
 MAX_CALLS = 16
+#: no-grad (evaluation) loss calls looked at per step, for a target the loss will reject
+EVAL_CALLS = 2
 #: the full class-weight vector is sent up to this many classes
 WEIGHT_VALUES_MAX = 256
 #: target values outside 0..C-1 named per call
@@ -100,6 +102,8 @@ class LossWatch:
         self._lf_out_handle = None
         self._lf_next = 0
         self._lf_depth = 0
+        self._lf_eval_step: int | None = None   # no-grad loss calls described in this step
+        self._lf_eval_n = 0
         shim = self
         from torch.nn.modules import loss as lossmod
         orig_call = lossmod._Loss.__call__
@@ -147,7 +151,13 @@ class LossWatch:
                 self._inject("lossfn")
             if not torch.is_grad_enabled():
                 # an evaluation loss: not the training's configuration, unless its target will
-                # make it raise (Lightning's sanity check runs validation_step's loss first)
+                # make it raise (Lightning's sanity check runs validation_step's loss first).
+                # The first EVAL_CALLS of a step only: a validation pass calls it per batch
+                if self._lf_eval_step != self.step:
+                    self._lf_eval_step, self._lf_eval_n = self.step, 0
+                self._lf_eval_n += 1
+                if self._lf_eval_n > EVAL_CALLS:
+                    return
                 desc = self._lf_describe(module, fname, args, kwargs)
                 if desc.get("target_oor"):
                     calls = [{k: v for k, v in desc.items() if k != "sig"}]
