@@ -194,7 +194,11 @@ def test_torchrun_command_and_usage_errors(tmp_path):
     cmd = torchrun_command(DistSpec(nproc=2), "train.py", ["--lr", "1"])
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     assert cmd[cmd.index("--nproc_per_node") + 1] == "2"
-    assert int(cmd[cmd.index("--master_port") + 1]) > 0
+    # one node, no port given: torchrun's store binds port 0 itself (no port picked and released)
+    assert "--standalone" in cmd and "--master_port" not in cmd
+    assert cmd[cmd.index("--local_addr") + 1] == "127.0.0.1"
+    from segwatch.supervisor.dist import free_port
+    assert all(0 < free_port() < 65536 for _ in range(3))
     assert cmd[-5:] == ["-m", "segwatch.shim", "train.py", "--lr", "1"]
     multi = torchrun_command(DistSpec(nproc=4, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29500),
                              "t.py", [])

@@ -18,6 +18,7 @@ No torch here (supervisor layer): torchrun is only named on a command line.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 from dataclasses import dataclass
@@ -69,8 +70,30 @@ class DistSpec:
                    d.get("master_addr"), d.get("master_port"))
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split()[:2])
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (for a single-node rendezvous)."""
+    """A TCP port nobody listens on right now, to give as ``--master-port`` to every node of a
+    multi-node run on one machine. Taken below the kernel's ephemeral range where it can: bind(0)
+    and every outgoing connection draw their ports from that range, so on a busy machine a port
+    from there can be taken between this check and the rendezvous binding it."""
+    lo, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(50) if lo > 20000 + 1000 else ():
+        port = rng.randrange(20000, lo)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -79,12 +102,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 def torchrun_command(spec: DistSpec, script: str, script_args: Sequence[str],
                      python: str | None = None, shim: bool = True) -> list[str]:
     """``python -m torch.distributed.run ... -m segwatch.shim SCRIPT ARGS`` (``shim=False``:
-    ``... SCRIPT ARGS``, for ``--no-shim``)."""
+    ``... SCRIPT ARGS``, for ``--no-shim``).
+
+    One node without ``--master-port``: torchrun's ``--standalone`` rendezvous, whose store
+    binds port 0 itself (the ranks share it). A port picked here, released and bound by
+    torchrun seconds later (python and torch start-up) could be taken meanwhile on a busy
+    machine (EADDRINUSE, the run fails before its first step)."""
     addr = spec.master_addr or "127.0.0.1"
-    port = spec.master_port or free_port()
+    if spec.nnodes == 1 and not spec.master_port:
+        rendezvous = ["--standalone", "--local_addr", addr]
+    else:
+        rendezvous = ["--node_rank", str(spec.node_rank), "--master_addr", addr,
+                      "--master_port", str(spec.master_port or free_port())]
     return [python or sys.executable, "-m", "torch.distributed.run",
-            "--nproc_per_node", str(spec.nproc), "--nnodes", str(spec.nnodes),
-            "--node_rank", str(spec.node_rank), "--master_addr", addr, "--master_port", str(port),
+            "--nproc_per_node", str(spec.nproc), "--nnodes", str(spec.nnodes), *rendezvous,
             *(["-m", "segwatch.shim"] if shim else []), script, *script_args]
 
 
