@@ -22,6 +22,7 @@ PERSIST = 3
 SILENT_S = 120.0
 LOSS_WINDOW = 16
 LOSS_FACTOR = 4.0
+PENDING_MAX = 1024      # sampled steps kept waiting for the other ranks (a bound, not a window)
 
 
 def _expected(state, ws: int) -> int:
@@ -39,6 +40,7 @@ class DistRankDivergence(Rule):
 
     def __init__(self) -> None:
         self._by_step: OrderedDict = OrderedDict()
+        self._latest: dict[int, int] = {}     # each rank's latest step with a gradient norm
         self._hits = 0
         self._losses: dict[int, deque] = {}
 
@@ -53,11 +55,11 @@ class DistRankDivergence(Rule):
         if not finite(gn):
             return None
         step = fint(ev.get("step"))
+        rank = fint(ev.get("rank")) or 0
         d = self._by_step.setdefault(step, {})
-        d[fint(ev.get("rank")) or 0] = gn
-        while len(self._by_step) > 16:
-            self._by_step.popitem(last=False)
+        d[rank] = gn
         n = _expected(state, ws)
+        self._forget_passed(rank, step, n)
         if n < 2 or len(d) < n:
             return None
         del self._by_step[step]
@@ -72,6 +74,19 @@ class DistRankDivergence(Rule):
             "spread": r4((hi - lo) / hi), "tolerance": SPREAD, "steps_diverged": self._hits,
         })
 
+
+    def _forget_passed(self, rank: int, step: int, n: int) -> None:
+        """Ranks sample at their own periods (dense on one rank, every 32nd step on another)
+        and their events arrive with their own delays, so a count of pending steps is no
+        window: a step is forgotten once every rank has reported a later one (each rank's
+        steps arrive in order: one that has passed a step never sends it)."""
+        self._latest[rank] = max(step, self._latest.get(rank, step))
+        if len(self._latest) >= n:
+            low = min(self._latest.values())
+            for passed in [s for s in self._by_step if s < low]:
+                del self._by_step[passed]
+        while len(self._by_step) > PENDING_MAX:
+            self._by_step.popitem(last=False)
 
     def _loss_check(self, state, ev, ws):
         """Losses differ per rank (each sees its own shard), but not by a factor: the median
