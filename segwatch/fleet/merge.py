@@ -16,8 +16,9 @@ import time
 from collections import deque
 from typing import Iterable, Iterator, Sequence
 
-#: a live node that delivers nothing for this long (wall seconds) no longer holds the others
-#: back: its later events are merged as they come (the view must not freeze on a hung node)
+#: a live node that delivers nothing for this long (wall seconds, counted from its last events
+#: or from the first time it was asked and had none, whichever is later) no longer holds the
+#: others back: its later events are merged as they come (the view must not freeze on a hung node)
 HOLD_S = 10.0
 
 
@@ -71,6 +72,10 @@ class StreamMerger:
         self.done: list[bool] = [False] * nodes
         self.hold_s = hold_s
         self._last_seen = [time.monotonic()] * nodes
+        # when a node was first asked and had nothing new (None: not asked since its last
+        # events): a node is quiet after hold_s of being asked, so a reader that was itself
+        # held up (a loaded machine, a long ingest) does not count its own delay as the node's
+        self._asked_empty_since: list[float | None] = [None] * nodes
         self.released_early = 0    # events merged without waiting for a quiet node (order may differ from replay)
 
     def push(self, node: int, events: Iterable[dict]) -> None:
@@ -79,6 +84,12 @@ class StreamMerger:
             if isinstance(ev, dict):
                 buf.append(ev)
         self._last_seen[node] = time.monotonic()
+        self._asked_empty_since[node] = None
+
+    def nothing_new(self, node: int, now: float | None = None) -> None:
+        """The node was asked for events and had none (a live reader calls this per poll)."""
+        if self._asked_empty_since[node] is None:
+            self._asked_empty_since[node] = time.monotonic() if now is None else now
 
     def finish(self, node: int) -> None:
         self.done[node] = True
@@ -99,7 +110,8 @@ class StreamMerger:
                 if self.hold_s is None:
                     return None
                 now = now if now is not None else time.monotonic()
-                if now - self._last_seen[i] < self.hold_s:
+                asked = self._asked_empty_since[i]
+                if now - max(self._last_seen[i], asked if asked is not None else -math.inf) < self.hold_s:
                     return None
                 early = True      # a quiet node: merge without it
                 continue

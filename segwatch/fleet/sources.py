@@ -97,6 +97,8 @@ class FleetClient:
                 self.merger.push(i, batch)
             elif c.final or until_now:
                 self.merger.finish(i)   # its final status is in, and nothing came after it
+            else:
+                self.merger.nothing_new(i)
         out = self.merger.drain()
         if all(self.merger.done) and not self.merger.pending:
             self.final = True
