@@ -331,7 +331,7 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
             # paused again, then killed while every rank waits
             assert client.control("pause")["ok"]
             wait_for(lambda: len([e for e in read_events(run_dir) if e["type"] == "probe"
-                                  and e.get("name") == "pause" and "paused" in e.get("message", "")]) >= 4,
+                                  and e.get("name") == "pause" and "paused at" in e.get("message", "")]) >= 4,
                      timeout=60)
             assert client.control("kill")["ok"]
         finally:

@@ -281,13 +281,13 @@ def _wait(pred, timeout: float, what: str):
 
 def _ctl(tmp_path: Path, *args: str) -> tuple[int, str]:
     r = subprocess.run([sys.executable, "-m", "segwatch", "ctl", *args], capture_output=True, text=True,
-                       env=_env(), cwd=str(tmp_path), timeout=60)
+                       env=_env(), cwd=str(tmp_path), timeout=180)
     return r.returncode, r.stdout + r.stderr
 
 
 @pytest.mark.slow
 @needs_torch
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)   # bounds for a loaded 2-core CI machine; the waits end when their condition holds
 def test_pause_on_one_node_stops_all_four_ranks_then_resume_and_fleet_kill(tmp_path):
     import psutil
 
@@ -307,7 +307,7 @@ def test_pause_on_one_node_stops_all_four_ranks_then_resume_and_fleet_kill(tmp_p
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path), env=_env()) for k in (0, 1)]
     tree: set[int] = set()
     try:
-        _wait(lambda: len(_steps(dirs)) == 4 and min(_steps(dirs).values()) >= 10, 90, "4 ranks stepping")
+        _wait(lambda: len(_steps(dirs)) == 4 and min(_steps(dirs).values()) >= 10, 300, "4 ranks stepping")
         for s in sups:
             tree |= {p.pid for p in psutil.Process(s.pid).children(recursive=True)}
         assert len(tree) >= 6                      # 2 x (torchrun + 2 ranks)
@@ -316,7 +316,7 @@ def test_pause_on_one_node_stops_all_four_ranks_then_resume_and_fleet_kill(tmp_p
         code, text = _ctl(tmp_path, str(dirs[1]), "pause")
         assert code == 0, text
         paused = _wait(lambda: (lambda n: n if {e["rank"] for e in n} == {0, 1, 2, 3} else None)(
-            _pause_notes(dirs, "paused at")), 30, "every rank paused")
+            _pause_notes(dirs, "paused at")), 120, "every rank paused")
         at = {e["rank"]: e["step"] for e in paused}
         assert len(set(at.values())) == 1, at      # the same step on all four ranks
         assert all("asked on another node" in e["message"] for e in paused if e["rank"] in (0, 1))
@@ -336,7 +336,7 @@ def test_pause_on_one_node_stops_all_four_ranks_then_resume_and_fleet_kill(tmp_p
         code, text = _ctl(tmp_path, str(dirs[0]), str(dirs[1]), "resume")
         assert code == 0, text
         assert "node0: resume: ok" in text and "node1: resume: ok" in text
-        _wait(lambda: all(v >= before[r] + 5 for r, v in _steps(dirs).items()), 30, "every rank resumed")
+        _wait(lambda: all(v >= before[r] + 5 for r, v in _steps(dirs).items()), 120, "every rank resumed")
         assert {e["rank"] for e in _pause_notes(dirs, "resumed")} == {0, 1, 2, 3}
 
         # a fleet pause (quoted glob), then a fleet kill while every rank waits
@@ -344,21 +344,21 @@ def test_pause_on_one_node_stops_all_four_ranks_then_resume_and_fleet_kill(tmp_p
             tree |= {p.pid for p in psutil.Process(s.pid).children(recursive=True)}
         code, text = _ctl(tmp_path, str(tmp_path / "job" / "node*"), "pause")
         assert code == 0, text
-        _wait(lambda: len(_pause_notes(dirs, "paused at")) >= 8, 30, "paused again")
+        _wait(lambda: len(_pause_notes(dirs, "paused at")) >= 8, 120, "paused again")
         second = {e["rank"]: e["step"] for e in _pause_notes(dirs, "paused at")[-8:]}
         assert len(second) == 4 and len(set(second.values())) == 1, second
         code, text = _ctl(tmp_path, "--fleet", str(_fleet_file(tmp_path, dirs)), "kill")
         assert code == 0, text
         for s in sups:
             try:
-                s.communicate(timeout=60)
+                s.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 raise AssertionError("a supervisor did not end after the fleet kill")
             assert s.returncode != 0
         for d in dirs:
             assert json.loads((d / "meta.json").read_text())["status"] == "killed"
         _wait(lambda: all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
-                          for p in tree), 20, "no process of either tree left")
+                          for p in tree), 60, "no process of either tree left")
     finally:
         for s in sups:
             if s.poll() is None:
