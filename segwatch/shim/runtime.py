@@ -152,10 +152,13 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         # step / read-back
         self._in_backward = False
         self._grads_due = False
-        # every step's loss is copied into a preallocated device buffer (no reference to the
-        # loss tensor is kept: keeping them measurably slowed the backward passes on CPU)
-        self._losses: list[int] = []            # steps whose loss sits in _loss_buf[i]
+        # every step's loss: on a device, copied into a preallocated device buffer (no reference
+        # to the loss tensor is kept: keeping them measurably slowed the backward passes on
+        # CPU); on CPU, its value (no sync to avoid there)
+        self._losses: list[int] = []            # steps whose loss sits in _loss_buf[i] / _loss_host[i]
         self._loss_buf: torch.Tensor | None = None
+        self._loss_host: list[float] = []
+        self._loss_dev: torch.device | None = None
         self._oor_refs = 0                      # device label maps kept for read-back
         self._pending: list[_Rec] = []
         self._step_rec: _Rec | None = None
@@ -610,10 +613,13 @@ class Shim(Discovery, Evaluation, BatchProbe, PredsProbe, GradsProbe, UpdateProb
         self._lr_applied = None
         self._grad_before = None
         if self._grads_due and self._backwards_since_step == 1 and self._on("grad_before"):
+            t0 = self._clock()
             try:
                 self._grad_before = self._leftover_grad_norm()
             except Exception as exc:
                 self._fail("grad_before", exc)
+            # part of the grads probe's call of this step, not of the every-step base cost
+            self.sampler.spend("grads", self._clock() - t0, call=False)
 
 
     # =====================================================================================

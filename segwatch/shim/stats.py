@@ -350,17 +350,16 @@ def align_sums(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.
     if lab1.is_floating_point():
         lab1 = torch.nan_to_num(lab1, nan=-1.0).round()
     lab1 = resize_nearest(lab1.long(), h, w).float()            # exact for ids < 2^24
-    n = torch.full((), float(g.numel()), device=g.device)
-    gs = g.sum()
-    out = []
-    for l in (lab1, lab1.flip(-1)):
-        e = torch.zeros_like(l)
-        e[:, :-1] += l[:, 1:] != l[:, :-1]
-        e[:-1, :] += l[1:, :] != l[:-1, :]
-        e = e.clamp_(max=1.0)
-        # torch.full, not torch.tensor(..., device=cuda): a fill kernel, not a synchronous copy
-        out += [(g * e).sum(), e.sum(), gs, n]
-    return torch.stack(out)
+    # the label and its mirror as one [2, h, w] pair: one op per step for both
+    pair = torch.stack([lab1, lab1.flip(-1)])
+    e = torch.zeros(pair.shape, dtype=torch.bool, device=pair.device)
+    torch.ne(pair[:, :, 1:], pair[:, :, :-1], out=e[:, :, :-1])
+    e[:, :-1, :] |= pair[:, 1:, :] != pair[:, :-1, :]
+    ge = torch.where(e, g, 0.0).sum((1, 2))                     # [2]
+    ne = e.sum((1, 2), dtype=g.dtype)
+    # [sum_g_at_edges, n_edges, sum_g, n] for the label, then for its mirror
+    gs_n = torch.stack([g.sum(), torch.full((), float(g.numel()), device=g.device)])
+    return torch.cat([torch.stack([ge, ne], 1), gs_n.expand(2, 2)], 1).reshape(-1)
 
 
 def align_from_sums(v: list[float]) -> tuple[float | None, float | None]:

@@ -19,14 +19,19 @@ class OptimizerHooks:
         try:
             if self.fault:
                 self._inject("lr_applied")
-            lrs = _group_lrs(optimizer)
             if optimizer not in self._optims:
                 self._optims.add(optimizer)          # (the light record below reads its LRs)
+            rec = self._step_rec
+            if (rec is None or rec.step != self.step) and self.optimizer_steps >= 3 and self._snap is None:
+                # no record of this step and no update comparison wants the LRs: an unsampled
+                # step reads nothing (base cost)
+                self.sampler.spend(None, self._clock() - t0)
+                return None
+            lrs = _group_lrs(optimizer)
             if self._lr_applied is None:
                 self._lr_applied = lrs
             else:
                 self._lr_applied = self._lr_applied + lrs     # several optimizers in one step
-            rec = self._step_rec
             if rec is not None and rec.step == self.step:
                 rec.fields["lr_applied"] = self._lr_applied
             elif self.optimizer_steps < 3:

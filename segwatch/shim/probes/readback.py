@@ -17,19 +17,25 @@ class Readback:
 
     def _keep_loss(self, s: int, loss: torch.Tensor) -> None:
         l = loss.detach()
-        buf = self._loss_buf
-        if buf is None or buf.device != l.device:
+        dev = l.device
+        if dev != self._loss_dev:
             if self._losses:
                 self._readback()
-            buf = self._loss_buf = torch.empty(LOSS_BUF, dtype=torch.float32, device=l.device)
+            self._loss_dev = dev
+            self._loss_buf = None if dev.type == "cpu" else torch.empty(LOSS_BUF, dtype=torch.float32, device=dev)
         if len(self._losses) >= LOSS_BUF:
             self.sampler.request_readback()
             self._maybe_readback()
             if len(self._losses) >= LOSS_BUF:
                 return
-        if l.numel() != 1:
-            l = l.float().mean()
-        buf[len(self._losses)] = l              # a device copy, no host sync
+        if self._loss_buf is None:
+            # CPU: reading the value costs no device sync and is ~4x cheaper here than a copy
+            # into a buffer slot (~14 against ~44-68 µs measured inside a training step)
+            self._loss_host.append(l.item() if l.numel() == 1 else l.float().mean().item())
+        else:
+            if l.numel() != 1:
+                l = l.float().mean()
+            self._loss_buf[len(self._losses)] = l      # a device copy, no host sync
         self._losses.append(s)
 
     def _maybe_readback(self) -> None:
@@ -39,6 +45,7 @@ class Readback:
             # nothing can be read back any more: keep memory bounded
             self._pending = []
             self._losses = []
+            self._loss_host = []
             self._span_marks = []
             self._step_rec = None
             return
@@ -49,6 +56,7 @@ class Readback:
                 self._fail("readback", exc)
                 self._pending = []
                 self._losses = []
+                self._loss_host = []
                 self._step_rec = None
 
     def _gather(self, recs: list[_Rec], extra: list[torch.Tensor]) -> tuple[dict, list[list[float]]]:
@@ -95,10 +103,12 @@ class Readback:
             self._pending = []
             losses = self._losses
             self._losses = []
+            host = self._loss_host
+            self._loss_host = []
             if self._step_rec is not None and self._step_rec in recs:
                 self._step_rec = None
             extra = []
-            if losses:
+            if losses and self._loss_buf is not None:
                 extra = [self._loss_buf[:len(losses)]]
             changed = self._changed if (self._changed is not None and self._norm_snapshots >= 2) else None
             if changed is not None:
@@ -110,7 +120,7 @@ class Readback:
             step_recs = [r for r in recs if r.type == "step"]
             loss_vals: dict[int, float] = {}
             if losses:
-                loss_vals = dict(zip(losses, out_extra[0]))
+                loss_vals = dict(zip(losses, host if self._loss_buf is None else out_extra[0]))
             never = None
             if changed is not None:
                 never = int(sum(out_extra[-1]))
