@@ -80,7 +80,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--nnodes", type=int, default=None, metavar="N", help="number of nodes (each runs its own segwatch)")
     d.add_argument("--node-rank", type=int, default=None, metavar="R", help="this node's rank (0..nnodes-1)")
     d.add_argument("--master-addr", metavar="HOST", help="rendezvous address (node 0); default 127.0.0.1")
-    d.add_argument("--master-port", type=int, metavar="PORT", help="rendezvous port (default: a free one, single node)")
+    d.add_argument("--master-port", type=int, metavar="PORT", help="rendezvous port (default, single node: torchrun --standalone binds a free one)")
 
 
 def split_run_argv(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
