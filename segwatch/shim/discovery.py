@@ -61,9 +61,14 @@ class Discovery:
                     elif isinstance(output, dict):
                         t = S.find_logits(output, None, None)
                     if isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point() and t.shape[1] >= 2:
-                        self._disc_outs.append((module, tuple(t.shape), weakref.ref(t)))
+                        # the autograd node (strong: nodes take no weak references) tells later
+                        # which outputs feed which; dropped when the outermost call returns
+                        self._disc_outs.append((module, tuple(t.shape), weakref.ref(t), t.grad_fn))
             elif d == 1:
-                self._consider_root(module, args, kwargs or {}, output)
+                try:
+                    self._consider_root(module, args, kwargs or {}, output)
+                finally:
+                    self._disc_outs = []
         except Exception as exc:
             self._fail("discovery", exc)
             self._stop_discovery()
@@ -105,21 +110,17 @@ class Discovery:
             return
         nc = self.num_classes
         root_logits = S.find_logits(output, B, None)
-        outs = [(m, s, r) for m, s, r in self._disc_outs if s[0] == B and m is not module]
+        outs = [o for o in self._disc_outs if o[1][0] == B and o[0] is not module]
         head = None
         if nc:
-            for m, s, r in reversed(outs):
-                if s[1] == nc:
-                    head = (m, s, r)
-                    break
+            same = root_logits if root_logits is not None and root_logits.shape[1] == nc else None
+            head = self._pick_head(module, [o for o in outs if o[1][1] == nc], same, output)
         if root_logits is not None and nc and root_logits.shape[1] != nc and head is not None:
             root_logits = None   # the root returns something else with 4 dims; the head matches
         if head is None:
             want = root_logits.shape[1] if root_logits is not None else None
-            for m, s, r in reversed(outs):
-                if want is None or s[1] == want:
-                    head = (m, s, r)
-                    break
+            head = self._pick_head(module, [o for o in outs if want is None or o[1][1] == want],
+                                   root_logits, output)
         if root_logits is None and head is None:
             return
         self._set_root(module, head[0] if head else None,
@@ -132,6 +133,44 @@ class Discovery:
         self._disc_outs = []
         if logits is not None:
             self._on_logits(logits, self._cur)
+
+    def _pick_head(self, root, cands, root_logits, output):
+        """The prediction head among candidate outputs (module, shape, tensor ref, grad_fn), in call order.
+
+        An auxiliary head (mmseg ``auxiliary_head``, torchvision ``aux_classifier``, HF UperNet)
+        has the same output shape as the main one and is often computed last, so "the last call"
+        alone picks it. From the autograd graph: an output that feeds a later candidate (a conv
+        inside its head module, a map refined further) is not the end of its chain; among chain
+        ends, those feeding what the root returns (its logits, else its losses); then, as a
+        tie-breaker only, those not under an attribute named aux*; then the first computed (the
+        frameworks compute the main head before the auxiliary one). Without graph (no grad), the
+        last call, as before.
+        """
+        cands = cands[-16:]
+        if not cands:
+            return None
+        if all(c[3] is None for c in cands):
+            return cands[-1][:3]
+        reach = [_ancestors([c[3]]) for c in cands]
+        ends = [c for i, c in enumerate(cands)
+                if c[3] is None or not any(c[3] in reach[j] for j in range(i + 1, len(cands)))]
+        if root_logits is not None:
+            returned = [root_logits.grad_fn]
+        else:
+            returned = [t.grad_fn for _, t in S.iter_tensors(_as_container(output))]
+        fed = _ancestors([g for g in returned if g is not None])
+        feeding = [c for c in ends if c[3] is not None and c[3] in fed]
+        if feeding:
+            ends = feeding
+        names = {}
+        try:
+            names = {id(m): n for n, m in root.named_modules()}
+        except Exception:
+            pass
+        main = [c for c in ends if not _under_aux(names.get(id(c[0]), ""))]
+        if main:
+            ends = main
+        return ends[0][:3]
 
     def _consider_eval_root(self, module, args, kwargs, output) -> None:
         if module is self._root():
@@ -236,3 +275,32 @@ class Discovery:
 
     def _head_post(self, module, args, output):
         self._site_out = output
+
+
+def _ancestors(nodes, limit: int = 50000) -> set:
+    """Autograd nodes reachable from ``nodes`` (themselves included), at most ``limit``."""
+    seen = set()
+    todo = [n for n in nodes if n is not None]
+    while todo and len(seen) < limit:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        for nxt, _ in getattr(n, "next_functions", ()):
+            if nxt is not None and nxt not in seen:
+                todo.append(nxt)
+    return seen
+
+
+def _under_aux(qualified_name: str) -> bool:
+    return any(part.lower().startswith("aux") for part in qualified_name.split("."))
+
+
+def _as_container(output):
+    """A model output as something ``iter_tensors`` walks (HF ModelOutput: its fields)."""
+    if isinstance(output, (torch.Tensor, dict, list, tuple)):
+        return output
+    try:
+        return dict(vars(output))
+    except TypeError:
+        return []
