@@ -14,7 +14,7 @@ TITLES: dict[str, dict[str, str]] = {
     "metric.miou_stuck": {"en": "mIoU does not change", "zh": "mIoU 停滞不变"},
     "metric.single_class_signature": {"en": "mIoU is the one-class signature p_c/C", "zh": "mIoU 等于单类特征值 p_c/C"},
     "metric.script_disagrees": {"en": "Script's mIoU differs from segwatch's", "zh": "脚本打印的 mIoU 与 segwatch 计算的不一致"},
-    "metric.eval_aborted": {"en": "Evaluation raised and was swallowed", "zh": "评估过程抛出异常且被吞掉"},
+    "metric.eval_aborted": {"en": "Evaluation raised an exception", "zh": "评估过程抛出异常"},
     "label.out_of_range": {"en": "Label values out of range", "zh": "标签值越界"},
     "label.ignore_mismatch": {"en": "Ignore value differs from the config", "zh": "ignore 值与配置不一致"},
     "label.all_ignored": {"en": "A batch is entirely ignore", "zh": "整个批次都是 ignore 像素"},
@@ -96,7 +96,20 @@ ADVICE: dict[str, dict[str, str]] = {
         "zh": "脚本打印的 mIoU 与按预测计算的结果在两种口径下都对不上（指南口径：NaN 记 0 后对全部类别求平均；"
               "mmseg 口径：只对出现的类别求平均）。脚本的指标实现可能有误：未调用 update()、reset 时机不对或打印了旧值。",
     },
+    # by evidence["outcome"] (see advice_text): not yet known whether the script went on
     "metric.eval_aborted": {
+        "en": "Evaluation stopped on an exception. If the script catches it and trains on, the mIoU it "
+              "prints afterwards is the previous one. Fix the error named in the evidence rather than "
+              "hiding it behind a broad try/except.",
+        "zh": "评估因异常而中断。如果脚本捕获该异常后继续训练，之后打印的 mIoU 是上一次的旧值。"
+              "请修复证据中指出的错误，不要用宽泛的 try/except 掩盖它。",
+    },
+    "metric.eval_aborted/ended_run": {
+        "en": "The run ended with an exception raised during evaluation: the script did not catch it and "
+              "the process stopped there. Fix the error named in the evidence.",
+        "zh": "运行因评估中抛出的异常而终止：脚本没有捕获它，进程在此处结束。请修复证据中指出的错误。",
+    },
+    "metric.eval_aborted/swallowed": {
         "en": "Evaluation raised an exception that the script caught and logged, so the printed mIoU is "
               "the previous one. Remove the broad try/except around evaluation or re-raise, then fix the "
               "error named in the evidence.",
@@ -371,6 +384,9 @@ DETAIL: dict[str, dict[str, str]] = {
                                     "zh": "本次：模型输出 {out_channels} 个通道，配置为 {num_classes}。"},
     "metric.eval_aborted": {"en": "Here: {exception} at {where}: {message}",
                             "zh": "本次：{where} 处抛出 {exception}：{message}"},
+    "metric.eval_aborted/ended_run/cause": {
+        "en": "Here: {exception} at {where} ({message}); its cause is the finding {cause}: act on that one.",
+        "zh": "本次：{where} 处抛出 {exception}（{message}）；其原因见发现 {cause}，请按该发现处理。"},
     "metric.script_disagrees": {"en": "Here: the script printed {script_miou}, segwatch computed {segwatch_miou_guide:.2f}.",
                                 "zh": "本次：脚本打印 {script_miou}，segwatch 计算得到 {segwatch_miou_guide:.2f}。"},
     "metric.miou_regressed": {"en": "Here: best {best:.2f} at step {best_step}, now {now:.2f} at step {step}.",
@@ -429,7 +445,8 @@ def _pick(table: dict[str, str], lang: str) -> str:
 
 def advice_text(finding_id: str, lang: str = "en", evidence: dict | None = None) -> str:
     """The advice for an id; with ``evidence``, followed by a sentence naming its values."""
-    text = _pick(ADVICE.get(finding_id, _GENERIC), lang)
+    keys = _variants(finding_id, evidence or {})
+    text = _pick(next((ADVICE[k] for k in keys if k in ADVICE), _GENERIC), lang)
     cause = CAUSES.get(str((evidence or {}).get("loss_cause")))
     if cause:
         try:
@@ -438,7 +455,7 @@ def advice_text(finding_id: str, lang: str = "en", evidence: dict | None = None)
             first = ""
         if first:
             text = f"{first} {text}" if lang != "zh" else f"{first}{text}"
-    tmpl = DETAIL.get(finding_id)
+    tmpl = next((DETAIL[k] for k in keys if k in DETAIL), None)
     if evidence and tmpl:
         ev = {k: ("?" if v is None else v) for k, v in evidence.items()}
         try:
@@ -448,6 +465,18 @@ def advice_text(finding_id: str, lang: str = "en", evidence: dict | None = None)
         if detail:
             text = f"{text} {detail}" if lang != "zh" else f"{text}{detail}"
     return text
+
+
+def _variants(finding_id: str, evidence: dict) -> list[str]:
+    """Table keys for a finding, most specific first: ``id/outcome/cause`` when the evidence
+    names a cause, ``id/outcome``, then ``id`` (metric.eval_aborted: what the run did next)."""
+    outcome = evidence.get("outcome")
+    if not outcome:
+        return [finding_id]
+    keys = [f"{finding_id}/{outcome}", finding_id]
+    if evidence.get("cause"):
+        keys.insert(0, f"{finding_id}/{outcome}/cause")
+    return keys
 
 
 def finding_title(finding_id: str, lang: str = "en") -> str:

@@ -108,6 +108,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "pred.wait": ("no prediction sampled yet", "尚未采样到预测"),
     "miou.stuck": ("mIoU {v} over {n} evaluations", "mIoU 连续 {n} 次评估都是 {v}"),
     "miou.aborted": ("evaluation raised {exc}: printed mIoU is stale", "评估抛出 {exc}：打印的 mIoU 是旧值"),
+    "miou.aborted_end": ("the run ended with {exc} raised in evaluation", "运行因评估中抛出的 {exc} 而终止"),
     "miou.empty": ("empty confusion matrix: {why}", "混淆矩阵为空：{why}"),
     "miou.sig": ("mIoU = p_c/C = {v}", "mIoU = p_c/C = {v}"),
     "miou.ok": ("rising: mIoU {a:.2f} -> {b:.2f} over {n} evaluations", "上升：mIoU 在 {n} 次评估中从 {a:.2f} 变为 {b:.2f}"),
@@ -410,7 +411,8 @@ def _miou(state) -> ChecklistItem:
         if f.id == "metric.miou_stuck":
             it.evidence = _t(state, "miou.stuck", v=_fmt(e.get("value")), n=e.get("evaluations"))
         elif f.id == "metric.eval_aborted":
-            it.evidence = _t(state, "miou.aborted", exc=e.get("exception"))
+            it.evidence = _t(state, "miou.aborted_end" if e.get("outcome") == "ended_run" else "miou.aborted",
+                             exc=e.get("exception"))
         elif f.id == "metric.cm_empty":
             it.evidence = _t(state, "miou.empty", why=e.get("why"))
         elif f.id == "metric.miou_regressed":

@@ -77,20 +77,58 @@ class MetricCmEmpty(LossAware, Rule):
 
 
 class MetricEvalAborted(Rule):
+    """An evaluation pass stopped on an exception. What happened next is in ``outcome``:
+    "raised" until known; "swallowed" once training went on (a later training step or
+    evaluation) or the script ended otherwise; "ended_run" when the process ended with that
+    very exception. Then the evaluation is where the run died, not a hidden error: when
+    another error finding already names the cause (loss.ignore_index_mismatch...), this one
+    points to it (``cause``) and steps down to info instead of blaming twice."""
     id = "metric.eval_aborted"
-    events = ("eval",)
+    events = ("eval", "step", "bye")
+
+    def __init__(self) -> None:
+        self._pending: tuple[int, str | None] | None = None   # (step of the pass, exception type)
 
     def check(self, state, ev):
-        if not ev.get("aborted"):
+        t = ev["type"]
+        if t == "eval" and ev.get("aborted"):
+            exc = ev.get("exception") if isinstance(ev.get("exception"), dict) else {}
+            step = fint(ev.get("step"))
+            self._pending = (state.step if step is None else step, exc.get("type"))
+            return self.make(state, ev, {
+                "eval_index": fint(ev.get("index")), "batches": ev.get("batches"),
+                "expected": ev.get("expected"), "exception": exc.get("type"),
+                "message": exc.get("message"), "where": exc.get("where"), "outcome": "raised",
+            }, phase="val")
+        if self._pending is None:
             return None
-        exc = ev.get("exception") or {}
-        return self.make(state, ev, {
-            "eval_index": fint(ev.get("index")), "batches": ev.get("batches"),
-            "expected": ev.get("expected"),
-            "exception": exc.get("type") if isinstance(exc, dict) else None,
-            "message": exc.get("message") if isinstance(exc, dict) else None,
-            "where": exc.get("where") if isinstance(exc, dict) else None,
-        }, phase="val")
+        pending_step, exc_type = self._pending
+        if t == "eval" or (t == "step" and (fint(ev.get("step")) or 0) > pending_step):
+            self._settle(state, "swallowed")
+        elif t == "bye":
+            reason = str(ev.get("reason") or "")
+            if reason.startswith("exception:"):
+                ended_with = reason[len("exception:"):].split(":", 1)[0].strip()
+                same = exc_type is None or ended_with == exc_type or ended_with.endswith("." + exc_type)
+                self._settle(state, "ended_run" if same else "swallowed")
+            elif reason == "finished" or reason.startswith("SystemExit"):
+                self._settle(state, "swallowed")
+        return None
+
+    def _settle(self, state, outcome: str) -> None:
+        """Amend the finding raised at the pass in place (the same firing, now understood)."""
+        self._pending = None
+        f = state.findings.get(self.id)
+        if f is None:
+            return
+        f.evidence = dict(f.evidence, outcome=outcome)
+        if outcome != "ended_run":
+            return
+        causes = [g.id for g in state.findings.values()
+                  if g.id != self.id and not g.id.startswith("metric.") and g.severity == "error"]
+        if causes:
+            f.evidence["cause"] = causes[0]
+            f.severity = "info"
 
 
 class MetricMiouStuck(Rule):
