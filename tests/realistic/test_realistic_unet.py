@@ -34,6 +34,7 @@ def test_unet_style(args, tmp_path):
         assert "pred.collapse" in run.ids(), f"missed: {run.describe()}"
 
 
+@pytest.mark.slow  # an in-process training under the shim
 def test_channels_last_weights_are_seen_stepping():
     """``model.to(memory_format=torch.channels_last)`` (Pytorch-UNet does it) makes the conv
     weights non-contiguous; the update probe once read them through a cached copy, which
