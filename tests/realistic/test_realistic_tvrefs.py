@@ -34,6 +34,9 @@ def test_tvrefs_style(fault, tmp_path):
         calls = [e for e in run.events if e.get("type") == "lossfn" and e.get("output")]
         assert calls and calls[-1]["output"] == {"kind": "dict", "keys": ["out", "aux"]}, calls[-1:]
         assert calls[-1]["calls_per_step"] == 2 and all(c["ignore_index"] == 255 for c in calls[-1]["calls"])
+        # the main head, not the auxiliary one computed after it
+        model = next(e for e in run.events if e.get("type") == "model")
+        assert model["head"] == "classifier" and model["out_channels"] == 8, model
         # "mean IoU: x" is read once per evaluation (the per-class "IoU: [...]" line is not an mIoU)
         printed = [e["value"] for e in run.events if e.get("type") == "script_metric" and e.get("source") == "output"]
         assert len(printed) == EPOCHS and printed[-1] > printed[0] + 10, printed
