@@ -24,6 +24,7 @@ SCRIPT = SCRIPTS / "hf_train.py"
 CONFIG = SCRIPTS / "configs" / "hf13.yaml"
 
 
+@pytest.mark.slow
 def test_callback_is_a_real_trainer_callback():
     import transformers
 

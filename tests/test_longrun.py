@@ -12,6 +12,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from test_state import C, Run, cfg, eval_matrix, label_hist
 
 from segwatch.protocol import MAX_LINE_BYTES, LineDecoder, make_event
@@ -77,6 +78,7 @@ def live_run(run_dir, events: list[dict], config) -> SafeState:
     return state
 
 
+@pytest.mark.slow
 def test_replay_of_a_long_stream_rebuilds_the_live_state(tmp_path):
     config = cfg(policy__grace_steps=20)
     events = long_stream()

@@ -144,6 +144,7 @@ def test_a_loss_watch_error_disables_the_probe_and_training_goes_on():
     assert not _lossfn_events(em)
 
 
+@pytest.mark.slow
 def test_compiled_loss_passes_straight_through_without_recompiling():
     pytest.importorskip("torch._dynamo")
     from torch._dynamo.testing import CompileCounter

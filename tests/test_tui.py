@@ -183,6 +183,7 @@ async def test_replay_controls_only_warn():
         assert app.is_running
 
 
+@pytest.mark.slow
 async def test_minimal_stream_renders_every_panel():
     events = [make_event("status", t=1_700_000_000.0, status="running", pid=1)]
     app = SegwatchApp(events=events, live=False)

@@ -41,6 +41,7 @@ def test_panel_snapshot(snap_compare, key, name):
     assert snap_compare(replay(), terminal_size=SIZE, press=[key])
 
 
+@pytest.mark.slow
 def test_overview_80x24(snap_compare):
     assert snap_compare(replay(), terminal_size=(80, 24))
 
