@@ -176,6 +176,15 @@ def end_eval() -> None:
         pass
 
 
+def mark_sanity() -> None:
+    """The open evaluation pass is a framework's sanity check (a few batches before training):
+    its ``eval`` event says so, and core keeps it out of the mIoU history."""
+    s = shim()
+    ev = getattr(s, "_eval", None) if s is not None else None
+    if ev is not None:
+        ev.sanity = True
+
+
 def eval_open() -> bool:
     s = shim()
     return s is not None and getattr(s, "_eval", None) is not None

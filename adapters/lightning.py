@@ -72,18 +72,25 @@ class _Impl:
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if B.active() and B.eval_open():
-            B.end_eval()
+            self._end_pass(trainer)
 
     def on_sanity_check_end(self, trainer, pl_module) -> None:
         if B.active() and B.eval_open():
+            B.mark_sanity()
             B.end_eval()
+
+    @staticmethod
+    def _end_pass(trainer) -> None:
+        if getattr(trainer, "sanity_checking", False):
+            B.mark_sanity()
+        B.end_eval()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not B.active():
             return
         try:
             if B.eval_open():
-                B.end_eval()
+                self._end_pass(trainer)
             if getattr(trainer, "sanity_checking", False):
                 return
             B.report_framework_miou(getattr(trainer, "callback_metrics", {}), self.metric_key, self.fraction, "lightning")

@@ -69,6 +69,19 @@ def _config_from_dict(d: dict):
     return Config.from_dict(d, source="<hello>")
 
 
+def _is_sanity(ev: dict, step: int | None) -> bool:
+    """A sanity evaluation: flagged by an adapter (Lightning's ``trainer.sanity_checking``), or a
+    pass that ended cleanly before the first optimizer step after fewer batches than its loader
+    holds (a framework checking that validation runs). Its matrix stays in ``evals``, its mIoU
+    out of the mIoU history (report, trend and regression rules): an untrained model on one
+    batch is not a point of the curve."""
+    if ev.get("sanity") is True:
+        return True
+    batches, expected = _int(ev.get("batches")), _int(ev.get("expected"))
+    return (not ev.get("aborted") and (step or 0) == 0
+            and batches is not None and expected is not None and 0 < batches < expected)
+
+
 def _hist(v: Any) -> np.ndarray | None:
     if not isinstance(v, (list, tuple)) or not v:
         return None
@@ -738,6 +751,7 @@ class RunState:
             "label_batches": self._val_pass[2],
         }
         self._val_pass = [0, 0, 0]
+        summary["sanity"] = _is_sanity(ev, s)
         self.evals_total += 1
         nc = _int(ev.get("num_classes"))
         if nc and not self.num_classes:
@@ -758,7 +772,7 @@ class RunState:
                     summary["miou"] = g
                     summary["miou_mmseg"] = mm
                     summary["pixel_acc"] = _metrics.pixel_accuracy(mat)
-                    if not summary["aborted"]:
+                    if not summary["aborted"] and not summary["sanity"]:
                         self._append_bounded(self.miou, (s, g, mm))
                         self._read("miou", (g, mm, len(self.miou)), s, "eval")
                     self._read_preds(s, "eval", "val", summary["pred_classes"], pred, gt,

@@ -199,3 +199,4 @@ class _EvalPass:
         self.cm = None
         self.records: list[_Rec] = []
         self.size_mismatch_extra = 0
+        self.sanity = False   # set by an adapter: a framework's pre-training sanity check

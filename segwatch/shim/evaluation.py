@@ -72,6 +72,8 @@ class Evaluation:
                                   "matrix": None, "oor": None, "size_mismatch": ev.size_mismatch_extra, "pixels": None,
                                   "loader": ev.loader.num if ev.loader is not None else None,
                                   "paired": ev.paired, "explicit": ev.explicit, "started_step": ev.step}
+        if getattr(ev, "sanity", False):
+            fields["sanity"] = True
         try:
             cm = ev.cm
             if cm is not None:

@@ -47,6 +47,9 @@ def test_healthy_lightning_module_is_quiet(tmp_path, monkeypatch):
     evals = [e for e in run.events if e.get("type") == "eval"]
     assert [e["step"] for e in evals] == [0, 12, 24, 36, 48], evals
     assert not any(e["aborted"] for e in evals) and all(e["pixels"] > 0 for e in evals)
+    # the sanity check (flagged by the adapter) is kept in the events, not in the mIoU history
+    assert [bool(e.get("sanity")) for e in evals] == [True, False, False, False, False], evals
+    assert [s for s, _ in run.report["miou"]] == [12, 24, 36, 48], run.report["miou"]
     # torchmetrics' val/mIoU (read by the adapter from callback_metrics, not during the sanity
     # check) agrees with segwatch's own matrix of the same evaluation
     script = [e for e in run.events if e.get("type") == "script_metric" and e.get("source") == "adapter"]

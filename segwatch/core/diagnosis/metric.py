@@ -162,7 +162,7 @@ class MetricMiouStuck(Rule):
             if ev.get("aborted") or not state.evals:
                 return None
             e = state.evals[-1]
-            if e.get("miou") is None:
+            if e.get("miou") is None or e.get("sanity"):
                 return None
             self._push(self._own, e["step"], float(e["miou"]))
             series, source = self._own, "segwatch evaluations"
@@ -392,7 +392,7 @@ class MetricMiouRegressed(Rule):
             if ev.get("aborted") or not state.evals:
                 return None
             e = state.evals[-1]
-            if e.get("miou") is None or e.get("pred_classes") is None:
+            if e.get("miou") is None or e.get("pred_classes") is None or e.get("sanity"):
                 return None
             step, value, track, source = e["step"], float(e["miou"]), self._own, "segwatch evaluations"
         else:
