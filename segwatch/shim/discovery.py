@@ -45,7 +45,12 @@ class Discovery:
         if self._disc_depth == 1:
             self._disc_outs = []
 
-    def _g_post(self, module, args, kwargs, output):
+    def _g_post(self, module, args, *rest):
+        # (module, args, kwargs, output) normally; when a forward raises, torch calls the global
+        # always_call hooks as (module, args, output) whatever with_kwargs said: a fixed
+        # signature made torch print a warning into the user's output
+        output = rest[-1] if rest else None
+        kwargs = rest[0] if len(rest) == 2 and isinstance(rest[0], dict) else {}
         d = self._disc_depth
         self._disc_depth = max(0, d - 1)
         if not self._on("discovery") or not self.installed:
@@ -149,7 +154,7 @@ class Discovery:
         cands = cands[-16:]
         if not cands:
             return None
-        if all(c[3] is None for c in cands):
+        if len(cands) == 1 or all(c[3] is None for c in cands):
             return cands[-1][:3]
         reach = [_ancestors([c[3]]) for c in cands]
         ends = [c for i, c in enumerate(cands)
