@@ -71,6 +71,8 @@ def test_healthy_mmseg_project_is_quiet_and_names_its_classes(tmp_path, monkeypa
     # the model and the evaluations segwatch built itself, with no config naming the dataset
     model = [e for e in run.events if e.get("type") == "model"]
     assert model and model[0]["cls"] == "EncoderDecoder" and model[0]["out_channels"] == len(CLASSES)
+    # the decode head, not the auxiliary head whose loss mmseg computes after it
+    assert model[0]["site"] == model[0]["head"] == "decode_head.conv_seg", model[0]
     assert run.report["num_classes"] == len(CLASSES)
     evals = [e for e in run.events if e.get("type") == "eval" and not e.get("aborted")]
     assert [e["step"] for e in evals] == [20, 40], evals
