@@ -21,13 +21,13 @@ def _healthy_checks(run):
     assert run.rc == 0 and rep["exit_code"] == 0, run.stderr[-3000:]
     assert rep["steps"] == EPOCHS * ITERS_PER_EPOCH
     # DFormer writes the LR into the param groups after optimizer.step(), so its first
-    # update runs at the base LR before the warm-up: segwatch's optim.lr_schedule says so
-    # (a true observation of this loop, at warning level).  Nothing else may be raised.
-    severe = set(run.severe())
-    assert severe <= {"optim.lr_schedule"}, f"healthy run raised: {run.describe()}"
-    for f in rep["findings"]:
-        if f["id"] == "optim.lr_schedule":
-            assert f["severity"] == "warning" and "after optimizer.step()" in f["evidence"]["why"], f
+    # update runs at the base LR before the warm-up: segwatch's optim.lr_schedule says so at
+    # info level (a true observation of this loop, not a fault of the run).  Nothing is raised
+    # at warning or error level.
+    assert not run.severe(), f"healthy run raised: {run.describe()}"
+    lr = [f for f in rep["findings"] if f["id"] == "optim.lr_schedule"]
+    assert len(lr) == 1 and lr[0]["severity"] == "info", lr
+    assert "after optimizer.step()" in lr[0]["evidence"]["why"], lr
     checklist = {c["id"]: c for c in rep["checklist"]}
     assert checklist["num_classes"]["state"] == "ok", checklist["num_classes"]
     assert checklist["ignore_label"]["state"] == "ok", checklist["ignore_label"]

@@ -183,7 +183,10 @@ class OptimLrSchedule(Rule):
             return None
         self._c_done = True
         if a[2] < 0.1 * a[1] and a[3] > a[2] and a[1] >= self._peak * 0.5:
-            return self.make(state, ev, self._evidence(
+            # info, not warning: true of this loop, but it costs one update at the base LR and a
+            # schedule one step late; DFormer-family codebases train well like this, and a
+            # warning on every one of their healthy runs would be crying wolf
+            return self.make(state, ev, severity="info", evidence=self._evidence(
                 f"the LR is set after optimizer.step(): step 1 used {a[1]:.3g} (the base LR: warm-up "
                 f"skipped), step 2 used {a[2]:.3g}, step 3 {a[3]:.3g}",
                 f"学习率在 optimizer.step() 之后才设置：第 1 步使用 {a[1]:.3g}（基础学习率，跳过了 warm-up），"
