@@ -440,7 +440,8 @@ def test_core_sources_avoid_forbidden_imports():
     mine = ["state.py", "series.py", "findings.py", "checklist.py", "advice.py", "report.py"]
     mine += [os.path.join("diagnosis", f) for f in os.listdir(os.path.join(root, "diagnosis")) if f.endswith(".py")]
     for rel in mine:
-        src = open(os.path.join(root, rel), encoding="utf-8").read()
+        with open(os.path.join(root, rel), encoding="utf-8") as fh:
+            src = fh.read()
         for bad in ("import torch", "from torch", "import textual", "from textual", "import socket",
                     "import subprocess"):
             assert bad not in src, (rel, bad)
