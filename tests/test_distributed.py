@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from segwatch.core.state import RunState
+from test_supervisor_fake import kill_tree
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "dist_scripts" / "train_ddp.py"
@@ -85,7 +85,7 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]
     try:
         o, e = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        kill_tree(proc)
         o, e = proc.communicate()
         raise AssertionError(f"segwatch did not end:\n{e.decode()[-3000:]}")
     return proc.returncode, o.decode(), e.decode()
@@ -348,9 +348,7 @@ def test_cooperative_pause_resume_and_kill_leave_nothing(tmp_path):
         assert "cooperative pause" in err
         assert not (run_dir / "pause").exists()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_tree(proc)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from test_remote_ssh import sshd  # noqa: F401  (the loopback sshd fixture)
+from test_supervisor_fake import kill_tree
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "dist_scripts" / "train_ddp.py"
@@ -46,7 +47,7 @@ def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
     try:
         o, e = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        kill_tree(proc)
         o, e = proc.communicate()
         raise AssertionError(f"segwatch did not end:\n{e.decode()[-3000:]}")
     return proc.returncode, o.decode(), e.decode()

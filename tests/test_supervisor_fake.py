@@ -148,6 +148,30 @@ def meta_of(run_dir: Path) -> dict:
         return {}
 
 
+def kill_tree(proc) -> None:
+    """End a supervisor that a failing test leaves running, and its whole tree: SIGTERM
+    first (the supervisor stops its child's tree itself), then SIGKILL whatever is left.
+    A bare SIGKILL of the supervisor orphans torchrun and the ranks, which then load the
+    machine for every later test."""
+    if proc.poll() is not None:
+        return
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        kids = []
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except Exception:
+        proc.kill()
+        proc.wait()
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.Error:
+            pass
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
