@@ -115,6 +115,20 @@ def test_cuda_oom_from_bye_reason_and_not_from_other_errors():
     assert "resource.cuda_oom" not in _ids(st)
 
 
+def test_cuda_oom_message_is_the_error_not_the_traceback_source_line():
+    # the traceback's source line names the class first; on a loaded machine it can reach the
+    # supervisor before the bye reason (seen in CI): the message must still be the error's
+    src = '        raise torch.cuda.OutOfMemoryError('
+    msg = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    st = _run([_hello(), _output("Traceback (most recent call last):"), _output(src), _output(msg)])
+    assert st.findings["resource.cuda_oom"].evidence["message"] == msg
+    st = _run([_hello(), _output(src), {"v": 1, "type": "bye", "t": 3.0, "step": 12,
+                                        "reason": "exception: " + msg}])
+    assert "CUDA out of memory" in st.findings["resource.cuda_oom"].evidence["message"]
+    st = _run([_hello(), _output("    except torch.cuda.OutOfMemoryError:"), _output(src)])
+    assert "resource.cuda_oom" not in _ids(st)
+
+
 def _waits(n, wait, wall, start=1, every=1):
     return [_step(start + i * every, data_wait=wait, wall=wall) for i in range(n)]
 

@@ -362,17 +362,23 @@ def test_output_lines_tqdm_and_colours(tmp_path):
 def test_ctrl_z_suspends_the_training_too(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
-    p = subprocess.Popen(segwatch_cmd("run", "--headless", "--no-shim", "--run-dir", str(run), str(fake), "slow", "3"),
+    # the training lives until the test says so: a fixed 3 s could end it before the SIGTSTP
+    # is handled on a loaded machine (it did in CI), and then nothing is left to suspend
+    done = tmp_path / "done"
+    p = subprocess.Popen(segwatch_cmd("run", "--headless", "--no-shim", "--run-dir", str(run), str(fake), "until",
+                                      str(done)),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: meta_of(run).get("status") == "running", timeout=20)
+        wait_for(lambda: meta_of(run).get("status") == "running", timeout=60)
         child = psutil.Process(meta_of(run)["child_pid"])
         p.send_signal(signal.SIGTSTP)
-        wait_for(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, timeout=10)
+        wait_for(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, timeout=60)
         assert child.status() == psutil.STATUS_STOPPED and meta_of(run)["status"] == "paused"
         p.send_signal(signal.SIGCONT)
-        _, err = p.communicate(timeout=30)
+        done.touch()
+        _, err = p.communicate(timeout=60)
     finally:
+        done.touch()
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, err

@@ -85,9 +85,17 @@ class ResourceMemoryGrowing(Rule):
         })
 
 
+#: a traceback's source line (``raise torch.cuda.OutOfMemoryError(``, ``except ...OutOfMemoryError:``)
+#: names the class without being the error: the message is the line after it, or the bye reason
+_CODE = re.compile(r"^\s*(raise|except|if|elif|while|return|assert|with|try|def|class|import|from)\b"
+                   r"|OutOfMemoryError\s*\(")
+
+
 def _oom_text(ev: dict) -> str | None:
     if ev.get("type") == "output":
         line = ev.get("line")
+        if isinstance(line, str) and _CODE.search(line):
+            return None
     else:
         line = ev.get("reason")
     if isinstance(line, str) and _OOM.search(line):
