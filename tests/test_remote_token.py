@@ -48,7 +48,8 @@ def _tcp_exchange(port: int, lines: list[bytes], n_acks: int) -> list[dict]:
 def test_wrong_or_missing_token_cannot_control_or_read(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
-    sup = Supervisor(str(fake), ["slow", "6"], run_dir=run, use_shim=False, out=io.BytesIO(), err=io.BytesIO(),
+    done = tmp_path / "done"    # the training lives until the test ends it, however loaded the machine
+    sup = Supervisor(str(fake), ["until", str(done)], run_dir=run, use_shim=False, out=io.BytesIO(), err=io.BytesIO(),
                      install_signals=False, listen="127.0.0.1:0", kill_timeout=2.0)
     th = threading.Thread(target=sup.run)
     th.start()
@@ -94,6 +95,7 @@ def test_wrong_or_missing_token_cannot_control_or_read(tmp_path):
         wait_for(lambda: child.status() != psutil.STATUS_STOPPED, timeout=5)
         client.close()
     finally:
+        done.touch()
         th.join(timeout=30)
     rep = json.loads((run / "report.json").read_text())
     assert rep["exit_code"] == 0 and rep["status"] == "finished"
@@ -107,7 +109,8 @@ def test_another_user_cannot_reach_the_socket_or_read_the_token(tmp_path):
     fake = write_fake(tmp_path)
     os.chmod(tmp_path, 0o755)   # tmp_path itself open: only the run dir's own modes protect the run
     run = tmp_path / "run"
-    sup = Supervisor(str(fake), ["slow", "4"], run_dir=run, use_shim=False, out=io.BytesIO(), err=io.BytesIO(),
+    done = tmp_path / "done"    # the training lives until the test ends it, however loaded the machine
+    sup = Supervisor(str(fake), ["until", str(done)], run_dir=run, use_shim=False, out=io.BytesIO(), err=io.BytesIO(),
                      install_signals=False, listen="127.0.0.1:0")
     th = threading.Thread(target=sup.run)
     th.start()
@@ -143,6 +146,7 @@ def test_another_user_cannot_reach_the_socket_or_read_the_token(tmp_path):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0   # both refused with EACCES
     finally:
+        done.touch()
         th.join(timeout=30)
 
 
