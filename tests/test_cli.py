@@ -256,11 +256,12 @@ def test_check(tmp_path):
 def test_ctl_pause_resume_a_live_run(tmp_path):
     fake = write_fake(tmp_path)
     run = tmp_path / "run"
-    p = subprocess.Popen(segwatch_cmd("run", "--no-shim", "--run-dir", str(run), str(fake), "slow", "3"),
+    done = tmp_path / "done"    # the training lives until the test ends it, however loaded the machine
+    p = subprocess.Popen(segwatch_cmd("run", "--no-shim", "--run-dir", str(run), str(fake), "until", str(done)),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         from test_supervisor_fake import wait_for
-        wait_for(lambda: meta_of(run).get("status") == "running", timeout=20)
+        wait_for(lambda: meta_of(run).get("status") == "running", timeout=60)
         r = sw("pause", str(run))
         assert r.returncode == 0 and "paused" in r.stdout
         assert meta_of(run)["status"] == "paused"
@@ -268,8 +269,10 @@ def test_ctl_pause_resume_a_live_run(tmp_path):
         assert json.loads(r.stdout)["status"] == "paused"
         r = sw("ctl", str(run), "resume")
         assert r.returncode == 0 and "running" in r.stdout
-        _, err = p.communicate(timeout=30)
+        done.touch()
+        _, err = p.communicate(timeout=60)
     finally:
+        done.touch()
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0
