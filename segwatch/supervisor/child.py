@@ -165,9 +165,10 @@ class ChildRoom:
                 self._pause(None, by="user", quiet=True)
                 self._tstp_paused = True
             self._say(f"{PREFIX} " + tr("suspended", self.lang))
-            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTSTP)   # stops here until SIGCONT
-            signal.signal(signal.SIGTSTP, self._on_signal)
+            # SIGSTOP, not a re-raised SIGTSTP: the kernel discards a default-action SIGTSTP in an
+            # orphaned process group (a supervisor started from a script or a CI job whose
+            # parent shell is gone), and the supervisor would go on while its training is stopped
+            os.kill(os.getpid(), signal.SIGSTOP)   # stops here until SIGCONT
         elif signum == signal.SIGCONT and self._tstp_paused:
             self._tstp_paused = False
             if self._paused and self._killing is None:
