@@ -20,7 +20,7 @@ MAX_CLIENT_BUFFER = 64 << 20  # a subscriber this far behind is dropped
 
 class _Conn:
     __slots__ = ("sock", "decoder", "out", "tcp", "subscribed", "live", "history", "shim", "peer", "peer_pid",
-                 "trusted")
+                 "trusted", "spoke")
 
     def __init__(self, sock: socket.socket, tcp: bool) -> None:
         self.sock = sock
@@ -34,6 +34,7 @@ class _Conn:
         self.peer = ""
         self.peer_pid: int | None = None   # the connecting process (SO_PEERCRED), Unix sockets only
         self.trusted: bool | None = None   # may send training events: a process of the training's tree
+        self.spoke = False     # has sent a line (a viewer or ``ctl`` client says what it is at once)
 
 
 def _peer_pid(sock: socket.socket) -> int | None:
@@ -174,6 +175,7 @@ class ServerRoom:
 
     def _handle_lines(self, fd: int, conn: _Conn, data: bytes) -> None:
         for ev in conn.decoder.feed(data):
+            conn.spoke = True
             t = ev.get("type")
             if t == "control":
                 self._control(conn, ev)
@@ -192,6 +194,14 @@ class ServerRoom:
                     self._proto_errors.append(f"a client may not send {t!r} events: ignored")
             if fd not in self._conns:
                 return
+
+    @staticmethod
+    def _may_hold_events(conn: _Conn) -> bool:
+        """The ending waits for this connection's EOF: the shim's, or a local one that has
+        said nothing yet (a training that wrote its events and exited before the first read;
+        a viewer or ``ctl`` client identifies itself with its first line)."""
+        return conn.shim or (not conn.tcp and not conn.subscribed and conn.trusted is not False
+                             and not conn.spoke)
 
     def _may_send_events(self, conn: _Conn) -> bool:
         """Training events are accepted only from the training's own processes: never over

@@ -233,7 +233,7 @@ class Supervisor(ServerRoom, ChildRoom, OutputRoom, PolicyRoom):
                                   + tr("resume_hint", self.lang, run=self.run_dir))
             if self._exited_at is not None:
                 pipes_open = bool(self._pipes)
-                shim_open = any(c.shim for c in self._conns.values())
+                shim_open = any(self._may_hold_events(c) for c in self._conns.values())
                 if (not pipes_open and not shim_open) or now - self._exited_at > DRAIN_AFTER_EXIT:
                     return
 
@@ -351,13 +351,18 @@ class Supervisor(ServerRoom, ChildRoom, OutputRoom, PolicyRoom):
         bounded: a stray process holding a pipe open cannot hang the ending)."""
         if self._sel is None:
             return
-        while (self._pipes or any(c.shim for c in self._conns.values())) and time.monotonic() < deadline:
+        while (self._pipes or any(self._may_hold_events(c) for c in self._conns.values())) \
+                and time.monotonic() < deadline:
             events = self._sel.select(max(0.0, min(0.1, deadline - time.monotonic())))
             self._poll_tails()
             for key, mask in events:
                 kind, data = key.data
                 if kind == "pipe":
                     self._read_pipe(key.fd)
+                elif kind == "listen":
+                    # a connection still in the backlog: a short training may have written
+                    # everything and exited before the loop accepted it
+                    self._accept(key.fileobj, data)
                 elif kind == "conn":
                     if mask & selectors.EVENT_WRITE:
                         self._writable(key.fd)
