@@ -55,14 +55,22 @@ def ui(key: str, lang: str = "en") -> str:
     return pair[1] if lang == "zh" else pair[0]
 
 
-def fnum(value: Any, digits: int = 4) -> str:
-    """A compact human number: 0.1234, 1.23e-08, 12,345, nan."""
+def _number(value: Any) -> float | str:
+    """``value`` as a float, or the text every formatter shows instead: "–" for None, the
+    value itself when it is not a number."""
     if value is None:
         return "–"
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def fnum(value: Any, digits: int = 4) -> str:
+    """A compact human number: 0.1234, 1.23e-08, 12,345, nan."""
+    v = _number(value)
+    if isinstance(v, str):
+        return v
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
@@ -88,24 +96,18 @@ def fint(value: Any) -> str:
 
 def fpct(value: Any, digits: int = 1) -> str:
     """A fraction (0..1) as a percentage."""
-    if value is None:
-        return "–"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
+    v = _number(value)
+    if isinstance(v, str):
+        return v
     if math.isnan(v):
         return "nan"
     return f"{v * 100:.{digits}f}%"
 
 
 def fbytes(n: Any) -> str:
-    if n is None:
-        return "–"
-    try:
-        v = float(n)
-    except (TypeError, ValueError):
-        return str(n)
+    v = _number(n)
+    if isinstance(v, str):
+        return v
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(v) < 1024 or unit == "TiB":
             return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
@@ -114,12 +116,9 @@ def fbytes(n: Any) -> str:
 
 
 def fduration(seconds: Any) -> str:
-    if seconds is None:
-        return "–"
-    try:
-        s = float(seconds)
-    except (TypeError, ValueError):
-        return str(seconds)
+    s = _number(seconds)
+    if isinstance(s, str):
+        return s
     if not math.isfinite(s) or s < 0:
         return "–"
     s = int(round(s))
