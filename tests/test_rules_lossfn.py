@@ -152,6 +152,37 @@ def test_target_outside_the_classes_that_is_not_the_loss_ignore_index_is_the_bug
     assert "本次" in f.advice("zh")
 
 
+def test_raw_label_ids_out_of_range_are_not_an_ignore_index_mismatch():
+    # Cityscapes labelIds not mapped to train ids (VainF DeepLabV3Plus with encode_target
+    # skipped): several class ids >= C reach a loss that already ignores 255; advising
+    # ignore_index=21 would hide real pixels (label.out_of_range names them)
+    for ignore in (255, "auto"):
+        r = Run()
+        r.model()
+        lossfn(r, ignore_index=255, target_oor=[21, 23, 24, 26], step=0)
+        st, _ = feed(r.events, cfg(dataset__ignore_index=ignore))
+        assert "loss.ignore_index_mismatch" not in st.findings, ignore
+    # a lone value next to a loss that already ignores the configured 255: not an ignore either
+    r = Run()
+    r.model()
+    lossfn(r, ignore_index=255, target_oor=[19], step=0)
+    st, _ = feed(r.events, cfg(dataset__ignore_index=255))
+    assert "loss.ignore_index_mismatch" not in st.findings
+    # ... but with the 255s also missed by the loss, the mismatch is named on 255
+    r = Run()
+    r.model()
+    lossfn(r, ignore_index=-100, target_oor=[21, 23, 255], step=0)
+    st, _ = feed(r.events, cfg(dataset__ignore_index=255))
+    f = st.findings["loss.ignore_index_mismatch"]
+    assert f.evidence["data_ignore"] == 255 and f.evidence["suggest"] == "ignore_index=255"
+    # and a lone unusual value the loss does not ignore stays the suggestion
+    r = Run()
+    r.model()
+    lossfn(r, ignore_index=-100, target_oor=[250], step=0)
+    st, _ = feed(r.events, cfg(dataset__ignore_index="auto"))
+    assert st.findings["loss.ignore_index_mismatch"].evidence["suggest"] == "ignore_index=250"
+
+
 def test_loss_ignoring_the_labels_ignore_value_raises_nothing():
     r = Run()
     r.model()

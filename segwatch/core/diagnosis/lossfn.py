@@ -149,6 +149,24 @@ class LossAware:
         return f
 
 
+def _ignore_among(state, vals: list[int], loss_ignore: int | None) -> int | None:
+    """The value among the out-of-range targets that fills the ignore areas: the configured
+    or inferred one, else the usual 255 / -1, else a lone value (an unusual ignore such as
+    250) while the loss does not already ignore the data's ignore value.  None otherwise:
+    those values are class ids the labels should not hold (Cityscapes raw ids 21..33 not
+    mapped to train ids), not an ignore value the loss misses, and ``ignore_index=21``
+    would hide real pixels; label.out_of_range names them."""
+    data = state.effective_ignore
+    if data is not None and data in vals:
+        return data
+    usual = next((v for v in vals if v in (255, -1)), None)
+    if usual is not None:
+        return usual
+    if len(vals) == 1 and (data is None or loss_ignore != data):
+        return vals[0]
+    return None
+
+
 class LossIgnoreIndexMismatch(Rule):
     """The loss receives target values outside 0..C-1 that are not its ``ignore_index``: the
     labels' ignore value (255) is not the loss's (``CrossEntropyLoss`` defaults to -100). On
@@ -171,11 +189,9 @@ class LossIgnoreIndexMismatch(Rule):
             C = fint(shape[1]) if len(shape) > 1 else None
             li = fint(c.get("ignore_index"))
             vals = [fint(v) for v in vals if fint(v) is not None]
-            # the value that fills the ignore areas: the configured or inferred one, else the
-            # usual 255 / -1 among the values, else the first
-            data = state.effective_ignore
-            if data is None or data not in vals:
-                data = next((v for v in vals if v in (255, -1)), vals[0])
+            data = _ignore_among(state, vals, li)
+            if data is None:
+                continue  # class ids out of range, no ignore value among them: label.out_of_range
             return self.make(state, ev, {
                 "loss_fn": c.get("fn"), "loss_ignore_index": li, "target_values": vals,
                 "num_classes": C, "valid_range": f"0..{C - 1}" if C else None, "data_ignore": data,
