@@ -250,6 +250,17 @@ def _tui_available() -> tuple[bool, str]:
     return True, ""
 
 
+def _headless(asked: bool, instead: str) -> bool:
+    """Whether to go on without the app: asked for (--headless), no terminal, or the app cannot
+    load (said on stderr, with what segwatch does ``instead``)."""
+    if asked or not sys.stdout.isatty():
+        return True
+    ok, why = _tui_available()
+    if not ok:
+        print(f"[segwatch] the app is not available ({why}); {instead}", file=sys.stderr)
+    return not ok
+
+
 def _open_app(client: Any = None, events: list | None = None, lang: str = "en", live: bool = True,
               meta: dict | None = None, title: str | None = None) -> Any:
     """Run the app on a client (live/attached) or a list of events (replay)."""
@@ -290,13 +301,7 @@ def cmd_run(argv: Sequence[str], demo_defaults: dict | None = None) -> int:
     for warning in quick_warnings():
         print(f"[segwatch] warning: {warning}", file=sys.stderr)
 
-    headless = ns.headless or not sys.stdout.isatty()
-    if not headless:
-        ok, why = _tui_available()
-        if not ok:
-            print(f"[segwatch] the app is not available ({why}); running headless", file=sys.stderr)
-            headless = True
-    if headless:
+    if _headless(ns.headless, "running headless"):
         return _run_headless(ns, script, script_args, config, run_dir)
     return _run_with_app(ns, script, script_args, run_dir)
 
@@ -477,6 +482,12 @@ def _is_glob(target: str) -> bool:
     return not target.startswith(("ssh://", "tcp://")) and any(c in target for c in "*?[")
 
 
+def _is_fleet(fleet_file: str | None, targets: Sequence[str]) -> bool:
+    """The targets are the nodes of one multi-node run: a fleet file, not exactly one target,
+    or a glob."""
+    return bool(fleet_file) or len(targets) != 1 or _is_glob(targets[0])
+
+
 def cmd_attach(argv: Sequence[str]) -> int:
     from segwatch.supervisor import ControlError, RunClient
 
@@ -492,7 +503,7 @@ def cmd_attach(argv: Sequence[str]) -> int:
     p.add_argument("--interval", type=float, default=5.0)
     p.add_argument("--token", help="token for tcp:// targets (or SEGWATCH_TOKEN)")
     ns = p.parse_args(argv)
-    if ns.fleet or len(ns.target) != 1 or _is_glob(ns.target[0]):
+    if _is_fleet(ns.fleet, ns.target):
         from segwatch.fleet.cli import attach as attach_fleet
 
         return attach_fleet(ns, ns.target)
@@ -506,13 +517,7 @@ def cmd_attach(argv: Sequence[str]) -> int:
         _err(f"cannot attach to {ns.target}: {exc}")
         return 1
     try:
-        headless = ns.headless or not sys.stdout.isatty()
-        if not headless:
-            ok, why = _tui_available()
-            if not ok:
-                print(f"[segwatch] the app is not available ({why}); following headless", file=sys.stderr)
-                headless = True
-        if headless:
+        if _headless(ns.headless, "following headless"):
             code = _follow_headless(client, ns.lang, ns.interval)
         else:
             _open_app(client=client, lang=ns.lang, live=True, title=f"segwatch — {ns.target}")
@@ -527,7 +532,6 @@ def cmd_attach(argv: Sequence[str]) -> int:
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
-    from segwatch.supervisor.headless import finding_line, status_line
     from segwatch.runs import Replayed
 
     p = argparse.ArgumentParser(prog="segwatch replay", allow_abbrev=False,
@@ -540,7 +544,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
                    help="print the report rebuilt from the events (the same as the live run's report.json)")
     p.add_argument("--lang", choices=LANGS, default=None)
     ns = p.parse_args(argv)
-    if ns.fleet or len(ns.run_dir) != 1 or _is_glob(ns.run_dir[0]):
+    if _is_fleet(ns.fleet, ns.run_dir):
         from segwatch.fleet.cli import replay as replay_fleet
 
         return replay_fleet(ns, ns.run_dir)
@@ -556,28 +560,28 @@ def cmd_replay(argv: Sequence[str]) -> int:
     if ns.json:
         print(json.dumps(rep.report(), indent=2, ensure_ascii=False))
         return 0
-    headless = ns.headless or not sys.stdout.isatty()
-    if not headless:
-        ok, why = _tui_available()
-        if not ok:
-            print(f"[segwatch] the app is not available ({why}); printing instead", file=sys.stderr)
-            headless = True
-    if not headless:
+    if not _headless(ns.headless, "printing instead"):
         _open_app(events=rep.event_list, lang=rep.lang, live=False, meta=rep.meta,
                   title=f"segwatch replay — {Path(rep.run_dir).name}")
         return 0
-    from segwatch.supervisor.headless import tr
+    print_replayed(rep)
+    return 0
+
+
+def print_replayed(rep: Any) -> None:
+    """A replayed run (one run's or a fleet's) as ``replay --headless`` prints it: how many
+    events were read, the final status line and every finding."""
+    from segwatch.supervisor.headless import finding_line, status_line, tr
 
     print("[segwatch] " + tr("replayed", rep.lang, n=rep.events, run=rep.run_dir)
           + (tr("invalid_skipped", rep.lang, n=rep.invalid) if rep.invalid else ""))
     print(status_line(rep.state, rep.status, rep.lang))
     for f in list(getattr(rep.state, "findings", {}).values()):
         print(finding_line(f, rep.lang))
-    return 0
 
 
 def cmd_report(argv: Sequence[str]) -> int:
-    from segwatch.runs import RunDir, format_markdown, format_text, load_report
+    from segwatch.runs import RunDir, format_markdown, load_report
 
     p = argparse.ArgumentParser(prog="segwatch report", allow_abbrev=False,
                                 description="Print a run's report (rebuilt from its events if it has none yet), "
@@ -597,7 +601,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     if ns.out and not (ns.markdown or ns.bundle):
         _err("--out goes with --markdown or --bundle")
         return EXIT_USAGE
-    if ns.fleet or len(ns.run_dir) != 1 or _is_glob(ns.run_dir[0]):
+    if _is_fleet(ns.fleet, ns.run_dir):
         from segwatch.fleet.cli import report as report_fleet
 
         return report_fleet(ns, ns.run_dir)
@@ -629,16 +633,25 @@ def cmd_report(argv: Sequence[str]) -> int:
             return 1
         print(path)
         return 0
-    rep = load_report(ns.run_dir, ns.lang)
-    if ns.json:
+    print_report(load_report(ns.run_dir, ns.lang), ns.json, ns.lang)
+    return 0
+
+
+def print_report(rep: dict, as_json: bool, lang: str | None, english_tail: str | None = None) -> None:
+    """A report as ``segwatch report`` prints it: the JSON, or the text in ``lang`` (None: the
+    report's own); ``english_tail`` is printed after the English text (a fleet's nodes)."""
+    from segwatch.runs import format_text
+
+    if as_json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
-    elif (ns.lang or rep.get("lang")) == "zh":
+    elif (lang or rep.get("lang")) == "zh":
         from segwatch.supervisor.headless import report_text_zh
 
         print(report_text_zh(rep))
     else:
         print(format_text(rep))
-    return 0
+        if english_tail is not None:
+            print(english_tail)
 
 
 def cmd_ls(argv: Sequence[str]) -> int:
@@ -740,7 +753,7 @@ def cmd_ctl(argv: Sequence[str], cmd: str | None = None) -> int:
             p.error("the last argument must be the command: pause|resume|kill|ping")
         cmd = targets.pop()
     command = cmd
-    if ns.fleet or len(targets) != 1 or _is_glob(targets[0]):
+    if _is_fleet(ns.fleet, targets):
         return _ctl_fleet(targets, ns.fleet, command, ns.token, ns.json)
     ns.run_dir = targets[0]
     try:

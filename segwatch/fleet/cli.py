@@ -24,14 +24,9 @@ def _nodes(ns: Any, targets: list[str]) -> list[dict] | None:
 
 
 def _headless(ns: Any) -> bool:
-    from segwatch.cli import _tui_available
+    from segwatch.cli import _headless as headless
 
-    if ns.headless or not sys.stdout.isatty():
-        return True
-    ok, why = _tui_available()
-    if not ok:
-        print(f"[segwatch] the app is not available ({why}); printing instead", file=sys.stderr)
-    return not ok
+    return headless(ns.headless, "printing instead")
 
 
 def _app(source: Any, state: Any, lang: str, live: bool, title: str) -> Any:
@@ -124,7 +119,7 @@ def _replayed(ns: Any, targets: list[str], keep_events: bool = False, ingest: bo
 
 
 def replay(ns: Any, targets: list[str]) -> int:
-    from segwatch.supervisor.headless import finding_line, status_line, tr
+    from segwatch.cli import print_replayed
 
     app = not ns.json and not _headless(ns)
     # the app feeds the merged events to a FleetState of its own: read them only (not twice)
@@ -140,16 +135,12 @@ def replay(ns: Any, targets: list[str]) -> int:
         state = FleetState(_config(rep.meta), lang=rep.lang, nodes=rep.nodes)
         _app(rep.event_list, state, rep.lang, False, "replay " + _title(rep.nodes))
         return 0
-    print("[segwatch] " + tr("replayed", rep.lang, n=rep.events, run=rep.run_dir)
-          + (tr("invalid_skipped", rep.lang, n=rep.invalid) if rep.invalid else ""))
-    print(status_line(rep.state, rep.status, rep.lang))
-    for f in list(rep.state.findings.values()):
-        print(finding_line(f, rep.lang))
+    print_replayed(rep)
     return 0
 
 
 def report(ns: Any, targets: list[str]) -> int:
-    from segwatch.runs import format_text
+    from segwatch.cli import print_report
 
     if ns.markdown or ns.bundle:
         _err("--markdown and --bundle take one run directory (a fleet's report: --json or text)")
@@ -158,15 +149,7 @@ def report(ns: Any, targets: list[str]) -> int:
     if rep is None:
         return EXIT_USAGE
     out = rep.report()
-    if ns.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False))
-    elif (ns.lang or out.get("lang")) == "zh":
-        from segwatch.supervisor.headless import report_text_zh
-
-        print(report_text_zh(out))
-    else:
-        print(format_text(out))
-        print(fleet_text(out))
+    print_report(out, ns.json, ns.lang, english_tail=fleet_text(out))
     return 0
 
 
