@@ -35,6 +35,7 @@ class Run:
     events: list[dict] = field(default_factory=list)
     stdout: str = ""
     stderr: str = ""
+    run_dir: Path | None = None
 
     def ids(self) -> set[str]:
         return {f["id"] for f in (self.report or {}).get("findings", [])}
@@ -85,4 +86,18 @@ def run_cli(script: Path, workdir: Path, args: list[str] | tuple[str, ...] = (),
     log = run_dir / "stdout.log"
     return Run(rc=rc, report=json.loads(report.read_text()) if report.exists() else None,
                events=events, stdout=log.read_text(errors="replace") if log.exists() else "",
-               stderr=err)
+               stderr=err, run_dir=run_dir)
+
+
+def assert_class_names_in_markdown(run: Run, classes: list[str], source: str, out_dir: Path) -> None:
+    """The framework's class names reach the report: the first ``class_names`` probe holds
+    ``classes`` (read by the ``source`` adapter), and ``segwatch report --markdown`` (written
+    into ``out_dir``) names each class in its per-class table."""
+    names = [e for e in run.events if e.get("type") == "probe" and e.get("name") == "class_names"]
+    assert names and names[0]["class_names"] == classes and names[0]["source"] == source, names[:1]
+    out = subprocess.run([sys.executable, "-m", "segwatch", "report", "--markdown", "--out", str(out_dir),
+                          str(run.run_dir)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    md = (out_dir / "report.md").read_text()
+    for c, name in enumerate(classes):
+        assert f"| {c} | {name} |" in md, md[-3000:]

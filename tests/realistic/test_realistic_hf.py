@@ -14,8 +14,6 @@ reported as missed on an HF Trainer SegFormer script: the model collapses to one
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None
                                 or importlib.util.find_spec("accelerate") is None,
                                 reason="transformers / accelerate not installed (pip install -e '.[test]')")
 
-from _common import run_cli  # noqa: E402
+from _common import assert_class_names_in_markdown, run_cli  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent / "hf_style" / "run_semantic_segmentation.py"
 CLASSES = ["wall", "floor", "ceiling", "window", "door", "table", "chair", "plant"]
@@ -67,14 +65,7 @@ def test_healthy_trainer_script_is_quiet_and_names_its_classes(tmp_path, monkeyp
     assert all(abs(e["value"] - own[e["step"]]) < 0.05 for e in script), (script, own)
     assert script[-1]["value"] > script[0]["value"] + 10
     # id2label reaches the report: the per-class table of the Markdown report
-    names = [e for e in run.events if e.get("type") == "probe" and e.get("name") == "class_names"]
-    assert names and names[0]["class_names"] == CLASSES and names[0]["source"] == "hf"
-    out = subprocess.run([sys.executable, "-m", "segwatch", "report", "--markdown", "--out", str(tmp_path / "md"),
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    md = (tmp_path / "md" / "report.md").read_text()
-    for c, name in enumerate(CLASSES):
-        assert f"| {c} | {name} |" in md, md[-3000:]
+    assert_class_names_in_markdown(run, CLASSES, "hf", tmp_path / "md")
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ this holds segwatch to what the framework alone tells it: the class names of the
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmseg") is None,
                                 reason="mmsegmentation not installed (pip install -e '.[test]')")
 
-from _common import ROOT, run_cli  # noqa: E402
+from _common import ROOT, assert_class_names_in_markdown, run_cli  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent / "mmseg_style"
 STANDIN = ROOT / "tests" / "mmcv_ops_standin"
@@ -89,14 +88,7 @@ def test_healthy_mmseg_project_is_quiet_and_names_its_classes(tmp_path, monkeypa
     assert all(abs(e["value"] - own[e["step"]]) < 0.05 for e in script), (script, own)
     assert script[-1]["value"] > script[0]["value"] + 10
     # dataset_meta's class names reach the report: the per-class table of the Markdown report
-    names = [e for e in run.events if e.get("type") == "probe" and e.get("name") == "class_names"]
-    assert names and names[0]["class_names"] == CLASSES and names[0]["source"] == "mmseg"
-    out = subprocess.run([sys.executable, "-m", "segwatch", "report", "--markdown", "--out", str(tmp_path / "md"),
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    md = (tmp_path / "md" / "report.md").read_text()
-    for c, name in enumerate(CLASSES):
-        assert f"| {c} | {name} |" in md, md[-3000:]
+    assert_class_names_in_markdown(run, CLASSES, "mmseg", tmp_path / "md")
 
 
 @pytest.mark.slow
