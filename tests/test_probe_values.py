@@ -16,13 +16,7 @@ from segwatch.shim.probes.preds import PRED_VALUES
 C = 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-    S.uninstall()
+pytestmark = pytest.mark.usefixtures("torch_one_thread_shim_uninstalled")
 
 
 def _align_reference(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.Tensor:

@@ -24,13 +24,7 @@ from segwatch.shim.emitter import FALLBACK_NAME, MemoryEmitter, ThreadEmitter
 C = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-    S.uninstall()
+pytestmark = pytest.mark.usefixtures("torch_one_thread_shim_uninstalled")
 
 
 class Net(nn.Module):
