@@ -20,25 +20,25 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread_shim_uninstalled")
 
 
 def _align_reference(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.Tensor:
-    """The edge-agreement sums written plainly: padded gradients, a 3x3 max pool, label
-    boundaries as any right / lower neighbour that differs, for the label and its mirror."""
-    x = torch.nan_to_num(img[0].float().mean(0, keepdim=True)[None], nan=0.0, posinf=0.0, neginf=0.0)
+    """The edge-agreement sums written plainly, on the grid's interior: forward-difference
+    gradients, an unpadded 3x3 max pool, label boundaries as a right / lower neighbour that
+    differs, for the label and its mirror."""
+    x = torch.nan_to_num(img[0].float().sum(0, keepdim=True)[None], nan=0.0, posinf=0.0, neginf=0.0)
     s = max(1, x.shape[-1] // target)
     if s > 1:
         x = F.avg_pool2d(x, s, s)
     x = x[0, 0]
     h, w = x.shape
-    g = F.pad((x[:, 1:] - x[:, :-1]).abs(), (0, 1)) + F.pad((x[1:, :] - x[:-1, :]).abs(), (0, 0, 0, 1))
-    g = F.max_pool2d(g[None, None], 3, 1, 1)[0, 0]
+    g = (x[:-1, 1:] - x[:-1, :-1]).abs() + (x[1:, :-1] - x[:-1, :-1]).abs()
+    g = F.max_pool2d(g[None, None], 3, 1, 0)[0, 0]
     lab1 = ST.squeeze_label(lab)[0]
     if lab1.is_floating_point():
         lab1 = torch.nan_to_num(lab1, nan=-1.0).round()
     lab1 = F.interpolate(lab1.float()[None, None], size=(h, w), mode="nearest")[0, 0]
     out = []
     for l in (lab1, lab1.flip(-1)):
-        e = torch.zeros(h, w, dtype=torch.bool)
-        e[:, :-1] |= l[:, 1:] != l[:, :-1]
-        e[:-1, :] |= l[1:, :] != l[:-1, :]
+        e = (l[:-1, 1:] != l[:-1, :-1]) | (l[1:, :-1] != l[:-1, :-1])
+        e = e[1:-1, 1:-1]
         out += [g[e].sum(), e.sum().float(), g.sum(), torch.tensor(float(g.numel()))]
     return torch.stack(out)
 

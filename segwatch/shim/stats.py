@@ -175,7 +175,7 @@ def label_stats(lab: torch.Tensor, num_classes: int, ignore: int | None) -> dict
         labi = torch.where(finite, r, torch.full((), -(2 ** 30), dtype=lab.dtype, device=dev)).long()
     else:
         out["fractional"] = zero
-        labi = lab if lab.dtype == torch.long else lab.long()
+        labi = lab if lab.dtype != torch.bool else lab.long()   # (int64 only where a clamp needs it)
     if labi.numel():
         out["min"], out["max"] = torch.aminmax(labi)
     else:
@@ -184,17 +184,27 @@ def label_stats(lab: torch.Tensor, num_classes: int, ignore: int | None) -> dict
     lo, hi = -1, C
     if ignore is not None and -4096 <= ignore <= C + 4096:
         lo, hi = min(lo, ignore - 1), max(hi, ignore + 1)
-    idx = labi.reshape(-1).clamp(lo, hi) - lo
-    counts = _bincount_fixed(idx, hi - lo + 1)
-    hist_ = counts[-lo:C - lo]
+    flat = labi.reshape(-1)
+    if dev.type == "cpu" and labi.numel() and 0 <= int(out["min"]) and int(out["max"]) <= hi:
+        # on CPU the range is known for free: values already in [0, hi] need no clamp (the
+        # clamp and the shift each write a new int64 copy of the map; in a training step those
+        # fresh pages cost ~10x the bincount itself). Value v is counted at counts[v - off].
+        off = 0
+        counts = torch.bincount(flat, minlength=hi + 1)
+    else:
+        off = lo
+        counts = _bincount_fixed(flat.long().clamp(lo, hi) - lo, hi - lo + 1)
+    hist_ = counts[-off:C - off]
     if ignore is None:
         out["ignore"] = zero
     elif 0 <= ignore < C:
         hist_ = hist_.clone()
         out["ignore"] = hist_[ignore].clone()
         hist_[ignore] = 0
-    elif lo <= ignore <= hi:
-        out["ignore"] = counts[ignore - lo]
+    elif off <= ignore <= hi:
+        out["ignore"] = counts[ignore - off]
+    elif lo <= ignore < off:   # (values below 0 do not occur here)
+        out["ignore"] = zero
     else:   # an ignore value far outside the classes: one comparison pass
         out["ignore"] = (labi == ignore).sum()
     out["hist"] = hist_
@@ -213,9 +223,8 @@ def boundary_share(lab: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), dtype=torch.float32, device=lab.device)
     lab = lab.float()    # exact for ids below 2^24; float compares vectorise, int64 ones do not
     left, mid, right = lab[..., :-2], lab[..., 1:-1], lab[..., 2:]
-    lo = torch.minimum(left, right)
-    hi = torch.maximum(left, right)
-    between = (mid > lo) & (mid < hi)
+    # strictly between: both differences non-zero and of one sign (fewer ops than min/max)
+    between = (mid - left).mul_(right - mid) > 0
     return between.sum().float() / float(max(1, lab.numel()))
 
 
@@ -279,10 +288,17 @@ def input_stats(x: torch.Tensor, max_elems: int = 1 << 16) -> torch.Tensor:
     if s > 1:
         xs = xs[..., ::s, ::s]
     xs = xs.float()
-    if x.device.type == "cpu" and bool(torch.isfinite(x.sum())):
-        std, mean = torch.std_mean(xs, correction=0)
+    if x.device.type == "cpu" and math.isfinite(x.sum().item()):
         mn, mx = torch.aminmax(xs)
-        return torch.stack([mean, std, mn, mx, torch.zeros((), dtype=xs.dtype)])
+        # mean and std from the sums of the values shifted by their minimum (no cancellation
+        # for data far from 0, e.g. 0-255 pixels): two fused passes; ``std_mean`` costs ~15x more
+        # on CPU (a Welford pass per value)
+        n = max(1, xs.numel())
+        d = xs - mn
+        s1, s2 = d.sum().item(), torch.linalg.vecdot(d.reshape(-1), d.reshape(-1)).item()
+        m = s1 / n
+        var = max(0.0, s2 / n - m * m)
+        return torch.tensor([float(mn) + m, math.sqrt(var), float(mn), float(mx), 0.0], dtype=xs.dtype)
     nonfinite = (~torch.isfinite(x)).sum()
     fin = torch.isfinite(xs)
     n = fin.sum().clamp(min=1)
@@ -310,56 +326,46 @@ def resize_nearest(lab: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return lab.index_select(-2, ri).index_select(-1, ci)
 
 
-def _max3x3(g: torch.Tensor) -> torch.Tensor:
-    """3x3 max filter of a non-negative map [h, w] (zero padding): as max_pool2d(3, 1, 1) on
-    values >= 0, as four elementwise maxima (max_pool2d is ~10x slower on CPU here)."""
-    r = g.clone()
-    r[:, 1:] = torch.maximum(r[:, 1:], g[:, :-1])
-    r[:, :-1] = torch.maximum(r[:, :-1], g[:, 1:])
-    out = r.clone()
-    out[1:] = torch.maximum(out[1:], r[:-1])
-    out[:-1] = torch.maximum(out[:-1], r[1:])
-    return out
-
-
-def align_sums(img: torch.Tensor, lab: torch.Tensor, target: int = 64) -> torch.Tensor:
+def align_sums(img: torch.Tensor, lab: torch.Tensor, target: int = 64, finite: bool = False) -> torch.Tensor:
     """Edge agreement of one sample: [sum_g_at_edges, n_edges, sum_g, n] for the label and
     the same four for the label mirrored horizontally (8 values, device tensor).
 
-    The image (first sample, channel mean) is average-pooled to about ``target`` pixels wide;
-    its gradient magnitude is max-pooled 3x3 (one pixel of tolerance). The label is resized
-    with nearest to the same grid; its class boundaries (horizontal and vertical neighbours
-    that differ) are the edges. ``align = mean_g(edges) / (mean_g(edges) + mean_g(rest))``:
-    about 0.5 when edges are unrelated, close to 1 when label boundaries sit on image edges.
+    The image (first sample, channels summed) is average-pooled to about ``target`` pixels
+    wide; its gradient magnitude (|right - here| + |below - here|) is max-filtered 3x3 (one
+    pixel of tolerance). The label is resized with nearest to the same grid; its class
+    boundaries (a right or lower neighbour that differs) are the edges. Everything is taken
+    on the grid's interior, where the filter needs no padding (the outer two pixel rings are
+    left out). ``align = mean_g(edges) / (mean_g(edges) + mean_g(rest))``: about 0.5 when
+    edges are unrelated, close to 1 when label boundaries sit on image edges (the scale of
+    the image cancels). ~20 small ops: each costs ~10-50 µs inside a training step on CPU.
+    ``finite``: the caller knows the image holds no NaN/inf (skips one pass).
     """
-    F = torch.nn.functional
-    x = img[0].float().mean(0, keepdim=True)[None]            # [1, 1, H, W]
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    H, W = x.shape[-2:]
-    s = max(1, W // target)
+    x = img[0].float().sum(0)                                   # [H, W]
+    if not finite:
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    s = max(1, x.shape[-1] // target)
     if s > 1:
-        x = F.avg_pool2d(x, s, s)
-    x = x[0, 0]
+        x = torch.nn.functional.avg_pool2d(x[None, None], s, s)[0, 0]
     h, w = x.shape
-    # padded sums by slice-adds into zeros (F.pad allocates and is slow on CPU here)
-    g = torch.zeros_like(x)
-    g[:, :-1] += (x[:, 1:] - x[:, :-1]).abs()
-    g[:-1, :] += (x[1:, :] - x[:-1, :]).abs()
-    g = _max3x3(g)                                              # [h, w]
+    if h < 4 or w < 4:      # no interior: nothing to judge (align_from_sums gives None)
+        return torch.zeros(8, dtype=torch.float32, device=x.device)
+    a = x[:-1, :-1]
+    g = (x[:-1, 1:] - a).abs_().add_((x[1:, :-1] - a).abs_())   # [h-1, w-1]
+    r = torch.maximum(torch.maximum(g[:, :-2], g[:, 1:-1]), g[:, 2:])
+    m = torch.maximum(torch.maximum(r[:-2], r[1:-1]), r[2:])    # [h-3, w-3]: 3x3 max of g
     lab1 = squeeze_label(lab)[0]
     if lab1.is_floating_point():
         lab1 = torch.nan_to_num(lab1, nan=-1.0).round()
-    lab1 = resize_nearest(lab1.long(), h, w).float()            # exact for ids < 2^24
+    lab1 = resize_nearest(lab1, h, w).float()                   # exact for ids < 2^24
     # the label and its mirror as one [2, h, w] pair: one op per step for both
     pair = torch.stack([lab1, lab1.flip(-1)])
-    e = torch.zeros(pair.shape, dtype=torch.bool, device=pair.device)
-    torch.ne(pair[:, :, 1:], pair[:, :, :-1], out=e[:, :, :-1])
-    e[:, :-1, :] |= pair[:, 1:, :] != pair[:, :-1, :]
-    ge = torch.where(e, g, 0.0).sum((1, 2))                     # [2]
-    ne = e.sum((1, 2), dtype=g.dtype)
+    p = pair[:, :-1, :-1]
+    e = ((pair[:, :-1, 1:] != p) | (pair[:, 1:, :-1] != p))[:, 1:-1, 1:-1]    # [2, h-3, w-3]
+    ge = (e * m).sum((1, 2))
+    ne = e.sum((1, 2), dtype=m.dtype)
     # [sum_g_at_edges, n_edges, sum_g, n] for the label, then for its mirror
-    gs_n = torch.stack([g.sum(), torch.full((), float(g.numel()), device=g.device)])
-    return torch.cat([torch.stack([ge, ne], 1), gs_n.expand(2, 2)], 1).reshape(-1)
+    n = torch.full((2,), float(m.numel()), dtype=m.dtype, device=m.device)
+    return torch.stack([ge, ne, m.sum().expand(2), n], 1).reshape(-1)
 
 
 def align_from_sums(v: list[float]) -> tuple[float | None, float | None]:

@@ -40,7 +40,10 @@ class BatchProbe:
                     else:
                         deferred = lab  # statistics once the class count is known (read-back)
                     if b.images and b.images[0][1].shape[0] == lab.shape[0] and lab2.numel():
-                        dev["align"] = S.align_sums(b.images[0][1], lab)
+                        img = b.images[0][1]
+                        # on CPU the input statistics already say whether it is all finite
+                        finite = img.device.type == "cpu" and float(dev["in0"][4]) == 0
+                        dev["align"] = S.align_sums(img, lab, finite=finite)
             post = self._batch_post
             rec = _Rec("batch", self.step, fields, dev, post)
             if deferred is not None:
