@@ -486,6 +486,30 @@ def test_shape_mismatch_batch_and_eval():
     assert feed(r2.events, cfg())[0].findings["label.shape_mismatch"].phase == "val"
 
 
+def test_eval_on_rescaled_or_cropped_images_is_not_a_shape_mismatch_nor_an_empty_matrix():
+    # BiSeNet's eval_model: a single-scale pass, then sliding-window and multi-scale + flip
+    # passes over the same loader, where the model sees 64x64 crops or 48x96 rescaled images
+    # of 64x128 labels and the script stitches/resizes the outputs itself
+    rng = np.random.RandomState(0)
+
+    def run(label_shape):
+        r = Run()
+        r.model()
+        for s in range(1, 4):
+            r.batch(s, hist=label_hist(rng))
+            r.step(s)
+        for index, (matrix, sm) in enumerate([(eval_matrix(rng, 0.5), 0), (None, 10), (None, 10)]):
+            for i in range(10):
+                r.batch(3, phase="val", hist=label_hist(rng), index=i, shape=label_shape, image_shape=(64, 128))
+            r.eval(3, matrix, index=index, size_mismatch=sm)
+        return feed(r.events, cfg())[0].findings
+
+    found = run((2, 64, 128))      # the loader's labels have their images' size
+    assert "label.shape_mismatch" not in found and "metric.cm_empty" not in found, found
+    found = run((2, 32, 64))       # ... they do not: the labels are wrong
+    assert "label.shape_mismatch" in found and "metric.cm_empty" in found, found
+
+
 def test_interpolated_labels():
     rng = np.random.RandomState(0)
     r = Run()

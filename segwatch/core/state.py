@@ -82,6 +82,17 @@ def _is_sanity(ev: dict, step: int | None) -> bool:
             and batches is not None and expected is not None and 0 < batches < expected)
 
 
+def _same_hw(label_shape: Any, image_shape: Any) -> bool | None:
+    """Whether a label batch has its images' spatial size (last two dims); None when unknown."""
+    try:
+        if not isinstance(label_shape, (list, tuple)) or not isinstance(image_shape, (list, tuple)) \
+                or len(label_shape) < 2 or len(image_shape) < 2:
+            return None
+        return [int(x) for x in label_shape[-2:]] == [int(x) for x in image_shape[-2:]]
+    except (TypeError, ValueError):
+        return None
+
+
 def _hist(v: Any) -> np.ndarray | None:
     if not isinstance(v, (list, tuple)) or not v:
         return None
@@ -200,8 +211,9 @@ class RunState:
         self.batches = {"train": 0, "val": 0}
         # cumulative label pixels per phase: [total, ignore, out-of-range]
         self.label_totals = {"train": [0, 0, 0], "val": [0, 0, 0]}
-        # validation labels of the evaluation pass in progress: [pixels, in-range pixels, batches]
-        self._val_pass = [0, 0, 0]
+        # validation labels of the evaluation pass in progress: [pixels, in-range pixels, batches,
+        # batches whose labels have their images' H, W, batches whose labels do not]
+        self._val_pass = [0, 0, 0, 0, 0]
 
         # evaluation
         self.miou: list[tuple[int, float, float]] = []   # (step, guide, mmseg)
@@ -555,7 +567,8 @@ class RunState:
         out[: len(arr)] = arr
         return out
 
-    def _add_label_counts(self, phase: Any, labels: dict, lead: bool) -> np.ndarray | None:
+    def _add_label_counts(self, phase: Any, labels: dict, lead: bool,
+                          image_shape: Any = None) -> np.ndarray | None:
         """Add one batch's label counts (totals, the validation pass's counts, the class
         histogram) to the run's, whichever rank sent it; returns the batch's histogram.
         The lead rank's batches of any non-val phase count as training; other ranks' only
@@ -572,6 +585,9 @@ class RunState:
             self._val_pass[0] += _int(labels.get("total")) or 0
             self._val_pass[1] += int(h.sum()) if h is not None else 0
             self._val_pass[2] += 1
+            fit = _same_hw(labels.get("shape"), image_shape)
+            if fit is not None:
+                self._val_pass[3 if fit else 4] += 1
         if h is not None:
             if phase == "val":
                 self.val_label_hist = self._fit(self.val_label_hist, len(h))
@@ -603,7 +619,7 @@ class RunState:
             return
         self.last_labels = labels
         self._read("labels", labels, s, "batch")
-        h = self._add_label_counts(phase, labels, lead=True)
+        h = self._add_label_counts(phase, labels, lead=True, image_shape=ev.get("image_shape"))
         if h is not None and not self.num_classes:
             self.num_classes = len(h)
         # the ignore value the shim applied (under auto, once it inferred one)
@@ -749,8 +765,11 @@ class RunState:
             # what the validation batches of this pass carried (seen by the batch probe)
             "label_pixels": self._val_pass[0], "label_valid": self._val_pass[1],
             "label_batches": self._val_pass[2],
+            # did the loader's labels have their images' size? (then a prediction of another
+            # size comes from the script feeding the model rescaled or cropped images)
+            "label_size_fit": self._val_pass[3], "label_size_differs": self._val_pass[4],
         }
-        self._val_pass = [0, 0, 0]
+        self._val_pass = [0, 0, 0, 0, 0]
         summary["sanity"] = _is_sanity(ev, s)
         self.evals_total += 1
         nc = _int(ev.get("num_classes"))
@@ -939,7 +958,7 @@ class RunState:
             phase = ev.get("phase")
             if phase in self.batches:
                 self.batches[phase] += 1
-            self._add_label_counts(phase, labels, lead=False)
+            self._add_label_counts(phase, labels, lead=False, image_shape=ev.get("image_shape"))
 
     # ------------------------------------------------------------------ distributed
     def _on_rank_event(self, ev: dict) -> None:

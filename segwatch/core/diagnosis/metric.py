@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import metrics as _metrics
 from .base import Rule, finite, fint, r4, script_miou
+from .labels import rescaled_eval_inputs
 from .lossfn import LossAware
 from .preds import collapse_share, eval_gate, own_eval_seen
 
@@ -50,6 +51,8 @@ class MetricCmEmpty(LossAware, Rule):
             ignored_inferred = fint(oor_values.get(str(inferred), oor_values.get(inferred))) or 0
             oor = max(0, oor - ignored_inferred)
         sm = fint(ev.get("size_mismatch")) or 0
+        if sm and not no_valid and (m is None or not m) and rescaled_eval_inputs(state):
+            return None   # outputs of rescaled/cropped images: this pass was not observable
         reasons = []
         if no_valid:
             reasons.append("no validation label pixel of this evaluation is a valid class "
