@@ -82,6 +82,28 @@ def probes(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("type") == "probe" and str(e.get("name", "")).startswith("adapter")]
 
 
+def assert_healthy_adapter_run(rep: dict, absent: frozenset[str] | set[str] = frozenset()) -> None:
+    """What every framework's healthy run shows first: exit 0, no error-level finding, none of
+    the ``absent`` ids, no disagreement with the adapter's own metric."""
+    assert rep["exit_code"] == 0, describe(rep)
+    assert errors(rep) == [], describe(rep)
+    assert not {f["id"] for f in rep["findings"]} & absent, describe(rep)
+    assert adapter_disagreements(rep) == [], describe(rep)
+
+
+def adapter_metrics(events: list[dict]) -> list[dict]:
+    """The ``script_metric`` events an adapter sent: the framework's own mIoU."""
+    return [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+
+
+def trains_without_segwatch(script: Path, *args: str, env: dict | None = None) -> str:
+    """Run ``script`` plainly, without segwatch, from the repo root; it must exit 0. Its stdout."""
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=110, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 # -- outside segwatch: harmless no-ops ------------------------------------------------------------
 
 def test_import_is_light():

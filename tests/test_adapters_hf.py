@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +16,8 @@ pytestmark = [
                        reason="transformers.Trainer needs accelerate (pip install accelerate)"),
 ]
 
-from test_adapters import ROOT, SCRIPTS, adapter_disagreements, describe, errors, probes, run_cli  # noqa: E402
+from test_adapters import (  # noqa: E402
+    SCRIPTS, adapter_metrics, assert_healthy_adapter_run, probes, run_cli, trains_without_segwatch)
 
 SCRIPT = SCRIPTS / "hf_train.py"
 CONFIG = SCRIPTS / "configs" / "hf13.yaml"
@@ -48,17 +47,13 @@ def test_forward_hook_is_a_noop_outside_segwatch():
 
 
 def _check(rep, events):
-    assert rep["exit_code"] == 0
-    assert errors(rep) == [], describe(rep)
-    ids = {f["id"] for f in rep["findings"]}
-    assert not ids & {"metric.eval_aborted", "label.shape_mismatch", "metric.cm_empty"}, describe(rep)
-    assert adapter_disagreements(rep) == [], describe(rep)
+    assert_healthy_adapter_run(rep, {"metric.eval_aborted", "label.shape_mismatch", "metric.cm_empty"})
     evals = [e for e in events if e.get("type") == "eval"]
     # one pass per epoch, every batch paired (logits upsampled from 1/2 size to the labels)
     assert len(evals) == 5, evals
     assert all(e["explicit"] and not e["aborted"] and e["batches"] == 2 and e["pixels"] == evals[0]["pixels"] > 0
                for e in evals), evals
-    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    sm = adapter_metrics(events)
     assert [e["key"] for e in sm] == ["eval_mean_iou"] * 5, sm
     # the Trainer's compute_metrics and segwatch's own matrix agree, evaluation by evaluation
     own = {s: g for s, g, *_ in rep["miou"]}
@@ -86,8 +81,5 @@ def test_callback_added_by_hand(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_callback_by_hand_without_segwatch_trains():
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--callback", "--epochs", "1"], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=110, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "SegwatchTrainerCallback" in proc.stdout
+    out = trains_without_segwatch(SCRIPT, "--callback", "--epochs", "1", env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert "SegwatchTrainerCallback" in out

@@ -1,9 +1,6 @@
 """PyTorch Lightning adapter against the real ``lightning`` package (skipped without it)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import importlib.util
 
 import pytest
@@ -18,7 +15,8 @@ def pl():
     import lightning.pytorch
     return lightning.pytorch
 
-from test_adapters import ROOT, SCRIPTS, adapter_disagreements, describe, errors, probes, run_cli  # noqa: E402
+from test_adapters import (  # noqa: E402
+    SCRIPTS, adapter_metrics, assert_healthy_adapter_run, describe, probes, run_cli, trains_without_segwatch)
 
 SCRIPT = SCRIPTS / "lightning_train.py"
 CONFIG = SCRIPTS / "configs" / "synth13.yaml"
@@ -80,22 +78,16 @@ def test_make_callback_on_any_base_is_a_noop_outside_segwatch():
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_callback_by_hand_without_segwatch_trains():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--callback", "--epochs", "1"], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "val_miou" in proc.stdout and "callbacks: SegwatchCallback" in proc.stdout
+    out = trains_without_segwatch(SCRIPT, "--callback", "--epochs", "1")
+    assert "val_miou" in out and "callbacks: SegwatchCallback" in out
 
 
 def _check_healthy(rep, events):
-    assert rep["exit_code"] == 0
-    assert errors(rep) == [], describe(rep)
-    ids = {f["id"] for f in rep["findings"]}
-    assert not ids & {"metric.eval_aborted", "label.shape_mismatch"}, describe(rep)
-    assert adapter_disagreements(rep) == [], describe(rep)
+    assert_healthy_adapter_run(rep, {"metric.eval_aborted", "label.shape_mismatch"})
     evals = [e for e in events if e.get("type") == "eval"]
     # the sanity check (step 0) and 4 validation epochs, each ended cleanly and paired
     assert len(evals) == 5 and all(not e["aborted"] and e["pixels"] > 0 for e in evals), evals
-    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    sm = adapter_metrics(events)
     assert len(sm) == 4 and all(e["key"] == "val_miou" for e in sm), sm
     assert sm[-1]["value"] > sm[0]["value"] + 10
     assert rep["miou"] and rep["miou"][-1][1] == pytest.approx(sm[-1]["value"], abs=0.01)
@@ -133,4 +125,4 @@ def test_adapter_none_attaches_nothing(tmp_path):
     rep, events, proc = run_cli(tmp_path, SCRIPT, cfg, "--epochs", "1")
     out = (tmp_path / "run" / "stdout.log").read_text()
     assert "callbacks: \n" in out or out.rstrip().endswith("callbacks:"), out[-500:]
-    assert not [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    assert not adapter_metrics(events)

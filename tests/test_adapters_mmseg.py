@@ -18,7 +18,8 @@ import pytest
 
 mmengine = pytest.importorskip("mmengine", reason="mmengine not installed (pip install mmengine)")
 
-from test_adapters import ROOT, SCRIPTS, adapter_disagreements, describe, errors, probes, run_cli  # noqa: E402
+from test_adapters import (  # noqa: E402
+    ROOT, SCRIPTS, adapter_metrics, assert_healthy_adapter_run, describe, probes, run_cli, trains_without_segwatch)
 
 SCRIPT = SCRIPTS / "mmengine_train.py"
 CONFIG = SCRIPTS / "configs" / "mm13.yaml"
@@ -53,16 +54,12 @@ def test_pairs_from_mmseg_style_outputs():
 
 
 def _check(rep, events):
-    assert rep["exit_code"] == 0
-    assert errors(rep) == [], describe(rep)
-    ids = {f["id"] for f in rep["findings"]}
-    assert not ids & {"metric.eval_aborted", "label.shape_mismatch", "metric.cm_empty"}, describe(rep)
-    assert adapter_disagreements(rep) == [], describe(rep)
+    assert_healthy_adapter_run(rep, {"metric.eval_aborted", "label.shape_mismatch", "metric.cm_empty"})
     model = [e for e in events if e.get("type") == "model"]
     assert model and model[0]["cls"] == "EncoderDecoder" and model[0]["out_channels"] == 13
     evals = [e for e in events if e.get("type") == "eval"]
     assert len(evals) == 4 and all(e["explicit"] and not e["aborted"] and e["pixels"] > 0 for e in evals), evals
-    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    sm = adapter_metrics(events)
     assert [e["key"] for e in sm] == ["mIoU"] * 4, sm
     assert sm[-1]["value"] > sm[0]["value"] + 10
     assert probes(events) == []
@@ -93,10 +90,7 @@ def test_collapse_is_found(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_hook_by_hand_without_segwatch_trains():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--hook", "--epochs", "1"], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "SegwatchHook" in proc.stdout
+    assert "SegwatchHook" in trains_without_segwatch(SCRIPT, "--hook", "--epochs", "1")
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,9 +141,7 @@ def _run_mmseg(tmp_path, *, zero_is_unlabeled=False, reduce_zero_label=None, opt
 
 
 def _check_mmseg_healthy(rep, events):
-    assert rep["exit_code"] == 0, describe(rep)
-    assert errors(rep) == [], describe(rep)
-    assert adapter_disagreements(rep) == [], describe(rep)
+    assert_healthy_adapter_run(rep)
     model = [e for e in events if e.get("type") == "model"]
     assert model and model[0]["cls"] == "EncoderDecoder" and model[0]["out_channels"] == len(CLASSES)
     # the labels inside mmseg's data samples reach the batch probe (not the uint8 images)
@@ -160,7 +152,7 @@ def _check_mmseg_healthy(rep, events):
     # IoUMetric at iterations 20, 40, 60: segwatch's matrix from seg_logits/pred_sem_seg + gt_sem_seg
     evals = [e for e in events if e.get("type") == "eval"]
     assert len(evals) == 3 and all(e["explicit"] and not e["aborted"] and e["pixels"] > 0 for e in evals), evals
-    sm = [e for e in events if e.get("type") == "script_metric" and e.get("source") == "adapter"]
+    sm = adapter_metrics(events)
     assert [e["key"] for e in sm] == ["mIoU"] * 3, sm
     assert sm[-1]["value"] > sm[0]["value"] + 10
     names = [e for e in events if e.get("type") == "probe" and e.get("name") == "class_names"]
