@@ -1,0 +1,22 @@
+# bisenetv2_city.py scaled down to a CPU test (paths are relative to the working directory)
+cfg = dict(
+    model_type='bisenetv2',
+    n_cats=19,
+    num_aux_heads=4,
+    lr_start=5e-2,
+    weight_decay=5e-4,
+    warmup_iters=20,
+    max_iter=120,
+    dataset='CityScapes',
+    im_root='./datasets/cityscapes',
+    train_im_anns='./datasets/cityscapes/train.txt',
+    val_im_anns='./datasets/cityscapes/val.txt',
+    scales=[0.75, 1.25],
+    cropsize=[64, 128],
+    eval_crop=[64, 64],
+    eval_scales=[0.75, 1.0],
+    ims_per_gpu=4,
+    eval_ims_per_gpu=2,
+    use_fp16=False,
+    respth='./res',
+)
