@@ -168,6 +168,12 @@ def test_raw_label_ids_out_of_range_are_not_an_ignore_index_mismatch():
     lossfn(r, ignore_index=255, target_oor=[19], step=0)
     st, _ = feed(r.events, cfg(dataset__ignore_index=255))
     assert "loss.ignore_index_mismatch" not in st.findings
+    # nor a label one past the head's classes (num_classes one short), whatever the loss ignores
+    r = Run()
+    r.model()
+    lossfn(r, ignore_index=-100, target_oor=[r.C], step=0)
+    st, _ = feed(r.events, cfg(dataset__ignore_index="auto"))
+    assert "loss.ignore_index_mismatch" not in st.findings
     # ... but with the 255s also missed by the loss, the mismatch is named on 255
     r = Run()
     r.model()

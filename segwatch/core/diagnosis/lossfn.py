@@ -151,18 +151,19 @@ class LossAware:
 
 def _ignore_among(state, vals: list[int], loss_ignore: int | None) -> int | None:
     """The value among the out-of-range targets that fills the ignore areas: the configured
-    or inferred one, else the usual 255 / -1, else a lone value (an unusual ignore such as
-    250) while the loss does not already ignore the data's ignore value.  None otherwise:
-    those values are class ids the labels should not hold (Cityscapes raw ids 21..33 not
-    mapped to train ids), not an ignore value the loss misses, and ``ignore_index=21``
-    would hide real pixels; label.out_of_range names them."""
+    or inferred one, else the usual 255 / -1, else a lone value that looks like an ignore
+    marker (an unusual 250: ``is_ignore_candidate``) while the loss does not already ignore
+    the data's ignore value.  None otherwise: those values are class ids the labels should
+    not hold (Cityscapes raw ids 21..33 not mapped to train ids, a label C from a head one
+    class short), not an ignore value the loss misses, and ``ignore_index=21`` would hide
+    real pixels; label.out_of_range names them."""
     data = state.effective_ignore
     if data is not None and data in vals:
         return data
     usual = next((v for v in vals if v in (255, -1)), None)
     if usual is not None:
         return usual
-    if len(vals) == 1 and (data is None or loss_ignore != data):
+    if len(vals) == 1 and state.is_ignore_candidate(vals[0]) and (data is None or loss_ignore != data):
         return vals[0]
     return None
 
