@@ -140,3 +140,38 @@ def test_lr_applied_of_the_first_optimizer_steps_is_sent_when_no_probe_samples_t
         assert e["sampled"] is False and e["lr_applied"] == [0.05] and e["lr"] == [0.05], e
         assert e["loss"] is not None and e["grad_norm"] is None
     assert all(e.get("lr_applied") is None for e in of(shim.emitter.items, "step") if e["step"] in (4, 5))
+
+
+def test_first_nonfinite_loss_between_samples_dates_the_finding():
+    """A loss that turns NaN at step 29 (no probe samples it) is read back with step 32,
+    which the grads probe samples: the events of that read-back arrive in step order, so
+    ``loss.nonfinite`` names step 29, not 32."""
+    import torch
+    import torch.nn as nn
+
+    from segwatch.core.state import RunState
+    from segwatch.shim import MemoryEmitter, Shim
+
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    shim = Shim(MemoryEmitter(), CFG, debug=False, script=__file__)
+    shim.install()
+    try:
+        for step in range(1, 41):
+            loss = model(torch.randn(2, 3, 4, 4)).square().mean()
+            if step >= 29:
+                loss = loss * float("nan")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        shim.uninstall(finish=True)
+    steps = [e["step"] for e in of(shim.emitter.items, "step")]
+    assert 29 in steps and 32 in steps
+    assert steps.index(29) < steps.index(32)
+    st = RunState(config=CFG)
+    for e in shim.emitter.items:
+        st.ingest(e)
+    f = st.findings["loss.nonfinite"]
+    assert f.first_step == 29, f.first_step

@@ -156,14 +156,21 @@ class Readback:
             for r in step_recs:
                 for k, v in gpu_side.get(r.step, {}).items():
                     r.fields.setdefault(k, v)
+            # everything in step order: a first non-finite loss at step 29 must reach the rules
+            # before the sampled step 32 that already counts it (they date a finding by the
+            # event that shows it)
+            order = sorted([(r.step, i, r) for i, r in enumerate(recs)] + [(s, len(recs), None) for s in light],
+                           key=lambda x: (x[0], x[1]))
             with _AllowSync():
-                self._emit_recs(recs, per)
-            for s in sorted(light):
-                f = dict(base)
-                f.update(self._light_fields(s))
-                f.update(gpu_side.get(s, {}))
-                f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
-                self._emit("step", step=s, **f)
+                for s, _, r in order:
+                    if r is not None:
+                        self._emit_recs([r], per)
+                        continue
+                    f = dict(base)
+                    f.update(self._light_fields(s))
+                    f.update(gpu_side.get(s, {}))
+                    f.update(loss=loss_vals.get(s), loss_nonfinite_total=nf_before.get(s, self.loss_nonfinite_total))
+                    self._emit("step", step=s, **f)
         self.sampler.spend("readback", self._clock() - t0)
 
     def _gpu_side(self, steps: set[int]) -> dict[int, dict]:
