@@ -7,10 +7,26 @@ the overhead bench's tiny CPU segmentation net (two strided conv+BN+ReLU blocks 
 head, batch 4x3x96x96, 37 classes) for ``steps`` optimizer steps, with an evaluation pass
 (8 batches, the script prints its mIoU) every 250 steps and at the end.
 
-Plain and segwatch runs alternate, the order swapped each round; the ratio is the median
-over rounds of (segwatch wall / plain wall of the same round).
+Two controls make the ratio a measurement of segwatch's own work rather than of the machine:
 
-    python benchmarks/_e2e.py [--steps 1000] [--rounds 3]
+* **The allocator is pinned** (``--malloc pinned``, the default): both commands run with
+  ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` fixed. glibc otherwise moves its
+  mmap threshold with the allocation history, and this training's ~300 kB activations then
+  come either from fresh mmap'd pages (a page fault per 4 kB, ~0.7-1.5 million faults per 300
+  steps measured here, 2-4 s of system time) or from the heap: the same command ran 10-25 %
+  apart from one run to the next, and a segwatch run (whose imports and probes change that
+  history) could come out *faster* than plain. ``--malloc default`` measures glibc as is.
+* **Paired rounds** (``--order paired``, the default): plain and segwatch run at the same time,
+  each on its own core (one torch thread each; the machine needs 2+ CPUs), so a change of the
+  machine's speed (a VM's neighbours) hits both alike; the ratio of each round is taken
+  between runs that shared the same minutes. ``--order alternate`` runs them one after the
+  other, the order swapped each round. In paired rounds the supervisor's own CPU time (~2 %
+  of a CPU) is shared by both runs' cores, so the CPU-seconds ratio is printed too: it
+  charges all of it to segwatch.
+
+The ratio is the median over rounds of (segwatch wall / plain wall of the same round).
+
+    python benchmarks/_e2e.py [--steps 1000] [--rounds 3] [--order paired|alternate] [--malloc pinned|default]
 
 ``measure_e2e(steps, rounds)`` returns the ratio; benchmarks/overhead.py imports it.
 """
@@ -130,6 +146,49 @@ def bytecode_env(folder: Path) -> dict:
     return env
 
 
+#: ``--malloc pinned``: glibc's thresholds fixed (the dynamic mmap threshold off)
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
+def _start(cmd: list[str], cwd: Path, env: dict | None, name: str) -> dict:
+    # output to files, not pipes: two jobs run at once and are reaped one after the other
+    out, err = open(cwd / f"{name}.out", "w+b"), open(cwd / f"{name}.err", "w+b")
+    return {"proc": subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env),
+            "t0": time.perf_counter(), "cmd": cmd, "cwd": cwd, "files": (out, err)}
+
+
+def _reap_all(jobs: dict[str, dict], log_dir: Path | None = None) -> dict[str, dict]:
+    """Wait for the jobs from ``_start`` in the order they end: each one's wall time (to its
+    own exit), its CPU time (the process and the descendants it waited for, from ``wait4``:
+    separable while two jobs run at once) and the ``train_s`` it printed."""
+    by_pid = {job["proc"].pid: name for name, job in jobs.items()}
+    res: dict[str, dict] = {}
+    while by_pid:
+        pid, status, ru = os.wait4(-1, 0)
+        name = by_pid.pop(pid, None)
+        if name is None:
+            continue
+        job = jobs[name]
+        wall = time.perf_counter() - job["t0"]
+        job["proc"].returncode = code = os.waitstatus_to_exitcode(status)
+        out, err = (f.seek(0) or f.read() for f in job["files"])
+        for f in job["files"]:
+            f.close()
+        if code != 0:
+            raise RuntimeError(f"{' '.join(job['cmd'])} exited {code}:\n{err.decode(errors='replace')[-2000:]}")
+        text = out.decode(errors="replace")
+        log = (log_dir or job["cwd"] / "run") / "stdout.log"
+        if "train_s " not in text and log.exists():
+            text = log.read_text()
+        train = None
+        for line in text.splitlines():
+            if line.startswith("train_s "):
+                train = float(line.split()[1])
+        res[name] = {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "top_cpu": None, "train": train,
+                     "minflt": ru.ru_minflt}
+    return res
+
+
 def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     """Run ``cmd`` to its end. Returns ``wall`` (seconds), ``cpu`` (CPU seconds of the whole
     process tree), ``top_cpu`` (CPU seconds of the top process alone: the supervisor under
@@ -168,8 +227,11 @@ def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     return {"wall": wall, "cpu": cpu, "top_cpu": top_cpu, "train": train}
 
 
-def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threads: int = 1) -> float:
+def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threads: int = 1,
+                order: str = "paired", malloc: str = "pinned") -> float:
     """Median over rounds of (wall of ``segwatch run --headless`` / wall of ``python``)."""
+    if order == "paired" and (os.cpu_count() or 1) < 2 * threads:
+        order = "alternate"       # two trainings at once need a core each
     ratios: list[float] = []
     runs: dict[str, list[dict]] = {"plain": [], "segwatch": []}
     with tempfile.TemporaryDirectory(prefix="segwatch-e2e-") as tmp:
@@ -183,20 +245,29 @@ def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threa
                          "--run-dir", str(run_dir), str(script), "--", str(steps), str(threads)],
         }
         env = bytecode_env(folder)
+        if malloc == "pinned":
+            env.update(PINNED_MALLOC)
         for mode in cmds:   # untimed: fills the bytecode cache and the page cache
             shutil.rmtree(run_dir, ignore_errors=True)
             _timed([*cmds[mode][:-2], "20", str(threads)], folder, env)
         for r in range(rounds):
-            order = ("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")
             this: dict[str, dict] = {}
-            for mode in order:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                this[mode] = _timed(cmds[mode], folder, env)
-                runs[mode].append(this[mode])
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if order == "paired":
+                first = ("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")
+                this = _reap_all({mode: _start(cmds[mode], folder, env, mode) for mode in first}, run_dir)
+                for mode in first:
+                    runs[mode].append(this[mode])
+            else:
+                for mode in (("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    this[mode] = _timed(cmds[mode], folder, env)
+                    runs[mode].append(this[mode])
             ratios.append(this["segwatch"]["wall"] / this["plain"]["wall"])
             if verbose:
                 print(f"  round {r + 1}: plain {this['plain']['wall']:.2f} s, segwatch {this['segwatch']['wall']:.2f} s,"
-                      f" ratio {ratios[-1]:.3f}", flush=True)
+                      f" ratio {ratios[-1]:.3f}; training {this['plain']['train']:.2f} / {this['segwatch']['train']:.2f} s;"
+                      f" CPU {this['plain']['cpu']:.2f} / {this['segwatch']['cpu']:.2f} s", flush=True)
     ratio = statistics.median(ratios)
     if verbose:
         def med(mode: str, key: str) -> float:
@@ -211,8 +282,10 @@ def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threa
         print(f"  the rest (interpreter and torch import; shim import, supervisor start and end, report): "
               f"plain {pw - pt:.2f} s, segwatch {sw - st:.2f} s")
         pc, sc = med("plain", "cpu"), med("segwatch", "cpu")
-        print(f"  CPU seconds, whole process tree: plain {pc:.2f}, segwatch {sc:.2f} (ratio {sc / pc:.3f}), "
-              f"of which the supervisor process {med('segwatch', 'top_cpu'):.2f}")
+        cpu_ratio = statistics.median(s_["cpu"] / p_["cpu"] for p_, s_ in zip(runs["plain"], runs["segwatch"]))
+        top = [x["top_cpu"] for x in runs["segwatch"] if x["top_cpu"] is not None]
+        print(f"  CPU seconds, whole process tree: plain {pc:.2f}, segwatch {sc:.2f} (median per-round ratio "
+              f"{cpu_ratio:.3f})" + (f", of which the supervisor process {statistics.median(top):.2f}" if top else ""))
     return ratio
 
 
@@ -221,10 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the training (default 1)")
+    ap.add_argument("--order", choices=("paired", "alternate"), default="paired",
+                    help="paired: plain and segwatch at the same time, a core each (default); "
+                         "alternate: one after the other")
+    ap.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
+                    help="pinned: glibc's mmap/trim thresholds fixed for both commands (default)")
     a = ap.parse_args(argv)
-    print(f"end to end: {a.steps} steps, {a.rounds} rounds (plain and segwatch alternating), "
+    print(f"end to end: {a.steps} steps, {a.rounds} rounds (plain and segwatch {a.order}), malloc {a.malloc}, "
           f"{a.threads} torch thread(s), {os.cpu_count()} CPUs", flush=True)
-    ratio = measure_e2e(a.steps, a.rounds, verbose=True, threads=a.threads)
+    ratio = measure_e2e(a.steps, a.rounds, verbose=True, threads=a.threads, order=a.order, malloc=a.malloc)
     print(f"end-to-end ratio: {ratio:.3f}")
     return 0
 

@@ -7,7 +7,13 @@ shim is installed and uninstalled in-process between blocks (``Shim.install()`` 
 Each shim mode keeps its own ``Shim`` across its blocks (its sampler state carries over, as
 in one long run) and is warmed up before measuring. Reported:
 
-* median step time per mode, and the per-round ratios to plain;
+* mean step time per mode, and the per-round ratios to plain. A block is 32 steps by
+  default: one period of the coverage floor, so every block of the default mode holds its
+  sampled steps (one of each probe, four read-backs). The ratio of a round is the mode's
+  total time over the plain block's: a median step would hide the sampled steps and
+  measure only the unsampled hooks (what ratios printed before 2026-11-30 evening did);
+* the same ratio in CPU time (``time.process_time``: all threads of this process), which a
+  busy machine disturbs less than wall time (time spent descheduled is not counted);
 * per-probe cost: the shim's own timing of each probe (µs per sampled call, from the debug
   shim that samples every step) and its cost per training step at the default schedule
   (cost / interval);
@@ -16,7 +22,7 @@ in one long run) and is warmed up before measuring. Reported:
 * end to end: ``benchmarks/_e2e.py``'s ``measure_e2e`` (whole-process wall ratio of
   ``segwatch run --headless`` vs ``python train.py`` on 1,000 steps), when it exists.
 
-    python benchmarks/overhead.py [--net tiny|unet] [--rounds 60] [--steps 10] [--no-e2e]
+    python benchmarks/overhead.py [--net tiny|unet] [--rounds 30] [--steps 32] [--threads 2] [--no-e2e]
 
 ``--net unet``: a ~31M-parameter UNet (4 levels, 64..1024 channels), batch 2x3x64x64.
 Last line: ``overhead ratio default: X (largest probe gap G steps), end to end: Y``.
@@ -88,7 +94,7 @@ def make_loader(batch: int, size: int, n: int = 64) -> DataLoader:
     return DataLoader(TensorDataset(imgs, labs), batch_size=batch, shuffle=False)
 
 
-def run_block(model, opt, loader, steps: int, times: list[float]) -> None:
+def run_block(model, opt, loader, steps: int, times: list[float], cpu: list[float] | None = None) -> None:
     crit = nn.CrossEntropyLoss(ignore_index=255)
     it = iter(loader)
     for _ in range(steps):
@@ -138,14 +144,15 @@ def cost_table(shims: dict[str, Shim]) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--net", choices=sorted(NETS), default="tiny")
-    ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=32, help="steps per block (32: one coverage-floor period)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--e2e-steps", type=int, default=1000)
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end measurement")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     net_cls, batch, size = NETS[a.net]
     model = net_cls()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -154,6 +161,7 @@ def main(argv=None) -> int:
     shims = {"default": Shim(NullEmitter(), config, debug=False, script=__file__),
              "debug": Shim(NullEmitter(), config, debug=True, script=__file__)}
     times: dict[str, list[float]] = {"plain": [], "default": [], "debug": []}
+    cpu_ratios: dict[str, list[float]] = {"default": [], "debug": []}
 
     # warm-up: torch kernels, then each shim past its dense start
     run_block(model, opt, loader, 3 if a.net == "unet" else 10, [])
@@ -167,27 +175,31 @@ def main(argv=None) -> int:
         order = ["plain", "default", "debug"]
         order = order[r % 3:] + order[:r % 3]          # rotate who goes first
         block: dict[str, list[float]] = {}
+        block_cpu: dict[str, float] = {}
         for name in order:
             s = shims.get(name)
             if s is not None:
                 s.install()
             block[name] = []
+            c0 = time.process_time()
             run_block(model, opt, loader, a.steps, block[name])
+            block_cpu[name] = time.process_time() - c0
             if s is not None:
                 s.uninstall(finish=False)
             times[name] += block[name]
-        base = statistics.median(block["plain"])
+        base = sum(block["plain"])
         for k in ratios:
-            ratios[k].append(statistics.median(block[k]) / base)
+            ratios[k].append(sum(block[k]) / base)
+            cpu_ratios[k].append(block_cpu[k] / max(block_cpu["plain"], 1e-9))
 
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.fmean(v) for k, v in times.items()}
     d = shims["default"]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, net {a.net} ({n_params / 1e6:.1f}M params), "
           f"batch {batch}x3x{size}x{size}, {C} classes, "
           f"{a.rounds} rounds x {a.steps} steps per mode (interleaved, order rotated)")
     for k in ("plain", "default", "debug"):
-        print(f"  {k:8s} median step {med[k] * 1e3:8.3f} ms")
+        print(f"  {k:8s} mean step {med[k] * 1e3:8.3f} ms")
     share = d.sampler.share_total()
     print(f"  default: shim's own measured share {share:.4f} (budget {d.sampler.budget}), "
           f"intervals {d.sampler.intervals()}, over budget: {d.sampler.over_budget}")
@@ -197,10 +209,13 @@ def main(argv=None) -> int:
     gaps = d.sampler.gaps()
     print(f"  coverage at default: largest gap between two samples after the dense start {gaps} "
           f"(floor {d.sampler.max_interval})")
-    print("  ratio = median over rounds of (median step of the mode / median plain step of the same round)")
+    print(f"  ratio = median over rounds of (time of the mode's {a.steps}-step block / time of the plain block "
+          "of the same round)")
     for k in ("default", "debug"):
         q = statistics.quantiles(ratios[k], n=4)
-        print(f"  {k:8s} per-round ratio quartiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
+        qc = statistics.quantiles(cpu_ratios[k], n=4)
+        print(f"  {k:8s} per-round ratio quartiles wall {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}, "
+              f"CPU {qc[0]:.3f} / {qc[1]:.3f} / {qc[2]:.3f}")
     print(f"  overhead ratio debug: {statistics.median(ratios['debug']):.3f}")
     e2e = "n/a" if a.no_e2e else end_to_end(a.e2e_steps)
     print(f"overhead ratio default: {statistics.median(ratios['default']):.3f} "
