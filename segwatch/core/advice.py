@@ -119,9 +119,11 @@ ADVICE: dict[str, dict[str, str]] = {
     "label.out_of_range": {
         "en": "Labels contain values >= num_classes (or negative) that are not the ignore value. Check "
               "num_classes, the label offset (e.g. gt - 1 or reduce_zero_label) and the label encoding "
-              "(palette/RGB PNGs must be mapped to class ids).",
+              "(palette/RGB PNGs must be mapped to class ids; Cityscapes-style raw label ids, up to 33, "
+              "must go through the dataset's id-to-train-id table: 19 classes, 255 for the rest).",
         "zh": "标签中有大于等于 num_classes（或为负）且不是 ignore 值的数值。检查 num_classes、标签偏移"
-              "（例如 gt - 1 或 reduce_zero_label）以及标签编码（调色板/RGB 格式的 PNG 需要先映射为类别 id）。",
+              "（例如 gt - 1 或 reduce_zero_label）以及标签编码（调色板/RGB 格式的 PNG 需要先映射为类别 id；"
+              "Cityscapes 这类原始 label id（最大 33）需要经过数据集的 id→train id 映射表：19 个类别，其余为 255）。",
     },
     "label.ignore_mismatch": {
         "en": "The labels mark unlabeled pixels with a different value than the configured ignore_index. "
