@@ -637,21 +637,22 @@ def cmd_report(argv: Sequence[str]) -> int:
     return 0
 
 
-def print_report(rep: dict, as_json: bool, lang: str | None, english_tail: str | None = None) -> None:
+def print_report(rep: dict, as_json: bool, lang: str | None, tail: str | None = None) -> None:
     """A report as ``segwatch report`` prints it: the JSON, or the text in ``lang`` (None: the
-    report's own); ``english_tail`` is printed after the English text (a fleet's nodes)."""
+    report's own); ``tail`` (a fleet's nodes, in that language) is printed after the text."""
     from segwatch.runs import format_text
 
     if as_json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
-    elif (lang or rep.get("lang")) == "zh":
+        return
+    if (lang or rep.get("lang")) == "zh":
         from segwatch.supervisor.headless import report_text_zh
 
         print(report_text_zh(rep))
     else:
         print(format_text(rep))
-        if english_tail is not None:
-            print(english_tail)
+    if tail is not None:
+        print(tail)
 
 
 def cmd_ls(argv: Sequence[str]) -> int:

@@ -278,3 +278,5 @@ def test_replayed_fleet_reads_recorded_nodes_through_the_runs_layer(tmp_path):
     assert out["run_dir"] == f"{dirs[0]} {dirs[1]}" and out["exit_code"] == 0
     text = fleet_text(out)
     assert "node 1 node1: finished (exit 0), ranks [2, 3]" in text
+    zh = fleet_text(out, "zh")        # the node table in the report's language too
+    assert "集群（2 个节点）" in zh and "节点 1 node1" in zh and "rank [2, 3]" in zh and "finished" not in zh

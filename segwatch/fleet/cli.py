@@ -149,12 +149,22 @@ def report(ns: Any, targets: list[str]) -> int:
     if rep is None:
         return EXIT_USAGE
     out = rep.report()
-    print_report(out, ns.json, ns.lang, english_tail=fleet_text(out))
+    lang = ns.lang or out.get("lang") or "en"
+    print_report(out, ns.json, ns.lang, tail=fleet_text(out, lang))
     return 0
 
 
-def fleet_text(rep: dict) -> str:
+def fleet_text(rep: dict, lang: str = "en") -> str:
+    """The fleet's node table after a report's text, in the report's language."""
+    from segwatch.supervisor.headless import status_word
+
     nodes = (rep.get("fleet") or {}).get("nodes") or []
+    if lang == "zh":
+        lines = [f"集群（{len(nodes)} 个节点）："]
+        for n in nodes:
+            lines.append(f"  节点 {n.get('node')} {n.get('name')}：{status_word(n.get('status'), 'zh')}"
+                         f"（退出码 {n.get('exit_code')}），rank {n.get('ranks')}  {n.get('target')}")
+        return "\n".join(lines)
     lines = [f"Fleet ({len(nodes)} nodes):"]
     for n in nodes:
         lines.append(f"  node {n.get('node')} {n.get('name')}: {n.get('status')} (exit {n.get('exit_code')}), "
