@@ -157,6 +157,19 @@ def _start(cmd: list[str], cwd: Path, env: dict | None, name: str) -> dict:
             "t0": time.perf_counter(), "cmd": cmd, "cwd": cwd, "files": (out, err)}
 
 
+def _train_seconds(out: bytes, log: Path) -> float | None:
+    """The ``train_s`` the script printed: in its stdout, or (under segwatch, whose child's
+    stdout is also kept in the run dir) in the run's stdout.log."""
+    text = out.decode(errors="replace")
+    if "train_s " not in text and log.exists():
+        text = log.read_text()
+    train = None
+    for line in text.splitlines():
+        if line.startswith("train_s "):
+            train = float(line.split()[1])
+    return train
+
+
 def _reap_all(jobs: dict[str, dict], log_dir: Path | None = None) -> dict[str, dict]:
     """Wait for the jobs from ``_start`` in the order they end: each one's wall time (to its
     own exit), its CPU time (the process and the descendants it waited for, from ``wait4``:
@@ -176,14 +189,7 @@ def _reap_all(jobs: dict[str, dict], log_dir: Path | None = None) -> dict[str, d
             f.close()
         if code != 0:
             raise RuntimeError(f"{' '.join(job['cmd'])} exited {code}:\n{err.decode(errors='replace')[-2000:]}")
-        text = out.decode(errors="replace")
-        log = (log_dir or job["cwd"] / "run") / "stdout.log"
-        if "train_s " not in text and log.exists():
-            text = log.read_text()
-        train = None
-        for line in text.splitlines():
-            if line.startswith("train_s "):
-                train = float(line.split()[1])
+        train = _train_seconds(out, (log_dir or job["cwd"] / "run") / "stdout.log")
         res[name] = {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "top_cpu": None, "train": train,
                      "minflt": ru.ru_minflt}
     return res
@@ -215,14 +221,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.decode(errors='replace')[-2000:]}")
-    text = out.decode(errors="replace")
-    log = cwd / "run" / "stdout.log"   # under segwatch the child's stdout is also kept in the run dir
-    if "train_s " not in text and log.exists():
-        text = log.read_text()
-    train = None
-    for line in text.splitlines():
-        if line.startswith("train_s "):
-            train = float(line.split()[1])
+    train = _train_seconds(out, cwd / "run" / "stdout.log")
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return {"wall": wall, "cpu": cpu, "top_cpu": top_cpu, "train": train}
 
