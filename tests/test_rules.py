@@ -510,6 +510,31 @@ def test_eval_on_rescaled_or_cropped_images_is_not_a_shape_mismatch_nor_an_empty
     assert "label.shape_mismatch" in found and "metric.cm_empty" in found, found
 
 
+def test_script_metric_class_computed_without_updates_is_an_empty_matrix():
+    # DFormer's Metrics class with update() never called, under a sliding-window evaluation
+    # segwatch cannot pair itself: the adapter's event says the script's matrix is empty
+    rng = np.random.RandomState(0)
+
+    def run(updates, pixels):
+        r = Run()
+        r.model()
+        for s in range(1, 4):
+            r.batch(s, hist=label_hist(rng))
+            r.step(s)
+        for i in range(4):
+            r.batch(3, phase="val", hist=label_hist(rng), index=i, shape=(2, 64, 128), image_shape=(64, 128))
+        r.eval(3, None, size_mismatch=4)
+        r.ev("script_metric", name="miou", value=0.0, step=3, source="metrics_class", cls="Metrics",
+             updates=updates, pixels=pixels, num_classes=C)
+        return feed(r.events, cfg())[0].findings
+
+    found = run(0, 0)
+    f = found["metric.cm_empty"]
+    assert f.evidence["source"] == "metrics_class" and f.evidence["class"] == "Metrics" and f.phase == "val"
+    assert "metric.cm_empty" not in run(4, 8192)       # fed: the script counted pixels
+    assert "metric.cm_empty" not in run(None, None)    # an adapter that does not say
+
+
 def test_interpolated_labels():
     rng = np.random.RandomState(0)
     r = Run()

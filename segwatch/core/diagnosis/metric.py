@@ -21,9 +21,11 @@ STUCK_EPS = 1e-9
 
 class MetricCmEmpty(LossAware, Rule):
     id = "metric.cm_empty"
-    events = ("eval",)
+    events = ("eval", "script_metric")
 
     def check(self, state, ev):
+        if ev.get("type") == "script_metric":
+            return self._script_class_empty(state, ev)
         if ev.get("aborted"):
             return None  # metric.eval_aborted explains it
         m = ev.get("matrix")
@@ -76,6 +78,21 @@ class MetricCmEmpty(LossAware, Rule):
             "ignore_index": inferred if inferred is not None else ev.get("ignore_index", state.ignore_index),
             **({"ignore_inferred": True, "ignored_pixels": ignored_inferred} if inferred is not None else {}),
             "why": "; ".join(reasons),
+        }, phase="val")
+
+
+    def _script_class_empty(self, state, ev):
+        """The script's own metric class (seen by an adapter) computed its mIoU with no
+        ``update()`` call and no pixel: its matrix is empty, whether or not segwatch could
+        pair this pass itself (a sliding-window or multi-scale evaluation it cannot observe)."""
+        if ev.get("source") != "metrics_class":
+            return None
+        if fint(ev.get("updates")) != 0 or fint(ev.get("pixels")) != 0:    # counted, or not said
+            return None
+        cls = ev.get("cls") or "metric class"
+        return self.make(state, ev, {
+            "eval_index": None, "batches": None, "pixels": 0, "source": "metrics_class", "class": cls,
+            "updates": 0, "why": f"the script's {cls} computed its mIoU without one update() call",
         }, phase="val")
 
 
