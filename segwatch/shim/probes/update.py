@@ -178,13 +178,12 @@ class UpdateProbe:
             lay.fill([d for d, _ in with_grad], [g for _, g in with_grad])
         g = lay.grad.abs_()                              # (a scratch buffer: in place)
         lr = self._step_lr()
-        if lr is not None and lr > 1e-20:
-            # lr * |g| > rel * |w| + 1e-30, as |g| - (rel / lr) * |w| > 1e-30 / lr: one fused op;
-            # a NaN gradient (or weight) keeps the row's maximum NaN: it counts (the step went wrong)
-            top = torch.addcmul(g, lay.old.abs(), lay.rel, value=-1.0 / lr).amax(1)
-            return (top > 1e-30 / lr) | top.isnan()
-        if lr is not None and lr > 0:       # (1 / lr would overflow float32 above)
-            return (g.mul_(lr) > lay.old.abs().mul_(lay.rel).add_(1e-30)).any(1) | ~torch.isfinite(g.amax(1))
+        if lr is not None and lr > 0:
+            # lr * |g| > rel * |w| + 1e-30, as min over the row of (rel * |w| - lr * |g|) < -1e-30
+            # (one fused add, no division by a tiny LR); a NaN gradient (or weight) keeps the
+            # row's minimum NaN: it counts (the step went wrong)
+            low = torch.add(lay.old.abs().mul_(lay.rel), g, alpha=-lr).amin(1)
+            return (low < -1e-30) | low.isnan()
         # LR 0 (a fault, or the first step of a warm-up) or unreadable: no update to judge, so
         # a gradient counts unless it is negligible beside the largest one
         top_row = g.amax(1)                              # NaN propagates
