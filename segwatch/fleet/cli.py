@@ -154,19 +154,22 @@ def report(ns: Any, targets: list[str]) -> int:
     return 0
 
 
+#: the node table's header and row, per language
+_FLEET_LINES = {
+    "en": ("Fleet ({n} nodes):", "  node {node} {name}: {status} (exit {exit_code}), ranks {ranks}  {target}"),
+    "zh": ("集群（{n} 个节点）：", "  节点 {node} {name}：{status}（退出码 {exit_code}），rank {ranks}  {target}"),
+}
+
+
 def fleet_text(rep: dict, lang: str = "en") -> str:
     """The fleet's node table after a report's text, in the report's language."""
     from segwatch.supervisor.headless import status_word
 
+    head, row = _FLEET_LINES.get(lang, _FLEET_LINES["en"])
     nodes = (rep.get("fleet") or {}).get("nodes") or []
-    if lang == "zh":
-        lines = [f"集群（{len(nodes)} 个节点）："]
-        for n in nodes:
-            lines.append(f"  节点 {n.get('node')} {n.get('name')}：{status_word(n.get('status'), 'zh')}"
-                         f"（退出码 {n.get('exit_code')}），rank {n.get('ranks')}  {n.get('target')}")
-        return "\n".join(lines)
-    lines = [f"Fleet ({len(nodes)} nodes):"]
+    lines = [head.format(n=len(nodes))]
     for n in nodes:
-        lines.append(f"  node {n.get('node')} {n.get('name')}: {n.get('status')} (exit {n.get('exit_code')}), "
-                     f"ranks {n.get('ranks')}  {n.get('target')}")
+        status = status_word(n.get("status"), "zh") if lang == "zh" else n.get("status")
+        lines.append(row.format(node=n.get("node"), name=n.get("name"), status=status, exit_code=n.get("exit_code"),
+                                ranks=n.get("ranks"), target=n.get("target")))
     return "\n".join(lines)

@@ -80,7 +80,6 @@ class MetricCmEmpty(LossAware, Rule):
             "why": "; ".join(reasons),
         }, phase="val")
 
-
     def _script_class_empty(self, state, ev):
         """The script's own metric class (seen by an adapter) computed its mIoU with no
         ``update()`` call and no pixel: its matrix is empty, whether or not segwatch could
