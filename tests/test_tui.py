@@ -571,3 +571,18 @@ def test_screenshot_command_reproduces_docs_screenshot(tmp_path):
     assert out.read_bytes() == (ROOT / "docs" / "screenshot.svg").read_bytes(), (
         "docs/screenshot.svg is stale: python -m segwatch.tui tests/data/recorded_run docs/screenshot.svg "
         "--title 'segwatch — recorded SUNRGBD collapse'")
+
+
+async def test_refresh_timer_skips_a_screen_whose_widgets_are_gone():
+    """While the app shuts down its refresh timer still ticks but the screen's widgets are
+    being removed (CI, under load): the tick must draw nothing rather than fail the app."""
+    t0 = 1_700_000_000.0
+    app = SegwatchApp(client=FakeClient([make_event("status", t=t0, status="running", pid=7)]), live=True)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_for(pilot, lambda: app.view.stream_ended)
+        await pilot.pause(0.3)
+        await app.query_one("#status").remove()
+        before = app.refreshes
+        app._sw_dirty = True
+        await pilot.pause(0.5)             # several ticks of the refresh timer
+        assert app._sw_dirty and app.refreshes == before   # nothing was drawn, nothing raised

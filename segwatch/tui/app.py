@@ -348,12 +348,20 @@ class SegwatchApp(App):
 
     # ----------------------------------------------------------------- refresh
     def _tick(self) -> None:
+        # The interval timer belongs to the app and outlives the screen's widgets while
+        # the app shuts down (seen under load in CI): draw nothing once they are going.
+        if self._exit or not self._widgets_attached():
+            return
         if self._sw_dirty:
             self.refresh_view()
         elif self.live and not self.view.stream_ended and time.monotonic() - self._sw_last_header >= 1.0:
             status = sget(self.state, "status") or self.view.status
             if status not in TERMINAL:
                 self._update_header()  # the elapsed clock
+
+    def _widgets_attached(self) -> bool:
+        header = self.query("#status")
+        return bool(header) and header.first().is_attached
 
     def _update_header(self) -> None:
         self._sw_last_header = time.monotonic()
