@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 
 # import name -> (distribution names, what segwatch does with it)
 FRAMEWORKS = {
@@ -33,6 +32,8 @@ NMS_MISSING = "operator torchvision::nms does not exist"
 
 
 def dist_version(*names: str) -> str | None:
+    from importlib import metadata   # ~25 ms: only when asked (``segwatch run`` often never asks)
+
     for name in names:
         try:
             return metadata.version(name)
@@ -86,11 +87,18 @@ def quick_warnings() -> list[str]:
     """One-line warnings for ``segwatch run``, from package metadata only (milliseconds)."""
     out = []
     try:
+        # most environments have no torchvision: finding that out from the import system
+        # takes microseconds, while the metadata scan below takes ~50 ms, all of it before
+        # the training can start
+        from importlib.util import find_spec
+        if find_spec("torchvision") is None:
+            return out
         torch_v = dist_version("torch")
         tv = dist_version("torchvision")
         reqs = None
         if tv:
             try:
+                from importlib import metadata
                 reqs = metadata.requires("torchvision")
             except Exception:
                 reqs = None
@@ -186,6 +194,7 @@ def collect(import_timeout: float = 180.0, only: list[str] | None = None) -> dic
     if tv.get("installed") and not tv.get("ok") and t.get("version"):
         tv["matching_build"] = matching_torchvision(t["version"])
         try:
+            from importlib import metadata
             reqs = metadata.requires("torchvision")
         except Exception:
             reqs = None

@@ -197,6 +197,8 @@ class Supervisor(ServerRoom, ChildRoom, OutputRoom, PolicyRoom):
                         self._writable(key.fd)
                     if mask & selectors.EVENT_READ:
                         self._read_conn(key.fd)
+                elif kind == "exit":
+                    self._close_exit_fd()   # the child.poll() below reaps it
                 elif kind == "wake":
                     try:
                         while os.read(self._wake_r, 512):
@@ -331,6 +333,7 @@ class Supervisor(ServerRoom, ChildRoom, OutputRoom, PolicyRoom):
             self._say(f"{PREFIX} " + tr("final", self.lang, status=word, code=self.exit_code, run=self.run_dir,
                                         report=where))
         # 3. close everything
+        self._close_exit_fd()
         self._close_server()
         self._restore_signals()
         for fd in (self._wake_r, self._wake_w):
@@ -357,7 +360,9 @@ class Supervisor(ServerRoom, ChildRoom, OutputRoom, PolicyRoom):
             self._poll_tails()
             for key, mask in events:
                 kind, data = key.data
-                if kind == "pipe":
+                if kind == "exit":
+                    self._close_exit_fd()
+                elif kind == "pipe":
                     self._read_pipe(key.fd)
                 elif kind == "listen":
                     # a connection still in the backlog: a short training may have written
