@@ -124,7 +124,7 @@ class Evaluation:
             if ev.loader is None:
                 ev.batches += 1
             with torch.no_grad(), _OneThread():
-                pred = logits.max(1).indices if logits.dim() == 4 else logits
+                pred = S.class_argmax(logits) if logits.dim() == 4 else logits
                 self._eval_update(ev, pred, labels)
             self.sampler.spend("eval", self._clock() - t0)
         except Exception as exc:

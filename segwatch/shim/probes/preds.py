@@ -85,7 +85,7 @@ class PredsProbe:
                 b.consumed = True
                 lab = b.device_label if b.device_label is not None else b.label[1]
                 with torch.no_grad(), _OneThread():
-                    pred = logits.detach().max(1).indices
+                    pred = S.class_argmax(logits.detach())
                     if not ev.explicit:
                         self._eval_update(ev, pred, lab)
                     if self._on("preds") and len(ev.records) < 8000:
@@ -140,7 +140,7 @@ class PredsProbe:
                         if lab_r is not None:
                             lab_r = lab_r[..., ::st, ::st]
                         fields_stride = st
-                    pred = logits.detach().max(1).indices
+                    pred = S.class_argmax(logits.detach())
                     # the probability signature is a coarse check (range, class sums):
                     # a further subsample of at most 2^12 logit values (~110 pixels at 37 classes) is
                     # enough: a softmax output is in [0, 1] and sums to 1 at every pixel
