@@ -20,9 +20,12 @@ Two controls make the ratio a measurement of segwatch's own work rather than of 
   each on its own core (one torch thread each; the machine needs 2+ CPUs), so a change of the
   machine's speed (a VM's neighbours) hits both alike; the ratio of each round is taken
   between runs that shared the same minutes. ``--order alternate`` runs them one after the
-  other, the order swapped each round. In paired rounds the supervisor's own CPU time (~2 %
-  of a CPU) is shared by both runs' cores, so the CPU-seconds ratio is printed too: it
-  charges all of it to segwatch.
+  other, the order swapped each round.
+* **Pinned CPUs** (``--cpus pinned``, the default in paired rounds): each command runs on
+  its own core(s), swapped every round; segwatch's supervisor shares the training's core, so
+  its own CPU time (~2 % of a core) is charged to segwatch. Left to the scheduler (``--cpus
+  free``), three processes on two cores migrated between them, and rounds ran from 0.95 to
+  1.16 (segwatch "faster" than plain in some) on this 2-CPU VM.
 
 The ratio is the median over rounds of (segwatch wall / plain wall of the same round).
 
@@ -150,10 +153,12 @@ def bytecode_env(folder: Path) -> dict:
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
-def _start(cmd: list[str], cwd: Path, env: dict | None, name: str) -> dict:
+def _start(cmd: list[str], cwd: Path, env: dict | None, name: str, cpus: set[int] | None = None) -> dict:
     # output to files, not pipes: two jobs run at once and are reaped one after the other
     out, err = open(cwd / f"{name}.out", "w+b"), open(cwd / f"{name}.err", "w+b")
-    return {"proc": subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env),
+    # the affinity is set before exec, so the whole tree (supervisor and training) inherits it
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    return {"proc": subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=pin),
             "t0": time.perf_counter(), "cmd": cmd, "cwd": cwd, "files": (out, err)}
 
 
@@ -227,10 +232,12 @@ def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
 
 
 def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threads: int = 1,
-                order: str = "paired", malloc: str = "pinned") -> float:
+                order: str = "paired", malloc: str = "pinned", cpus: str = "pinned") -> float:
     """Median over rounds of (wall of ``segwatch run --headless`` / wall of ``python``)."""
-    if order == "paired" and (os.cpu_count() or 1) < 2 * threads:
+    avail = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if order == "paired" and len(avail) < 2 * threads:
         order = "alternate"       # two trainings at once need a core each
+    halves = [set(avail[:threads]), set(avail[threads:2 * threads])] if cpus == "pinned" else None
     ratios: list[float] = []
     runs: dict[str, list[dict]] = {"plain": [], "segwatch": []}
     with tempfile.TemporaryDirectory(prefix="segwatch-e2e-") as tmp:
@@ -254,7 +261,10 @@ def measure_e2e(steps: int = 1000, rounds: int = 3, verbose: bool = False, threa
             shutil.rmtree(run_dir, ignore_errors=True)
             if order == "paired":
                 first = ("plain", "segwatch") if r % 2 == 0 else ("segwatch", "plain")
-                this = _reap_all({mode: _start(cmds[mode], folder, env, mode) for mode in first}, run_dir)
+                # pinned: each command on its own core(s), swapped every round
+                where = dict(zip(first, halves)) if halves else {}
+                this = _reap_all({mode: _start(cmds[mode], folder, env, mode, where.get(mode)) for mode in first},
+                                 run_dir)
                 for mode in first:
                     runs[mode].append(this[mode])
             else:
@@ -296,12 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--order", choices=("paired", "alternate"), default="paired",
                     help="paired: plain and segwatch at the same time, a core each (default); "
                          "alternate: one after the other")
+    ap.add_argument("--cpus", choices=("pinned", "free"), default="pinned",
+                    help="paired rounds, pinned: each command (segwatch: supervisor and training together) "
+                         "on its own core, swapped every round (default); free: the scheduler decides")
     ap.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
                     help="pinned: glibc's mmap/trim thresholds fixed for both commands (default)")
     a = ap.parse_args(argv)
-    print(f"end to end: {a.steps} steps, {a.rounds} rounds (plain and segwatch {a.order}), malloc {a.malloc}, "
+    print(f"end to end: {a.steps} steps, {a.rounds} rounds (plain and segwatch {a.order}"
+          f"{', CPUs ' + a.cpus if a.order == 'paired' else ''}), malloc {a.malloc}, "
           f"{a.threads} torch thread(s), {os.cpu_count()} CPUs", flush=True)
-    ratio = measure_e2e(a.steps, a.rounds, verbose=True, threads=a.threads, order=a.order, malloc=a.malloc)
+    ratio = measure_e2e(a.steps, a.rounds, verbose=True, threads=a.threads, order=a.order, malloc=a.malloc,
+                        cpus=a.cpus)
     print(f"end-to-end ratio: {ratio:.3f}")
     return 0
 

@@ -112,6 +112,10 @@ def run_block(model, opt, loader, steps: int, times: list[float], cpu: list[floa
         times.append(time.perf_counter() - t0)
 
 
+#: paired rounds of the end-to-end ratio (its median): single rounds spread by +-3 % here
+E2E_ROUNDS = 5
+
+
 def end_to_end(steps: int) -> str:
     """``benchmarks/_e2e.py``'s ratio, or "n/a" when that module is missing or fails."""
     try:
@@ -120,7 +124,7 @@ def end_to_end(steps: int) -> str:
     except Exception:
         return "n/a"
     try:
-        return f"{measure_e2e(steps=steps):.3f}"
+        return f"{measure_e2e(steps=steps, rounds=E2E_ROUNDS):.3f}"
     except Exception as exc:
         print(f"  end to end: failed ({type(exc).__name__}: {exc})")
         return "n/a"
