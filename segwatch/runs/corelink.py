@@ -113,9 +113,39 @@ class _MiniState:
         }
 
 
+#: environment variables that size numpy's BLAS thread pool at its import
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _import_core():
+    """Import core (and numpy) with a one-thread BLAS pool.
+
+    numpy's OpenBLAS starts a thread per core at import: ~60 ms of CPU measured here, spent
+    on the cores the training is using, for a process whose numpy work is a few small
+    arrays per event. The variables are set only for the import and restored at once: the
+    training (launched with this process's environment) keeps the user's settings."""
+    import os
+    import sys
+
+    if "numpy" in sys.modules:
+        from segwatch.core.state import RunState
+        return RunState
+    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
+    try:
+        for k, v in saved.items():
+            if v is None:
+                os.environ[k] = "1"
+        from segwatch.core.state import RunState
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+    return RunState
+
+
 def new_state(config: Any = None, lang: str = "en"):
     try:
-        from segwatch.core.state import RunState
+        RunState = _import_core()
     except Exception:
         return _MiniState(config, lang)
     return RunState(config, lang=lang)
