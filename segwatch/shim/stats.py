@@ -454,8 +454,8 @@ def class_argmax(logits: torch.Tensor) -> torch.Tensor:
         if bool(top.isnan().any()):
             out[rows, span] = part.max(1).indices
             continue
-        # inf - inf is NaN; torch's sign() gives 0 for it (a hit) today, nan_to_num keeps
-        # that so if sign() ever propagates NaN
+        # inf - inf is NaN; torch's sign() gives 0 for it today (a hit), and nan_to_num
+        # keeps it a hit should sign() ever propagate NaN
         hit = torch.sub(part, top).sign_().add_(1).nan_to_num_(nan=1.0)
         out[rows, span] = c - hit.mul_(weights).amax(1).long()
     return out.reshape((n,) + rest)

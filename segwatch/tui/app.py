@@ -350,7 +350,7 @@ class SegwatchApp(App):
     def _tick(self) -> None:
         # The interval timer belongs to the app and outlives the screen's widgets while
         # the app shuts down (seen under load in CI): draw nothing once they are going.
-        if self._exit or not self._widgets_attached():
+        if getattr(self, "_exit", False) or not self._widgets_attached():
             return
         if self._sw_dirty:
             self.refresh_view()
