@@ -182,6 +182,7 @@ class SegwatchApp(App):
         self._sw_dirty = True
         self._sw_initial = list(events) if events is not None else []
         self._sw_last_header = 0.0
+        self._sw_header: StatusHeader | None = None   # found once at mount, drawn at every tick
         self._sw_in_flight = threading.Semaphore(MAX_IN_FLIGHT)
         self._sw_stop = threading.Event()
         self.ingest_errors = 0
@@ -210,6 +211,7 @@ class SegwatchApp(App):
                        RanksPanel(lang=self.lang, id="panel-ranks"), id="ranks")
 
     def on_mount(self) -> None:
+        self._sw_header = self.query_one("#status", StatusHeader)
         if self._sw_initial:
             self.ingest(self._sw_initial, notify=False)
             self._sw_initial = []
@@ -360,12 +362,11 @@ class SegwatchApp(App):
                 self._update_header()  # the elapsed clock
 
     def _widgets_attached(self) -> bool:
-        header = self.query("#status")
-        return bool(header) and header.first().is_attached
+        return self._sw_header is not None and self._sw_header.is_attached
 
     def _update_header(self) -> None:
         self._sw_last_header = time.monotonic()
-        self.query_one("#status", StatusHeader).show(self.state, self.view, self.live, self.run_title)
+        self._sw_header.show(self.state, self.view, self.live, self.run_title)
 
     def refresh_view(self, force: bool = False) -> None:
         """Redraw the header and the visible panel if the state changed since they last drew."""
