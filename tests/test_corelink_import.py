@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from segwatch.runs.corelink import _BLAS_THREADS
+
 CHECK = r'''
 import json, os, sys
 from segwatch.runs import corelink
@@ -27,7 +29,7 @@ print(json.dumps({"type": type(state).__name__, "during": seen,
 
 
 def _run(env_extra: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_THREADS}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

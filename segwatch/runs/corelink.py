@@ -127,19 +127,15 @@ def _import_core():
     import os
     import sys
 
-    if "numpy" in sys.modules:
-        from segwatch.core.state import RunState
-        return RunState
-    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
+    # numpy already imported: its pool exists, nothing to set
+    unset = [] if "numpy" in sys.modules else [k for k in _BLAS_THREADS if k not in os.environ]
     try:
-        for k, v in saved.items():
-            if v is None:
-                os.environ[k] = "1"
+        for k in unset:
+            os.environ[k] = "1"
         from segwatch.core.state import RunState
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for k in unset:
+            os.environ.pop(k, None)
     return RunState
 
 
