@@ -37,11 +37,18 @@ def dist_version(*names: str) -> str | None:
     for name in names:
         try:
             return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        except Exception:
+        except Exception:   # not installed (PackageNotFoundError) or unreadable metadata
             continue
     return None
+
+
+def dist_requires(name: str) -> list[str] | None:
+    """The distribution's declared requirements, or None when they cannot be read."""
+    try:
+        from importlib import metadata
+        return metadata.requires(name)
+    except Exception:
+        return None
 
 
 def _split(version: str) -> tuple[tuple[int, ...], str]:
@@ -95,13 +102,7 @@ def quick_warnings() -> list[str]:
             return out
         torch_v = dist_version("torch")
         tv = dist_version("torchvision")
-        reqs = None
-        if tv:
-            try:
-                from importlib import metadata
-                reqs = metadata.requires("torchvision")
-            except Exception:
-                reqs = None
+        reqs = dist_requires("torchvision") if tv else None
         why = torchvision_mismatch(torch_v, tv, reqs)
         if why:
             out.append(f"{why}; pip install {matching_torchvision(torch_v)} (see segwatch doctor)")
@@ -193,12 +194,7 @@ def collect(import_timeout: float = 180.0, only: list[str] | None = None) -> dic
     tv = frameworks.get("torchvision", {})
     if tv.get("installed") and not tv.get("ok") and t.get("version"):
         tv["matching_build"] = matching_torchvision(t["version"])
-        try:
-            from importlib import metadata
-            reqs = metadata.requires("torchvision")
-        except Exception:
-            reqs = None
-        tv["why"] = torchvision_mismatch(t["version"], tv["installed"], reqs)
+        tv["why"] = torchvision_mismatch(t["version"], tv["installed"], dist_requires("torchvision"))
     mm = frameworks.get("mmseg.models", {})
     if mm.get("installed") and "mmcv._ext" in str(mm.get("error", "")):
         mm["why"] = ("mmcv-lite has no compiled ops (mmcv._ext) and mmseg imports mmcv.ops; install a "
